@@ -1,0 +1,65 @@
+# trading-platform — every set-up step a fresh machine needs lives here.
+# `make test` and `make demo` are the two entry points the README promises.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean
+
+help:
+	@echo "make test     - install everything, lint, type-check, run the whole test suite"
+	@echo "make demo     - run the whole platform locally on the embedded defaults"
+	@echo "make cluster  - run the local control plane (kube-apiserver + etcd) until Ctrl-C"
+	@echo "make crds     - regenerate crds/ from the pydantic models"
+
+# System packages the tests and the demo start for real: Redis, PostgreSQL, Lua.
+sysdeps:
+	@bash hack/install-sysdeps.sh
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -c requirements.lock -e '.[dev,ml]'
+	@touch $(STAMP)
+
+pydeps: $(STAMP)
+
+deps: sysdeps pydeps controlplane
+
+# kube-apiserver and etcd built from Go modules, cached outside the repo.
+controlplane: pydeps
+	@$(PY) -m trading_dev.controlplane.build --print-paths
+
+crds: pydeps
+	$(PY) -m trading_operator.crdgen --out crds
+
+crds-check: pydeps
+	$(PY) -m trading_operator.crdgen --out crds --check
+
+cluster: deps
+	$(PY) -m trading_dev.controlplane --kubeconfig .dev/kubeconfig
+
+lint: pydeps
+	$(VENV)/bin/ruff check operator workers devtools tests benchmarks
+
+typecheck: pydeps
+	$(VENV)/bin/mypy operator/trading_operator workers/trading_workers devtools/trading_dev
+
+test: deps lint typecheck
+	$(VENV)/bin/pytest -p no:cacheprovider
+
+test-unit: pydeps
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not cluster and not services and not e2e"
+
+demo: deps
+	$(PY) -m trading_dev.demo $(DEMO_ARGS)
+
+bench: deps
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf .dev .pytest_cache .mypy_cache .ruff_cache

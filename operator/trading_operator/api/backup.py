@@ -1,0 +1,125 @@
+"""Backup: scheduled, retained, verified backups of a session's data.
+
+Targets follow the runbooks: the trade journal (PostgreSQL), Redis, model
+artifacts, and the resources themselves. The operator turns a Backup into
+a Job (one-shot) or CronJob (``schedule``) that runs the workers' backup
+command; that command writes a manifest with sizes and sha256 of every
+artifact and reports into this object's status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import pydantic
+
+from trading_operator.api import common
+from trading_operator.api.common import ApiModel, cel, object_default, rules
+
+# Five-field cron (minute hour day-of-month month day-of-week) or a macro.
+_CRON_FIELD = r"(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?(,(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?)*"
+_CRON_DOW = r"(\*|[0-7A-Za-z]{1,3}(-[0-7A-Za-z]{1,3})?)(/[0-9])?(,(\*|[0-7A-Za-z]{1,3}(-[0-7A-Za-z]{1,3})?))*"
+_CRON_MON = r"(\*|[0-9A-Za-z]{1,3}(-[0-9A-Za-z]{1,3})?)(/[0-9]{1,2})?(,(\*|[0-9A-Za-z]{1,3}(-[0-9A-Za-z]{1,3})?))*"
+CRON_PATTERN = (rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+                rf"{_CRON_FIELD} {_CRON_FIELD} {_CRON_FIELD} {_CRON_MON} {_CRON_DOW})$")
+DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+
+Target = Literal["journal", "redis", "models", "resources"]
+
+
+class Retention(ApiModel):
+    """Which backups to keep. The newest good backup is never pruned."""
+
+    keep_last: int = pydantic.Field(default=7, ge=1, le=10_000, description="Keep at least the newest N backups.")
+    max_age: str | None = pydantic.Field(
+        default=None, pattern=DURATION_PATTERN, max_length=32,
+        description="Prune backups older than this (e.g. 168h, 7d, 3d12h), beyond keepLast.")
+
+
+class PvcDestination(ApiModel):
+    claim_name: str = pydantic.Field(min_length=1, max_length=253,
+                                     pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                                     description="PersistentVolumeClaim in the Backup's namespace.")
+    path: str = pydantic.Field(default="/", max_length=1024, pattern=r"^/[^\x00]*$",
+                               description="Directory inside the volume (absolute).")
+
+
+class Destination(ApiModel):
+    """Where artifacts are written (a PVC path; S3-compatible later)."""
+
+    pvc: PvcDestination = pydantic.Field(description="Volume to write to.")
+
+
+class BackupSpec(ApiModel):
+    """What to back up, when, where, for how long, and whether to verify."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("!self.suspend || has(self.schedule)", "suspend only applies to a scheduled Backup",
+            field_path=".suspend", reason="FieldValueForbidden"),
+    ))
+
+    session_ref: common.LocalObjectRef = pydantic.Field(
+        description="TradingSession whose journal, Redis streams and models are backed up.")
+    targets: list[Target] = pydantic.Field(
+        default_factory=lambda: ["journal", "redis", "models", "resources"],  # type: ignore[arg-type]
+        min_length=1, max_length=4,
+        description="journal (PostgreSQL), redis (RDB snapshot), models (artifacts), resources (session+policy YAML).",
+        json_schema_extra={"x-kubernetes-list-type": "set",
+                           "default": ["journal", "redis", "models", "resources"]})
+    schedule: str | None = pydantic.Field(
+        default=None, pattern=CRON_PATTERN, max_length=128,
+        description="Cron schedule (e.g. '0 * * * *' hourly). Without it the Backup runs once.")
+    suspend: bool = pydantic.Field(default=False, description="Pause a scheduled Backup.")
+    retention: Retention = pydantic.Field(default_factory=Retention, json_schema_extra=object_default(),
+                                          description="How many backups, and how old, to keep.")
+    destination: Destination = pydantic.Field(description="Where artifacts go.")
+    verify: bool = pydantic.Field(
+        default=True, description="Restore the journal into a scratch database and compare row counts and checksums.")
+
+
+class BackupRun(ApiModel):
+    """One run of the backup."""
+
+    id: str = pydantic.Field(max_length=64, description="Run id (also the directory name).")
+    phase: Literal["Pending", "Running", "Completed", "Failed", "Pruned"] = pydantic.Field(description="Outcome.")
+    started_at: dt.datetime | None = pydantic.Field(default=None, description="Start time.")
+    completed_at: dt.datetime | None = pydantic.Field(default=None, description="End time.")
+    size_bytes: int | None = pydantic.Field(default=None, ge=0, description="Total bytes of the artifacts.")
+    sha256: str | None = pydantic.Field(default=None, max_length=64, description="sha256 of the manifest.")
+    location: str | None = pydantic.Field(default=None, max_length=2048, description="Where the run's artifacts are.")
+    verified: bool | None = pydantic.Field(default=None, description="Whether verification passed.")
+    message: str | None = pydantic.Field(default=None, max_length=4096, description="Detail (e.g. failed artifact).")
+
+
+class BackupStatus(ApiModel):
+    phase: Literal["Pending", "Running", "Completed", "Failed"] | None = pydantic.Field(
+        default=None, description="Phase of the latest run.")
+    observed_generation: int | None = pydantic.Field(default=None, ge=0, description="Generation last reconciled.")
+    conditions: list[common.Condition] = pydantic.Field(
+        default_factory=list, max_length=16, description="Ready, Verified, ...",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    size_bytes: int | None = pydantic.Field(default=None, ge=0, description="Size of the latest run.")
+    sha256: str | None = pydantic.Field(default=None, max_length=64, description="Manifest sha256 of the latest run.")
+    location: str | None = pydantic.Field(default=None, max_length=2048, description="Latest run's location.")
+    verified: bool | None = pydantic.Field(default=None, description="Latest run verified.")
+    duration_seconds: float | None = pydantic.Field(default=None, ge=0, description="Latest run's duration.")
+    last_successful_time: dt.datetime | None = pydantic.Field(default=None, description="Last Completed run.")
+    last_verified_time: dt.datetime | None = pydantic.Field(default=None, description="Last verified run.")
+    next_schedule_time: dt.datetime | None = pydantic.Field(default=None, description="Next scheduled run.")
+    history: list[BackupRun] = pydantic.Field(default_factory=list, max_length=100,
+                                              description="Recent runs, newest last.")
+
+
+class Backup(ApiModel):
+    """A backup of a session's journal, Redis, models and resources."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    api_version: str = common.API_VERSION
+    kind: str = "Backup"
+    metadata: common.ObjectMeta = pydantic.Field(default_factory=common.ObjectMeta)
+    spec: BackupSpec
+    status: BackupStatus = pydantic.Field(default_factory=BackupStatus)
+
+

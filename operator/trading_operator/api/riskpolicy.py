@@ -1,0 +1,170 @@
+"""RiskPolicy: the limits a session trades under, and the risk owner's kill switch.
+
+Thresholds come from the runbooks (daily loss reduce 2 % / halt 3 %,
+concentration 30 %, VaR 5 % at 95 %, margin 80 %, win-rate floor 40 %,
+correlation spike 0.9) and per-order controls from SEC 15c3-5 / FIA
+guidance. Every rule carries an action so the owner decides what a breach
+does. Cross-field rules are CEL, so the API server refuses them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+from trading_operator.api import common
+from trading_operator.api.common import ApiModel, cel, object_default, rules
+from trading_operator.api.session import SYMBOL_PATTERN
+
+Action = Literal["Alert", "Reduce", "Halt", "Flatten"]
+ACTION_DESCRIPTION = ("What a breach does: Alert (Event + metric), Reduce (only exposure-reducing orders), "
+                      "Halt (stop new orders; latched), Flatten (halt and close positions).")
+
+
+def _pct(default: float, description: str) -> float:
+    return pydantic.Field(default=default, gt=0, le=100, description=description)  # type: ignore[no-any-return]
+
+
+class PctRule(ApiModel):
+    """A percentage threshold with an action."""
+
+    threshold_pct: float = _pct(5.0, "Threshold in percent (0 < x <= 100).")
+    action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
+    enabled: bool = pydantic.Field(default=True, description="Whether the rule is evaluated.")
+
+
+class DailyLoss(ApiModel):
+    """Daily loss as a percentage of start-of-day equity: reduce first, then halt."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("self.reducePct < self.haltPct", "reducePct must be below haltPct",
+            field_path=".reducePct", reason="FieldValueInvalid"),
+    ))
+
+    reduce_pct: float = _pct(2.0, "Loss (percent) at which the session moves to Reducing.")
+    halt_pct: float = _pct(3.0, "Loss (percent) at which the session halts (latched).")
+    halt_action: Action = pydantic.Field(default="Halt", description=ACTION_DESCRIPTION)
+
+
+class VaRRule(ApiModel):
+    """Historical portfolio value-at-risk."""
+
+    max_pct: float = _pct(5.0, "Maximum one-day VaR in percent of equity.")
+    confidence: float = pydantic.Field(default=0.95, ge=0.5, lt=1, description="Confidence level (e.g. 0.95).")
+    lookback: int = pydantic.Field(default=250, ge=20, le=5000, description="Observations in the historical window.")
+    action: Action = pydantic.Field(default="Reduce", description=ACTION_DESCRIPTION)
+
+
+class WinRateFloor(ApiModel):
+    min_pct: float = _pct(40.0, "Minimum share of winning round trips, percent.")
+    min_trades: int = pydantic.Field(default=20, ge=1, le=100_000,
+                                     description="Round trips before the floor is evaluated.")
+    action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
+
+
+class CorrelationSpike(ApiModel):
+    threshold: float = pydantic.Field(default=0.9, gt=0, le=1,
+                                      description="Average pairwise correlation of positions that counts as a spike.")
+    action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
+
+
+def _rule(default_pct: float, action: str, description: str) -> PctRule:
+    return pydantic.Field(  # type: ignore[no-any-return]
+        default_factory=lambda: PctRule(threshold_pct=default_pct, action=action),  # type: ignore[arg-type]
+        json_schema_extra={"default": {"thresholdPct": default_pct, "action": action}},
+        description=description)
+
+
+class Limits(ApiModel):
+    """Portfolio limits evaluated by the risk worker."""
+
+    daily_loss: DailyLoss = pydantic.Field(default_factory=DailyLoss, json_schema_extra=object_default(),
+                                           description="Daily loss: Reducing at reducePct, halt at haltPct.")
+    max_drawdown: PctRule = _rule(10.0, "Halt", "Peak-to-trough equity drawdown, percent.")
+    concentration: PctRule = _rule(30.0, "Reduce", "Largest single position as percent of gross exposure.")
+    var: VaRRule = pydantic.Field(default_factory=VaRRule, json_schema_extra=object_default(),
+                                  description="Historical value-at-risk.")
+    margin_usage: PctRule = _rule(80.0, "Reduce", "Margin used as percent of available margin.")
+    win_rate_floor: WinRateFloor = pydantic.Field(default_factory=WinRateFloor, json_schema_extra=object_default(),
+                                                  description="Win-rate floor.")
+    correlation_spike: CorrelationSpike = pydantic.Field(
+        default_factory=CorrelationSpike, json_schema_extra=object_default(), description="Correlation spike.")
+
+
+class OrderControls(ApiModel):
+    """Per-order pre-trade checks run by the executor before anything is journaled or sent."""
+
+    max_order_notional: float = pydantic.Field(default=100_000.0, gt=0, le=1e10,
+                                               description="Largest single order, USD notional.")
+    max_position_notional: float = pydantic.Field(default=250_000.0, gt=0, le=1e11,
+                                                  description="Largest position per symbol, USD notional.")
+    max_orders_per_second: float = pydantic.Field(default=50.0, gt=0, le=100_000,
+                                                  description="Order rate limit per session (token bucket).")
+    price_collar_pct: float = _pct(5.0, "Fat-finger collar: limit price at most this far from the last trade.")
+    duplicate_window_seconds: float = pydantic.Field(
+        default=1.0, ge=0, le=3600,
+        description="Same symbol, side, quantity and price within this window is a duplicate.")
+    max_open_orders: int = pydantic.Field(default=200, ge=1, le=100_000, description="Open orders at most.")
+    restricted_symbols: list[str] = pydantic.Field(
+        default_factory=list, max_length=10_000, description="Symbols that must never be traded.",
+        json_schema_extra={"items": {"type": "string", "pattern": SYMBOL_PATTERN, "maxLength": 16},
+                           "x-kubernetes-list-type": "set"})
+
+
+class CircuitBreaker(ApiModel):
+    """Market-wide circuit breaker: an index drop or a VIX spike scales limits down."""
+
+    enabled: bool = pydantic.Field(default=True, description="Whether the breaker is evaluated.")
+    index_symbol: str = pydantic.Field(default="SPY", pattern=SYMBOL_PATTERN, description="Index proxy.")
+    index_drop_pct: float = _pct(7.0, "Intraday index drop that trips the breaker.")
+    vix_level: float = pydantic.Field(default=50.0, gt=0, le=200, description="VIX level that trips the breaker.")
+    limit_scale: float = pydantic.Field(default=0.3, gt=0, le=1, description="Factor applied to limits when tripped.")
+    action: Action = pydantic.Field(default="Reduce", description=ACTION_DESCRIPTION)
+
+
+class RiskPolicySpec(ApiModel):
+    """Limits and the kill switch for every session that references this policy."""
+
+    mode: Literal["Active", "Reducing", "Halted"] = pydantic.Field(
+        default="Active",
+        description="The risk owner's kill switch for every referencing session: Active (trade normally), "
+                    "Reducing (only exposure-reducing orders), Halted (halt every session; latched).")
+    allow_live: bool = pydantic.Field(
+        default=False,
+        description="Allow live (non-paper) trading. Also needs the namespace label trading.dev/live=enabled.")
+    limits: Limits = pydantic.Field(default_factory=Limits, json_schema_extra=object_default(),
+                                    description="Portfolio limits.")
+    order_controls: OrderControls = pydantic.Field(default_factory=OrderControls, json_schema_extra=object_default(),
+                                                   description="Per-order pre-trade checks.")
+    circuit_breaker: CircuitBreaker = pydantic.Field(default_factory=CircuitBreaker,
+                                                     json_schema_extra=object_default(),
+                                                     description="Market-wide circuit breaker.")
+
+    @pydantic.model_validator(mode="after")
+    def _reduce_below_halt(self) -> RiskPolicySpec:
+        if self.limits.daily_loss.reduce_pct >= self.limits.daily_loss.halt_pct:
+            raise ValueError("limits.dailyLoss.reducePct must be below haltPct")
+        return self
+
+
+class RiskPolicyStatus(ApiModel):
+    observed_generation: int | None = pydantic.Field(default=None, ge=0, description="Generation last validated.")
+    conditions: list[common.Condition] = pydantic.Field(
+        default_factory=list, max_length=16, description="Valid: the policy parsed and is enforceable.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    sessions: list[str] = pydantic.Field(default_factory=list, max_length=10_000,
+                                         description="TradingSessions that reference this policy.")
+    session_count: int = pydantic.Field(default=0, ge=0, description="Number of referencing sessions.")
+
+
+class RiskPolicy(ApiModel):
+    """Risk limits and kill switch."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    api_version: str = common.API_VERSION
+    kind: str = "RiskPolicy"
+    metadata: common.ObjectMeta = pydantic.Field(default_factory=common.ObjectMeta)
+    spec: RiskPolicySpec = pydantic.Field(default_factory=RiskPolicySpec)
+    status: RiskPolicyStatus = pydantic.Field(default_factory=RiskPolicyStatus)

@@ -1,0 +1,351 @@
+"""TradingSession: what to trade, with which broker, strategy, workers and calendar.
+
+The spec is the user's intent (including the user's halt switch); the
+status is the controller's and the workers' observations, including
+automatic halts, which live in status so a GitOps controller never reverts
+them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+from typing import Any, Literal
+
+import pydantic
+
+from trading_operator.api import common
+from trading_operator.api.common import ApiModel, cel, object_default, rules
+from trading_operator.api.phases import Phase
+
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9]{0,9}([./][A-Z0-9]{1,5})?$"
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+
+class Role(str, Enum):
+    MARKET_DATA = "marketData"
+    STRATEGY = "strategy"
+    INFERENCE = "inference"
+    RISK = "risk"
+    EXECUTOR = "executor"
+
+
+class SecretRef(ApiModel):
+    """Where the broker's API keys live. Keys are never written inline in the session."""
+
+    name: str = pydantic.Field(description="Name of a Secret in the session's namespace.",
+                               min_length=1, max_length=253)
+    key_id_key: str = pydantic.Field(default="APCA_API_KEY_ID", max_length=253,
+                                     description="Key in the Secret holding the API key id.")
+    secret_key_key: str = pydantic.Field(default="APCA_API_SECRET_KEY", max_length=253,
+                                         description="Key in the Secret holding the API secret key.")
+
+
+class SimulatedExchange(ApiModel):
+    """Knobs of the embedded simulated exchange."""
+
+    seed: int = pydantic.Field(default=42, ge=0, le=2**31 - 1,
+                               description="Seed of the deterministic price process.")
+    latency_ms: float = pydantic.Field(default=0.0, ge=0, le=10_000,
+                                       description="Added latency per order acknowledgement, in milliseconds.")
+    initial_cash: float = pydantic.Field(default=1_000_000.0, gt=0, le=1e12,
+                                         description="Starting cash of the simulated account, in USD.")
+    volatility: float = pydantic.Field(default=0.02, ge=0, le=1,
+                                       description="Daily volatility of the simulated price process (fraction).")
+
+
+class BrokerSpec(ApiModel):
+    """Which broker the executor sends orders to."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("self.kind != 'alpaca' || has(self.credentialsSecretRef)",
+            "an alpaca broker needs credentialsSecretRef (keys are never inline)",
+            field_path=".credentialsSecretRef", reason="FieldValueRequired"),
+    ))
+
+    kind: Literal["simulated", "alpaca"] = pydantic.Field(
+        default="simulated",
+        description="simulated: the embedded in-process exchange (no keys, no network). "
+                    "alpaca: Alpaca's trading API through alpaca-py.")
+    paper: bool = pydantic.Field(
+        default=True,
+        description="Trade on the broker's paper (simulated money) endpoint. Live trading (false) "
+                    "also needs the RiskPolicy's allowLive and the namespace label trading.dev/live=enabled.")
+    credentials_secret_ref: SecretRef | None = pydantic.Field(
+        default=None, description="Secret with the broker's API keys (required for alpaca).")
+    simulated: SimulatedExchange = pydantic.Field(
+        default_factory=SimulatedExchange, json_schema_extra=object_default(),
+        description="Settings of the simulated exchange (kind: simulated).")
+
+
+class ModelSpec(ApiModel):
+    """A torch model artifact used by the inference workers."""
+
+    uri: str = pydantic.Field(
+        default="builtin://default",
+        description="Model artifact: builtin://default (shipped with the workers), file:///path or pvc://claim/path.",
+        pattern=r"^(builtin|file|pvc|s3)://.+$", max_length=1024)
+    device: Literal["cuda", "cpu"] = pydantic.Field(
+        default="cuda",
+        description="cuda schedules inference on the GPU pool (nvidia.com/gpu limit, pool nodeSelector "
+                    "and toleration); cpu drops them. On a node without a GPU the worker falls back to cpu.")
+    batch_size: int = pydantic.Field(default=256, ge=1, le=65536,
+                                     description="Maximum predictions per inference batch.")
+    max_latency_ms: float = pydantic.Field(
+        default=50.0, gt=0, le=60_000,
+        description="A batch slower than this (or any NaN output) moves the session to Reducing.")
+
+
+class StrategySpec(ApiModel):
+    """The trading strategy the strategy workers run."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("self.name != 'model' || has(self.model)",
+            "strategy 'model' needs a model", field_path=".model", reason="FieldValueRequired"),
+    ))
+
+    name: Literal["momentum", "mean-reversion", "model"] = pydantic.Field(
+        default="momentum",
+        description="momentum and mean-reversion are rule-based; model uses the torch model in `model`.")
+    params: dict[str, Any] = pydantic.Field(
+        default_factory=dict,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "default": {}},
+        description="Strategy parameters (free-form, e.g. lookback, threshold, orderQty).")
+    model: ModelSpec | None = pydantic.Field(default=None, description="Model for the inference workers.")
+
+
+class CalendarSpec(ApiModel):
+    """The exchange calendar that drives the session's phases."""
+
+    exchange: str = pydantic.Field(
+        default="XNYS", pattern=r"^[A-Z0-9]{2,8}$",
+        description="Exchange calendar code (ISO 10383 MIC as used by exchange_calendars, e.g. XNYS, XNAS).")
+    timezone: str = pydantic.Field(default="America/New_York", max_length=64,
+                                   description="IANA time zone of the pre-market and after-hours times.")
+    pre_market_start: str = pydantic.Field(default="04:00", pattern=HHMM_PATTERN,
+                                           description="Start of pre-market trading, HH:MM local time.")
+    after_hours_end: str = pydantic.Field(default="20:00", pattern=HHMM_PATTERN,
+                                          description="End of after-hours trading, HH:MM local time.")
+
+
+class ClockSpec(ApiModel):
+    """Wall time, or a simulated clock for drills and demos."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("self.mode == 'simulated' || !has(self.start)",
+            "start only applies to a simulated clock", field_path=".start", reason="FieldValueForbidden"),
+    ))
+
+    mode: Literal["wall", "simulated"] = pydantic.Field(
+        default="wall", description="wall: real time. simulated: starts at `start` and runs `speed` times faster.")
+    speed: float = pydantic.Field(default=1.0, ge=1, le=100_000,
+                                  description="Simulated seconds per real second (simulated clock only).")
+    start: dt.datetime | None = pydantic.Field(
+        default=None, description="Simulated time at the session's start (RFC 3339). Default: now.")
+
+
+class Toleration(ApiModel):
+    """A pod toleration (subset of core/v1 Toleration)."""
+
+    key: str | None = pydantic.Field(default=None, max_length=316, description="Taint key.")
+    operator: Literal["Exists", "Equal"] | None = pydantic.Field(default=None, description="Exists or Equal.")
+    value: str | None = pydantic.Field(default=None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = pydantic.Field(
+        default=None, description="Taint effect to tolerate; empty tolerates all.")
+
+
+class Resources(ApiModel):
+    """Compute requests and limits (Kubernetes quantities)."""
+
+    requests: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="Minimum resources, e.g. cpu: 100m, memory: 128Mi.",
+        json_schema_extra={"additionalProperties": {"type": "string", "pattern": QUANTITY_PATTERN}})
+    limits: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="Maximum resources, e.g. memory: 512Mi.",
+        json_schema_extra={"additionalProperties": {"type": "string", "pattern": QUANTITY_PATTERN}})
+
+
+class WorkerSpec(ApiModel):
+    """One worker role's Deployment."""
+
+    replicas: int = pydantic.Field(default=1, ge=0, le=20, description="Number of worker pods.")
+    resources: Resources = pydantic.Field(default_factory=Resources,
+                                          description="Compute requests and limits of the worker container.")
+    image: str | None = pydantic.Field(default=None, max_length=512,
+                                       description="Worker image; default from the operator's settings.")
+    node_selector: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="Node labels the pods must land on (merged over defaults).")
+    tolerations: list[Toleration] = pydantic.Field(
+        default_factory=list, max_length=16, description="Extra tolerations for the pods.")
+
+
+class ExecutorWorkerSpec(WorkerSpec):
+    """The executor: at most one replica, so one process owns a session's order flow."""
+
+    replicas: int = pydantic.Field(default=1, ge=0, le=1,
+                                   description="0 or 1: a single executor owns the session's order flow.")
+
+
+class WorkersSpec(ApiModel):
+    """Per-role worker settings."""
+
+    market_data: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+                                             description="Market-data workers (publish quotes to the bus).")
+    strategy: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+                                          description="Strategy workers (turn quotes into signals).")
+    inference: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+                                           description="Inference workers (torch; GPU pool unless model.device is cpu).")
+    risk: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+                                      description="Risk worker (portfolio risk; writes automatic halts to status).")
+    executor: ExecutorWorkerSpec = pydantic.Field(
+        default_factory=ExecutorWorkerSpec, json_schema_extra=object_default(),
+        description="Executor (pre-trade checks, journal, broker).")
+
+    def for_role(self, role: Role | str) -> WorkerSpec:
+        return getattr(self, pydantic.alias_generators.to_snake(Role(role).value))
+
+
+class TradingSessionSpec(ApiModel):
+    """Desired state of a trading session."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("!has(self.haltReason) || self.halted", "haltReason is only meaningful with halted: true",
+            field_path=".haltReason", reason="FieldValueForbidden"),
+    ))
+
+    broker: BrokerSpec = pydantic.Field(default_factory=BrokerSpec, json_schema_extra=object_default(),
+                                        description="Broker the executor trades with.")
+    symbols: list[str] = pydantic.Field(
+        min_length=1, max_length=500,
+        description="Tickers to trade (1 to 500, unique, upper case, e.g. AAPL, BRK.B).",
+        json_schema_extra={"items": {"type": "string", "pattern": SYMBOL_PATTERN, "maxLength": 16},
+                           "x-kubernetes-list-type": "set"})
+    strategy: StrategySpec = pydantic.Field(default_factory=StrategySpec, json_schema_extra=object_default(),
+                                            description="Strategy and its parameters.")
+    risk_policy_ref: common.LocalObjectRef = pydantic.Field(
+        description="RiskPolicy (same namespace) whose limits and mode this session obeys.")
+    calendar: CalendarSpec = pydantic.Field(default_factory=CalendarSpec, json_schema_extra=object_default(),
+                                            description="Exchange calendar and extended-hours window.")
+    clock: ClockSpec = pydantic.Field(default_factory=ClockSpec, json_schema_extra=object_default(),
+                                      description="Session clock: wall time or simulated.")
+    workers: WorkersSpec = pydantic.Field(default_factory=WorkersSpec, json_schema_extra=object_default(),
+                                          description="Worker Deployments per role.")
+    halted: bool = pydantic.Field(
+        default=False,
+        description="The user's halt switch. true stops every executor from sending new orders at once "
+                    "and moves the session to Halted; false (with resumeHaltId for automatic halts) resumes.")
+    halt_reason: str | None = pydantic.Field(default=None, max_length=256,
+                                             description="Why the user halted the session (shown in status and Events).")
+    resume_halt_id: str | None = pydantic.Field(
+        default=None, max_length=64, pattern=r"^h-[a-z0-9]{1,60}$",
+        description="To resume from an automatic halt (Risk, Policy, Operator), set this to status.halt.id. "
+                    "A stale or wrong id is refused, so an old command cannot clear a newer halt.")
+    on_halt: Literal["CancelOpenOrders", "FlattenPositions", "None"] = pydantic.Field(
+        default="CancelOpenOrders", description="What executors do with open orders/positions when halted.")
+    suspend: bool = pydantic.Field(
+        default=False,
+        description="Maintenance mode: scale every worker to zero. Refused while orders are open.")
+
+    @pydantic.field_validator("symbols")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("symbols must be unique")
+        return value
+
+
+# ---------------------------------------------------------------- status
+
+class HaltStatus(ApiModel):
+    """The latched halt, if any."""
+
+    active: bool = pydantic.Field(default=False, description="Whether a halt is in force.")
+    source: Literal["User", "Risk", "Policy", "Operator"] | None = pydantic.Field(
+        default=None, description="Who raised the halt.")
+    reason: str | None = pydantic.Field(default=None, max_length=1024, description="Why.")
+    since: dt.datetime | None = pydantic.Field(default=None, description="When the halt was raised.")
+    id: str | None = pydantic.Field(default=None, max_length=64,
+                                    description="Halt id; name it in spec.resumeHaltId to resume.")
+
+
+class Transition(ApiModel):
+    """One phase change."""
+
+    from_: str | None = pydantic.Field(default=None, alias="from", description="Previous phase.")
+    to: str = pydantic.Field(description="New phase.")
+    at: dt.datetime = pydantic.Field(description="When (wall time).")
+    reason: str = pydantic.Field(default="", max_length=1024, description="Why.")
+
+
+class WorkerCount(ApiModel):
+    ready: int = pydantic.Field(default=0, ge=0, description="Ready replicas.")
+    desired: int = pydantic.Field(default=0, ge=0, description="Desired replicas.")
+
+
+class PolicyStatusRef(ApiModel):
+    name: str = pydantic.Field(description="RiskPolicy name.")
+    observed_generation: int = pydantic.Field(default=0, ge=0,
+                                              description="Policy generation the session enforces.")
+    mode: str | None = pydantic.Field(default=None, description="Policy mode in force.")
+
+
+class Summary(ApiModel):
+    """Trading figures reported by the risk worker (throttled)."""
+
+    orders: int = pydantic.Field(default=0, ge=0, description="Orders sent today.")
+    fills: int = pydantic.Field(default=0, ge=0, description="Fills today.")
+    rejected: int = pydantic.Field(default=0, ge=0, description="Orders rejected by pre-trade checks today.")
+    open_orders: int = pydantic.Field(default=0, ge=0, description="Orders open at the broker.")
+    realized_pnl: float = pydantic.Field(default=0.0, description="Realized P&L, USD.")
+    unrealized_pnl: float = pydantic.Field(default=0.0, description="Unrealized P&L, USD.")
+    daily_pnl_pct: float = pydantic.Field(default=0.0, description="Daily P&L in percent of start equity.")
+    exposure: float = pydantic.Field(default=0.0, description="Gross exposure, USD.")
+    updated_at: dt.datetime | None = pydantic.Field(default=None, description="When reported.")
+
+
+class NextTransition(ApiModel):
+    phase: str = pydantic.Field(description="Phase the calendar moves to next.")
+    at: dt.datetime = pydantic.Field(description="When, in session clock time.")
+
+
+class TradingSessionStatus(ApiModel):
+    """Observed state of a trading session."""
+
+    phase: Phase | None = pydantic.Field(
+        default=None,
+        description="Session phase. The API server refuses transitions not in the state machine.",
+        json_schema_extra={"x-kubernetes-validations": []},  # filled by crdgen from phases.TRANSITIONS
+    )
+    trading_state: Literal["Active", "Reducing", "Halted"] | None = pydantic.Field(
+        default=None, description="What executors may do: Active, Reducing (only exposure-reducing orders), Halted.")
+    observed_generation: int | None = pydantic.Field(default=None, ge=0,
+                                                     description="Spec generation last reconciled.")
+    conditions: list[common.Condition] = pydantic.Field(
+        default_factory=list, max_length=32,
+        description="Ready, WorkersAvailable, Halted, RiskBreached, BrokerConnected, DataFresh, PolicyApplied, ...",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    halt: HaltStatus | None = pydantic.Field(default=None, description="The latched halt.")
+    transitions: list[Transition] = pydantic.Field(default_factory=list, max_length=50,
+                                                   description="Recent phase transitions, newest last.")
+    workers: dict[str, WorkerCount] = pydantic.Field(default_factory=dict,
+                                                     description="Ready/desired replicas per worker role.")
+    risk_policy: PolicyStatusRef | None = pydantic.Field(default=None, description="Policy in force.")
+    summary: Summary | None = pydantic.Field(default=None, description="Trading figures (risk worker).")
+    next_transition: NextTransition | None = pydantic.Field(default=None,
+                                                            description="Next calendar phase change.")
+    clock: dt.datetime | None = pydantic.Field(default=None, description="Session clock at last reconcile.")
+    config_hash: str | None = pydantic.Field(default=None, max_length=64,
+                                             description="Hash of the resolved worker config in force.")
+
+
+class TradingSession(ApiModel):
+    """An automated trading session: workers, calendar-driven phases, halts."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    api_version: str = common.API_VERSION
+    kind: str = "TradingSession"
+    metadata: common.ObjectMeta = pydantic.Field(default_factory=common.ObjectMeta)
+    spec: TradingSessionSpec
+    status: TradingSessionStatus = pydantic.Field(default_factory=TradingSessionStatus)

@@ -304,6 +304,22 @@ class Summary(ApiModel):
     updated_at: dt.datetime | None = pydantic.Field(default=None, description="When reported.")
 
 
+class ExecutorReport(ApiModel):
+    """What the executor reports about itself (written by the executor, read by the operator)."""
+
+    heartbeat: dt.datetime | None = pydantic.Field(default=None, description="Last heartbeat (wall time).")
+    trading_state: Literal["Active", "Reducing", "Halted"] | None = pydantic.Field(
+        default=None, description="Trading state the executor enforces right now.")
+    policy_generation: int | None = pydantic.Field(default=None, ge=0,
+                                                   description="RiskPolicy generation the executor enforces.")
+    open_orders: int = pydantic.Field(default=0, ge=0, description="Orders open at the broker.")
+    halt_handled: str | None = pydantic.Field(
+        default=None, max_length=64,
+        description="Halt id whose onHalt action (cancel/flatten) the executor has completed.")
+    broker_connected: bool | None = pydantic.Field(default=None, description="Broker reachable.")
+    journal_connected: bool | None = pydantic.Field(default=None, description="Journal reachable.")
+
+
 class NextTransition(ApiModel):
     phase: str = pydantic.Field(description="Phase the calendar moves to next.")
     at: dt.datetime = pydantic.Field(description="When, in session clock time.")
@@ -332,6 +348,7 @@ class TradingSessionStatus(ApiModel):
                                                      description="Ready/desired replicas per worker role.")
     risk_policy: PolicyStatusRef | None = pydantic.Field(default=None, description="Policy in force.")
     summary: Summary | None = pydantic.Field(default=None, description="Trading figures (risk worker).")
+    executor: ExecutorReport | None = pydantic.Field(default=None, description="The executor's own report.")
     next_transition: NextTransition | None = pydantic.Field(default=None,
                                                             description="Next calendar phase change.")
     clock: dt.datetime | None = pydantic.Field(default=None, description="Session clock at last reconcile.")

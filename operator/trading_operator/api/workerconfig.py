@@ -1,0 +1,68 @@
+"""The resolved session config the operator hands to every worker.
+
+The operator writes it as ``config.json`` in the session's ConfigMap; workers
+read it at start (``TRADING_CONFIG`` points at the mounted file, or the
+worker fetches the ConfigMap itself when no file is mounted). Its hash is
+the Deployments' rollout annotation, so only changes that need a restart
+(symbols, strategy, broker, calendar, clock) roll workers.
+
+What changes *without* a restart does not live here: halts, the trading
+state and the RiskPolicy reach workers through their watch on the
+TradingSession (``status.halt``, ``status.tradingState``,
+``status.riskPolicy``), and the RiskPolicy itself is read by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pydantic
+
+from trading_operator.api import session
+from trading_operator.api.common import ApiModel
+
+CONFIG_KEY = "config.json"
+ENV_SESSION = "TRADING_SESSION"      # "namespace/name"
+ENV_ROLE = "TRADING_ROLE"            # one of session.Role
+ENV_CONFIG = "TRADING_CONFIG"        # path of the mounted config.json
+ENV_REDIS_URL = "TRADING_REDIS_URL"
+ENV_JOURNAL_DSN = "TRADING_JOURNAL_DSN"
+ENV_HTTP_PORT = "TRADING_HTTP_PORT"  # /healthz, /readyz, /metrics
+ENV_BROKER_KEY_ID = "APCA_API_KEY_ID"
+ENV_BROKER_SECRET = "APCA_API_SECRET_KEY"
+DEFAULT_HTTP_PORT = 8080
+
+
+class SessionIdentity(ApiModel):
+    namespace: str = pydantic.Field(description="Session namespace.")
+    name: str = pydantic.Field(description="Session name.")
+    uid: str = pydantic.Field(default="", description="Session uid (journal key across re-creations).")
+
+
+class WorkerConfig(ApiModel):
+    """Everything a worker needs that is fixed for the life of its pod."""
+
+    session: SessionIdentity
+    symbols: list[str]
+    broker: session.BrokerSpec
+    strategy: session.StrategySpec
+    calendar: session.CalendarSpec
+    clock: session.ClockSpec
+    on_halt: str
+    risk_policy_name: str
+
+    @classmethod
+    def from_session(cls, ts: session.TradingSession) -> WorkerConfig:
+        spec = ts.spec
+        return cls(
+            session=SessionIdentity(namespace=ts.metadata.namespace, name=ts.metadata.name, uid=ts.metadata.uid),
+            symbols=list(spec.symbols), broker=spec.broker, strategy=spec.strategy, calendar=spec.calendar,
+            clock=spec.clock, on_halt=spec.on_halt, risk_policy_name=spec.risk_policy_ref.name,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.wire(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

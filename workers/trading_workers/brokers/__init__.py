@@ -1,0 +1,1 @@
+"""Broker adapters: ``simulated`` (embedded default) and ``alpaca`` (alpaca-py), behind one protocol."""

@@ -7,12 +7,12 @@ import itertools
 import pydantic
 import pytest
 
+from tests.conftest import CRDS
 from trading_operator import crdgen
 from trading_operator.api import phases
 from trading_operator.api.phases import Phase
 from trading_operator.api.riskpolicy import RiskPolicySpec
 from trading_operator.api.session import TradingSessionSpec
-from tests.conftest import CRDS
 
 
 def test_checked_in_crds_are_fresh() -> None:

@@ -68,7 +68,7 @@ def _path_to(target: Phase) -> list[Phase]:
         walk = queue.popleft()
         if walk[-1] is target:
             return walk
-        queue.extend(walk + [n] for n in phases.TRANSITIONS[walk[-1]] if n not in walk)
+        queue.extend([*walk, n] for n in phases.TRANSITIONS[walk[-1]] if n not in walk)
     raise AssertionError(target)
 
 

@@ -48,7 +48,7 @@ class CA:
     def __init__(self, common_name: str) -> None:
         self._key = _key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self._name = name
         self.cert = (
             x509.CertificateBuilder().subject_name(name).issuer_name(name)
@@ -69,7 +69,7 @@ class CA:
     def _leaf(self, subject: x509.Name, usage: x509.ObjectIdentifier,
               sans: list[x509.GeneralName] | None = None) -> KeyPair:
         key = _key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(self._name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

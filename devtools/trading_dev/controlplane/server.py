@@ -135,13 +135,13 @@ class ControlPlane:
             for proc in self._procs:
                 if proc.poll() is not None:
                     self.stop()
-                    raise ControlPlaneError(f"{proc.args[0]} exited with {proc.returncode}; "
+                    raise ControlPlaneError(f"{proc.args!r:.80} exited with {proc.returncode}; "
                                             f"see logs in {self.workdir}")
             try:
                 with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
                     if resp.status == 200:
                         return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            except Exception as exc:
                 last = str(exc)
             time.sleep(0.1)
         log = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]

@@ -71,7 +71,7 @@ class BackupSpec(ApiModel):
         default=None, pattern=CRON_PATTERN, max_length=128,
         description="Cron schedule (e.g. '0 * * * *' hourly). Without it the Backup runs once.")
     suspend: bool = pydantic.Field(default=False, description="Pause a scheduled Backup.")
-    retention: Retention = pydantic.Field(default_factory=Retention, json_schema_extra=object_default(),
+    retention: Retention = pydantic.Field(default_factory=Retention, json_schema_extra=object_default(Retention),
                                           description="How many backups, and how old, to keep.")
     destination: Destination = pydantic.Field(description="Where artifacts go.")
     verify: bool = pydantic.Field(

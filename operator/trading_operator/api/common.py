@@ -10,7 +10,7 @@ generator has a single source.
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import pydantic
@@ -54,12 +54,16 @@ def rules(*entries: dict[str, Any]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(entries)}
 
 
-def object_default() -> dict[str, Any]:
-    """Schema extra for a sub-object that defaults to ``{}`` so the API server fills its defaults."""
-    return {"default": {}}
+def object_default(model: type[ApiModel]) -> dict[str, Any]:
+    """Schema extra: a sub-object defaults to the model's own defaults, written out in full.
+
+    Written out (not ``{}``) because the API server checks a default against
+    the object's CEL rules before nested defaults are applied.
+    """
+    return {"default": model().wire()}
 
 
-class ConditionStatus(str, Enum):
+class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
@@ -111,4 +115,5 @@ class ObjectMeta(ApiModel):
     resource_version: str = ""
     labels: dict[str, str] = pydantic.Field(default_factory=dict)
     annotations: dict[str, str] = pydantic.Field(default_factory=dict)
+    creation_timestamp: dt.datetime | None = None
     deletion_timestamp: dt.datetime | None = None

@@ -33,10 +33,10 @@ Extensions (argued in docs/decisions/0002-state-machine-extensions.md):
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     INITIALIZING = "Initializing"
     PRE_MARKET = "PreMarket"
     MARKET_OPEN = "MarketOpen"

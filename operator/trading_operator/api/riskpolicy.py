@@ -79,17 +79,17 @@ def _rule(default_pct: float, action: str, description: str) -> PctRule:
 class Limits(ApiModel):
     """Portfolio limits evaluated by the risk worker."""
 
-    daily_loss: DailyLoss = pydantic.Field(default_factory=DailyLoss, json_schema_extra=object_default(),
+    daily_loss: DailyLoss = pydantic.Field(default_factory=DailyLoss, json_schema_extra=object_default(DailyLoss),
                                            description="Daily loss: Reducing at reducePct, halt at haltPct.")
     max_drawdown: PctRule = _rule(10.0, "Halt", "Peak-to-trough equity drawdown, percent.")
     concentration: PctRule = _rule(30.0, "Reduce", "Largest single position as percent of gross exposure.")
-    var: VaRRule = pydantic.Field(default_factory=VaRRule, json_schema_extra=object_default(),
+    var: VaRRule = pydantic.Field(default_factory=VaRRule, json_schema_extra=object_default(VaRRule),
                                   description="Historical value-at-risk.")
     margin_usage: PctRule = _rule(80.0, "Reduce", "Margin used as percent of available margin.")
-    win_rate_floor: WinRateFloor = pydantic.Field(default_factory=WinRateFloor, json_schema_extra=object_default(),
+    win_rate_floor: WinRateFloor = pydantic.Field(default_factory=WinRateFloor, json_schema_extra=object_default(WinRateFloor),
                                                   description="Win-rate floor.")
     correlation_spike: CorrelationSpike = pydantic.Field(
-        default_factory=CorrelationSpike, json_schema_extra=object_default(), description="Correlation spike.")
+        default_factory=CorrelationSpike, json_schema_extra=object_default(CorrelationSpike), description="Correlation spike.")
 
 
 class OrderControls(ApiModel):
@@ -133,12 +133,12 @@ class RiskPolicySpec(ApiModel):
     allow_live: bool = pydantic.Field(
         default=False,
         description="Allow live (non-paper) trading. Also needs the namespace label trading.dev/live=enabled.")
-    limits: Limits = pydantic.Field(default_factory=Limits, json_schema_extra=object_default(),
+    limits: Limits = pydantic.Field(default_factory=Limits, json_schema_extra=object_default(Limits),
                                     description="Portfolio limits.")
-    order_controls: OrderControls = pydantic.Field(default_factory=OrderControls, json_schema_extra=object_default(),
+    order_controls: OrderControls = pydantic.Field(default_factory=OrderControls, json_schema_extra=object_default(OrderControls),
                                                    description="Per-order pre-trade checks.")
     circuit_breaker: CircuitBreaker = pydantic.Field(default_factory=CircuitBreaker,
-                                                     json_schema_extra=object_default(),
+                                                     json_schema_extra=object_default(CircuitBreaker),
                                                      description="Market-wide circuit breaker.")
 
     @pydantic.model_validator(mode="after")

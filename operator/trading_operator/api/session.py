@@ -9,7 +9,7 @@ them.
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import pydantic
@@ -23,7 +23,7 @@ HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     MARKET_DATA = "marketData"
     STRATEGY = "strategy"
     INFERENCE = "inference"
@@ -75,7 +75,7 @@ class BrokerSpec(ApiModel):
     credentials_secret_ref: SecretRef | None = pydantic.Field(
         default=None, description="Secret with the broker's API keys (required for alpaca).")
     simulated: SimulatedExchange = pydantic.Field(
-        default_factory=SimulatedExchange, json_schema_extra=object_default(),
+        default_factory=SimulatedExchange, json_schema_extra=object_default(SimulatedExchange),
         description="Settings of the simulated exchange (kind: simulated).")
 
 
@@ -190,16 +190,16 @@ class ExecutorWorkerSpec(WorkerSpec):
 class WorkersSpec(ApiModel):
     """Per-role worker settings."""
 
-    market_data: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+    market_data: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(WorkerSpec),
                                              description="Market-data workers (publish quotes to the bus).")
-    strategy: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+    strategy: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(WorkerSpec),
                                           description="Strategy workers (turn quotes into signals).")
-    inference: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+    inference: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(WorkerSpec),
                                            description="Inference workers (torch; GPU pool unless model.device is cpu).")
-    risk: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(),
+    risk: WorkerSpec = pydantic.Field(default_factory=WorkerSpec, json_schema_extra=object_default(WorkerSpec),
                                       description="Risk worker (portfolio risk; writes automatic halts to status).")
     executor: ExecutorWorkerSpec = pydantic.Field(
-        default_factory=ExecutorWorkerSpec, json_schema_extra=object_default(),
+        default_factory=ExecutorWorkerSpec, json_schema_extra=object_default(ExecutorWorkerSpec),
         description="Executor (pre-trade checks, journal, broker).")
 
     def for_role(self, role: Role | str) -> WorkerSpec:
@@ -214,22 +214,22 @@ class TradingSessionSpec(ApiModel):
             field_path=".haltReason", reason="FieldValueForbidden"),
     ))
 
-    broker: BrokerSpec = pydantic.Field(default_factory=BrokerSpec, json_schema_extra=object_default(),
+    broker: BrokerSpec = pydantic.Field(default_factory=BrokerSpec, json_schema_extra=object_default(BrokerSpec),
                                         description="Broker the executor trades with.")
     symbols: list[str] = pydantic.Field(
         min_length=1, max_length=500,
         description="Tickers to trade (1 to 500, unique, upper case, e.g. AAPL, BRK.B).",
         json_schema_extra={"items": {"type": "string", "pattern": SYMBOL_PATTERN, "maxLength": 16},
                            "x-kubernetes-list-type": "set"})
-    strategy: StrategySpec = pydantic.Field(default_factory=StrategySpec, json_schema_extra=object_default(),
+    strategy: StrategySpec = pydantic.Field(default_factory=StrategySpec, json_schema_extra=object_default(StrategySpec),
                                             description="Strategy and its parameters.")
     risk_policy_ref: common.LocalObjectRef = pydantic.Field(
         description="RiskPolicy (same namespace) whose limits and mode this session obeys.")
-    calendar: CalendarSpec = pydantic.Field(default_factory=CalendarSpec, json_schema_extra=object_default(),
+    calendar: CalendarSpec = pydantic.Field(default_factory=CalendarSpec, json_schema_extra=object_default(CalendarSpec),
                                             description="Exchange calendar and extended-hours window.")
-    clock: ClockSpec = pydantic.Field(default_factory=ClockSpec, json_schema_extra=object_default(),
+    clock: ClockSpec = pydantic.Field(default_factory=ClockSpec, json_schema_extra=object_default(ClockSpec),
                                       description="Session clock: wall time or simulated.")
-    workers: WorkersSpec = pydantic.Field(default_factory=WorkersSpec, json_schema_extra=object_default(),
+    workers: WorkersSpec = pydantic.Field(default_factory=WorkersSpec, json_schema_extra=object_default(WorkersSpec),
                                           description="Worker Deployments per role.")
     halted: bool = pydantic.Field(
         default=False,

@@ -14,12 +14,13 @@ TradingSession (``status.halt``, ``status.tradingState``,
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 
 import pydantic
 
-from trading_operator.api import session
+from trading_operator.api import session as session_api
 from trading_operator.api.common import ApiModel
 
 CONFIG_KEY = "config.json"
@@ -45,20 +46,23 @@ class WorkerConfig(ApiModel):
 
     session: SessionIdentity
     symbols: list[str]
-    broker: session.BrokerSpec
-    strategy: session.StrategySpec
-    calendar: session.CalendarSpec
-    clock: session.ClockSpec
+    broker: session_api.BrokerSpec
+    strategy: session_api.StrategySpec
+    calendar: session_api.CalendarSpec
+    clock: session_api.ClockSpec
     on_halt: str
     risk_policy_name: str
+    clock_anchor: dt.datetime = pydantic.Field(
+        description="Wall time at which the simulated clock reads clock.start (see api.clock.session_now).")
 
     @classmethod
-    def from_session(cls, ts: session.TradingSession) -> WorkerConfig:
+    def from_session(cls, ts: session_api.TradingSession) -> WorkerConfig:
         spec = ts.spec
         return cls(
             session=SessionIdentity(namespace=ts.metadata.namespace, name=ts.metadata.name, uid=ts.metadata.uid),
             symbols=list(spec.symbols), broker=spec.broker, strategy=spec.strategy, calendar=spec.calendar,
             clock=spec.clock, on_halt=spec.on_halt, risk_policy_name=spec.risk_policy_ref.name,
+            clock_anchor=ts.metadata.creation_timestamp or dt.datetime.now(dt.UTC),
         )
 
     def to_json(self) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from trading_workers.domain import Account, Fill, Order
+from trading_workers.errors import PermanentError, TransientError
 
 
-class BrokerError(RuntimeError):
+class BrokerError(TransientError):
     """The broker could not be reached or refused the request for a transient reason (retry)."""
 
 
-class OrderRejected(RuntimeError):
+class OrderRejected(PermanentError):
     """The broker refused the order for good (do not retry)."""
 
 

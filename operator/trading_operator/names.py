@@ -1,0 +1,51 @@
+"""Every derived name, label and selector, in one place.
+
+Builders, reconcilers, the local runtime and the tests all call these, so a
+name is never spelled twice.
+"""
+
+from __future__ import annotations
+
+from trading_operator.api.session import Role
+
+MANAGED_BY = "trading-operator"
+LABEL_SESSION = "trading.dev/session"
+LABEL_ROLE = "trading.dev/role"
+LABEL_BACKUP = "trading.dev/backup"
+ANNOTATION_CONFIG_HASH = "trading.dev/config-hash"
+FINALIZER = "trading.dev/finalizer"
+FIELD_MANAGER = "trading-operator"
+
+ROLE_SLUG = {
+    Role.MARKET_DATA: "market-data",
+    Role.STRATEGY: "strategy",
+    Role.INFERENCE: "inference",
+    Role.RISK: "risk",
+    Role.EXECUTOR: "executor",
+}
+
+
+def deployment(session: str, role: Role | str) -> str:
+    return f"{session}-{ROLE_SLUG[Role(role)]}"[:63].rstrip("-")
+
+
+def configmap(session: str) -> str:
+    return f"{session}-config"[:253]
+
+
+def selector(session: str, role: Role | str) -> dict[str, str]:
+    return {LABEL_SESSION: session, LABEL_ROLE: ROLE_SLUG[Role(role)]}
+
+
+def labels(session: str, role: Role | str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "trading-worker",
+        "app.kubernetes.io/instance": session,
+        "app.kubernetes.io/part-of": "trading-platform",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_SESSION: session,
+    }
+    if role is not None:
+        out["app.kubernetes.io/component"] = ROLE_SLUG[Role(role)]
+        out[LABEL_ROLE] = ROLE_SLUG[Role(role)]
+    return out

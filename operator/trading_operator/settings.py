@@ -1,0 +1,47 @@
+"""Operator settings, read once from the environment (the Helm chart sets them).
+
+Builders never read the environment: they receive a ``Settings`` object,
+so they stay pure and testable with literal values.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pydantic
+import pydantic_settings
+
+
+class Settings(pydantic_settings.BaseSettings):
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="TRADING_", extra="ignore")
+
+    worker_image: str = pydantic.Field(default="ghcr.io/trading-platform/workers:0.1.0",
+                                       description="Image of the worker Deployments.")
+    worker_command: list[str] = pydantic.Field(default_factory=lambda: ["trading-platform"],
+                                               description="Entry point of the worker image.")
+    gpu_node_selector: dict[str, str] = pydantic.Field(
+        default_factory=lambda: {"trading.dev/pool": "gpu"}, description="GPU pool nodeSelector (JSON).")
+    gpu_tolerations: list[dict[str, Any]] = pydantic.Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations for the GPU pool (JSON).")
+    gpu_resource: str = pydantic.Field(default="nvidia.com/gpu", description="Extended resource of a GPU.")
+    redis_url: str = pydantic.Field(default="redis://trading-redis:6379/0", description="Bus for workers.")
+    journal_dsn: str = pydantic.Field(default="postgresql://trading@trading-postgres:5432/trading",
+                                      description="Trade journal DSN for workers.")
+    worker_http_port: int = 8080
+    reconcile_interval: float = pydantic.Field(default=2.0, gt=0, description="Seconds between periodic reconciles.")
+    executor_stale_seconds: float = pydantic.Field(
+        default=30.0, gt=0, description="An executor silent this long in a trading phase is 'lost' (halt).")
+    delete_timeout_seconds: float = pydantic.Field(
+        default=60.0, gt=0, description="How long deletion waits for executors to handle open orders.")
+    lease_name: str = "trading-operator"
+    lease_namespace: str = "default"
+    leader_election: bool = True
+    metrics_port: int = 8080
+    liveness_port: int = 8081
+
+    @pydantic.field_validator("gpu_node_selector", "gpu_tolerations", "worker_command", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value

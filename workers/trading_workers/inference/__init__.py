@@ -1,0 +1,13 @@
+"""The torch model strategy: a tiny MLP that scores the next return of each symbol.
+
+Layers, from pure to impure:
+
+- ``model``     — the network, its artifact format and where artifacts come from (no runtime, no I/O but files);
+- ``synthetic`` — the seeded price process the default model is trained on;
+- ``predictor`` — batched inference on a device with preallocated buffers, and the guard
+  (NaN outputs, slow batches) that asks for Reducing;
+- ``train``     — the documented command that produces ``models/default.pt``;
+- ``worker``    — the inference worker role, a thin loop over a minimal runtime interface.
+
+Only ``worker`` knows about the runtime; everything else is testable and benchmarkable alone.
+"""

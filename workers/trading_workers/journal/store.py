@@ -1,0 +1,312 @@
+"""The trade journal (PostgreSQL via asyncpg): the executor's memory of record.
+
+Rules this module enforces, because the executor's no-loss / no-duplicate
+guarantees rest on them:
+
+* An order is written with status ``new`` and its deterministic
+  ``client_order_id`` *before* it is sent (``record_new_order``). The
+  primary key on ``client_order_id`` makes the write idempotent: a
+  redelivered intent finds the existing row and the executor retries with
+  that same id, never a new one.
+* Fills are keyed by the broker's fill id and applied to orders and
+  positions in the same transaction as the fill cursor, so a crash between
+  two steps cannot double-count or skip a fill.
+* Order status only moves forward (new -> accepted -> partially filled ->
+  filled | canceled | rejected); a stale broker snapshot cannot move an
+  order back.
+
+Every database failure that may heal (server down, connection lost,
+timeout) surfaces as ``DependencyUnavailable("journal")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from trading_workers.domain import Fill, Order, OrderStatus, OrderType, Position, Side
+from trading_workers.errors import DependencyUnavailable
+from trading_workers.journal.migrate import migrate
+
+TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError)
+
+_RANK = {OrderStatus.NEW: 0, OrderStatus.ACCEPTED: 1, OrderStatus.PARTIALLY_FILLED: 2,
+         OrderStatus.FILLED: 3, OrderStatus.CANCELED: 3, OrderStatus.REJECTED: 3}
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED})
+
+
+def _allowed_from(status: OrderStatus) -> list[str]:
+    """Statuses an order may move to ``status`` from (forward only; terminal is final)."""
+    return [s.value for s, r in _RANK.items() if s not in _TERMINAL and r <= _RANK[status]]
+
+
+def _f(value: Decimal | float | None) -> float:
+    return float(value) if value is not None else 0.0
+
+
+def _order(row: asyncpg.Record) -> Order:
+    return Order(client_order_id=row["client_order_id"], symbol=row["symbol"], side=Side(row["side"]),
+                 qty=_f(row["qty"]), order_type=OrderType(row["order_type"]),
+                 limit_price=None if row["limit_price"] is None else float(row["limit_price"]),
+                 status=OrderStatus(row["status"]), filled_qty=_f(row["filled_qty"]),
+                 avg_fill_price=_f(row["avg_fill_price"]), broker_order_id=row["broker_order_id"],
+                 reject_reason=row["reject_reason"])
+
+
+def _ts(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    orders: int
+    fills: int
+    rejected: int
+    open_orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class PnlSnapshot:
+    equity: float
+    realized_pnl: float
+    unrealized_pnl: float
+    daily_pnl_pct: float
+    drawdown_pct: float
+    exposure: float
+    at: dt.datetime | None = None
+
+
+class Journal:
+    """One session's view of the journal database."""
+
+    def __init__(self, pool: asyncpg.Pool, session: str) -> None:
+        self.pool = pool
+        self.session = session
+
+    @classmethod
+    async def open(cls, dsn: str, session: str, *, min_size: int = 1, max_size: int = 4,
+                   timeout: float = 5.0) -> Journal:
+        """Connect, apply pending migrations, return the journal. Raises ``DependencyUnavailable``."""
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout,
+                                             command_timeout=timeout)
+        except TRANSIENT as exc:
+            raise DependencyUnavailable("journal", exc.__class__.__name__) from exc
+        journal = cls(pool, session)
+        async with journal._conn() as conn:
+            await migrate(conn)
+        return journal
+
+    async def close(self) -> None:
+        with contextlib.suppress(*TRANSIENT):
+            await asyncio.wait_for(self.pool.close(), timeout=5)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                yield conn
+        except TRANSIENT as exc:
+            raise DependencyUnavailable("journal", exc.__class__.__name__) from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self._conn() as conn:
+                await conn.fetchval("SELECT 1", timeout=2)
+        except DependencyUnavailable:
+            return False
+        return True
+
+    # ------------------------------------------------------------ orders
+
+    async def record_new_order(self, order: Order, signal_id: str) -> tuple[Order, bool]:
+        """Journal ``order`` as NEW before it is sent. Returns (the journaled order, created now?).
+
+        If the id exists (a redelivered intent, a restarted executor) the existing row wins.
+        """
+        async with self._conn() as conn:
+            row = await conn.fetchrow("""
+                INSERT INTO orders (client_order_id, session, signal_id, symbol, side, qty, order_type,
+                                    limit_price, status)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'new')
+                ON CONFLICT (client_order_id) DO NOTHING
+                RETURNING *""", order.client_order_id, self.session, signal_id, order.symbol, order.side.value,
+                order.qty, order.order_type.value, order.limit_price)
+            if row is not None:
+                return _order(row), True
+            row = await conn.fetchrow("SELECT * FROM orders WHERE client_order_id = $1", order.client_order_id)
+            assert row is not None
+            return _order(row), False
+
+    async def update_order(self, coid: str, status: OrderStatus, *, broker_order_id: str | None = None,
+                           reject_reason: str | None = None) -> bool:
+        """Move an order forward to ``status`` (no-op if that would move it back). True if changed."""
+        async with self._conn() as conn:
+            result = await conn.execute("""
+                UPDATE orders SET status = $2, broker_order_id = COALESCE($3, broker_order_id),
+                                  reject_reason = COALESCE($4, reject_reason), updated_at = now()
+                WHERE client_order_id = $1 AND session = $5 AND status = ANY($6::text[])
+                  AND status <> $2""",
+                coid, status.value, broker_order_id, reject_reason, self.session, _allowed_from(status))
+        return bool(result.endswith(" 1"))
+
+    async def get_order(self, coid: str) -> Order | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT * FROM orders WHERE client_order_id = $1 AND session = $2",
+                                      coid, self.session)
+        return _order(row) if row else None
+
+    async def open_orders(self) -> list[Order]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("""
+                SELECT * FROM orders WHERE session = $1 AND status IN ('new', 'accepted', 'partially_filled')
+                ORDER BY created_at""", self.session)
+        return [_order(r) for r in rows]
+
+    async def orders(self) -> list[Order]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM orders WHERE session = $1 ORDER BY created_at", self.session)
+        return [_order(r) for r in rows]
+
+    # ------------------------------------------------------------ fills and positions
+
+    async def broker_cursor(self, broker: str) -> int:
+        async with self._conn() as conn:
+            value = await conn.fetchval("SELECT cursor FROM broker_cursors WHERE session = $1 AND broker = $2",
+                                        self.session, broker)
+        return int(value or 0)
+
+    async def record_fills(self, fills: Iterable[Fill], *, broker: str, cursor: int) -> list[Fill]:
+        """Apply new fills to orders and positions and advance the cursor, atomically.
+
+        Returns the fills that were new to the journal (already-known fill ids are skipped).
+        """
+        applied: list[Fill] = []
+        async with self._conn() as conn, conn.transaction():
+            for fill in fills:
+                inserted = await conn.fetchval("""
+                    INSERT INTO fills (fill_id, client_order_id, session, symbol, side, qty, price, ts)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id""",
+                    fill.fill_id, fill.client_order_id, self.session, fill.symbol, fill.side.value, fill.qty,
+                    fill.price, _ts(fill.ts))
+                if inserted is None:
+                    continue
+                await conn.execute("""
+                    UPDATE orders SET
+                        avg_fill_price = (avg_fill_price * filled_qty + $2::numeric * $3::numeric)
+                                         / (filled_qty + $2::numeric),
+                        filled_qty = filled_qty + $2::numeric,
+                        status = CASE WHEN status IN ('canceled', 'rejected') THEN status
+                                      WHEN filled_qty + $2::numeric >= qty THEN 'filled'
+                                      ELSE 'partially_filled' END,
+                        updated_at = now()
+                    WHERE client_order_id = $1""", fill.client_order_id, fill.qty, fill.price)
+                row = await conn.fetchrow("""
+                    SELECT qty, avg_price, realized_pnl FROM positions WHERE session = $1 AND symbol = $2
+                    FOR UPDATE""", self.session, fill.symbol)
+                position = Position(fill.symbol)
+                if row is not None:
+                    position = Position(fill.symbol, _f(row["qty"]), _f(row["avg_price"]), _f(row["realized_pnl"]))
+                position.apply(fill)
+                await conn.execute("""
+                    INSERT INTO positions (session, symbol, qty, avg_price, realized_pnl, updated_at)
+                    VALUES ($1, $2, $3, $4, $5, now())
+                    ON CONFLICT (session, symbol) DO UPDATE SET qty = EXCLUDED.qty, avg_price = EXCLUDED.avg_price,
+                        realized_pnl = EXCLUDED.realized_pnl, updated_at = now()""",
+                    self.session, fill.symbol, position.qty, position.avg_price, position.realized_pnl)
+                applied.append(fill)
+            await conn.execute("""
+                INSERT INTO broker_cursors (session, broker, cursor) VALUES ($1, $2, $3)
+                ON CONFLICT (session, broker) DO UPDATE SET cursor = GREATEST(broker_cursors.cursor, EXCLUDED.cursor),
+                    updated_at = now()""", self.session, broker, cursor)
+        return applied
+
+    async def positions(self) -> dict[str, Position]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT symbol, qty, avg_price, realized_pnl FROM positions WHERE session = $1",
+                                    self.session)
+        return {r["symbol"]: Position(r["symbol"], _f(r["qty"]), _f(r["avg_price"]), _f(r["realized_pnl"]))
+                for r in rows}
+
+    async def fills(self) -> list[Fill]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM fills WHERE session = $1 ORDER BY ts, fill_id", self.session)
+        return [Fill(client_order_id=r["client_order_id"], symbol=r["symbol"], side=Side(r["side"]),
+                     qty=_f(r["qty"]), price=_f(r["price"]), ts=r["ts"].timestamp(), fill_id=r["fill_id"])
+                for r in rows]
+
+    # ------------------------------------------------------------ rejections, risk, P&L, transitions
+
+    async def record_rejection(self, *, signal_id: str, client_order_id: str, symbol: str, side: str, qty: float,
+                               limit_price: float | None, reason: str) -> bool:
+        """Journal a pre-trade rejection (idempotent per client_order_id). True if written now."""
+        async with self._conn() as conn:
+            value = await conn.fetchval("""
+                INSERT INTO rejections (session, signal_id, client_order_id, symbol, side, qty, limit_price, reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (session, client_order_id) DO NOTHING RETURNING id""",
+                self.session, signal_id, client_order_id, symbol, side, qty, limit_price, reason)
+        return value is not None
+
+    async def rejections(self) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM rejections WHERE session = $1 ORDER BY id", self.session)
+        return [dict(r) for r in rows]
+
+    async def record_risk_event(self, *, rule: str, action: str, value: float, threshold: float,
+                                message: str = "") -> None:
+        async with self._conn() as conn:
+            await conn.execute("""
+                INSERT INTO risk_events (session, rule, action, value, threshold, message)
+                VALUES ($1, $2, $3, $4, $5, $6)""", self.session, rule, action, value, threshold, message)
+
+    async def risk_events(self) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM risk_events WHERE session = $1 ORDER BY id", self.session)
+        return [dict(r) for r in rows]
+
+    async def record_pnl(self, snap: PnlSnapshot) -> None:
+        async with self._conn() as conn:
+            await conn.execute("""
+                INSERT INTO pnl_snapshots (session, at, equity, realized_pnl, unrealized_pnl, daily_pnl_pct,
+                                           drawdown_pct, exposure)
+                VALUES ($1, COALESCE($2, now()), $3, $4, $5, $6, $7, $8)""",
+                self.session, snap.at, snap.equity, snap.realized_pnl, snap.unrealized_pnl, snap.daily_pnl_pct,
+                snap.drawdown_pct, snap.exposure)
+
+    async def pnl_snapshots(self, since: dt.datetime | None = None) -> list[PnlSnapshot]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("""
+                SELECT * FROM pnl_snapshots WHERE session = $1 AND ($2::timestamptz IS NULL OR at >= $2)
+                ORDER BY at, id""", self.session, since)
+        return [PnlSnapshot(equity=_f(r["equity"]), realized_pnl=_f(r["realized_pnl"]),
+                            unrealized_pnl=_f(r["unrealized_pnl"]), daily_pnl_pct=r["daily_pnl_pct"],
+                            drawdown_pct=r["drawdown_pct"], exposure=_f(r["exposure"]), at=r["at"]) for r in rows]
+
+    async def record_transition(self, from_phase: str | None, to_phase: str, reason: str = "",
+                                at: dt.datetime | None = None) -> None:
+        async with self._conn() as conn:
+            await conn.execute("""
+                INSERT INTO session_transitions (session, at, from_phase, to_phase, reason)
+                VALUES ($1, COALESCE($2, now()), $3, $4, $5)""", self.session, at, from_phase, to_phase, reason)
+
+    async def counts(self) -> Counts:
+        async with self._conn() as conn:
+            row = await conn.fetchrow("""
+                SELECT (SELECT count(*) FROM orders WHERE session = $1) AS orders,
+                       (SELECT count(*) FROM fills WHERE session = $1) AS fills,
+                       (SELECT count(*) FROM rejections WHERE session = $1) AS rejected,
+                       (SELECT count(*) FROM orders WHERE session = $1
+                          AND status IN ('new', 'accepted', 'partially_filled')) AS open_orders""", self.session)
+        assert row is not None
+        return Counts(orders=row["orders"], fills=row["fills"], rejected=row["rejected"],
+                      open_orders=row["open_orders"])

@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean
+.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean helm chart-crds chart-schema
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -28,11 +28,22 @@ $(STAMP): pyproject.toml requirements.lock
 
 pydeps: $(STAMP)
 
-deps: sysdeps pydeps controlplane
+deps: sysdeps pydeps controlplane helm
 
 # kube-apiserver and etcd built from Go modules, cached outside the repo.
 controlplane: pydeps
 	@$(PY) -m trading_dev.controlplane.build --print-paths
+
+# helm built from Go modules (go install), cached outside the repo; see hack/install-helm.sh.
+helm: sysdeps
+	@bash hack/install-helm.sh >/dev/null
+
+# Copy crds/ into the chart's templates (gated by crds.create) and regenerate the values schema.
+chart-crds:
+	python3 hack/sync-chart-crds.py
+
+chart-schema: pydeps
+	$(PY) hack/gen-values-schema.py
 
 crds: pydeps
 	$(PY) -m trading_operator.crdgen --out crds

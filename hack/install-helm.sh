@@ -31,13 +31,30 @@ if [ -z "$GO" ]; then
   exit 1
 fi
 
+# Helm's own Makefile stamps the Kubernetes version its client-go speaks into the binary (the
+# default capabilities of `helm template` and `helm lint`); without it they assume v1.20.
+MODINFO="$(cd "${TMPDIR:-/tmp}" && "$GO" mod download -json "helm.sh/helm/v3@$HELM_VERSION")" || {
+  echo "install-helm: cannot fetch helm.sh/helm/v3@$HELM_VERSION from the Go module proxy" >&2
+  exit 1
+}
+GOMOD_FILE="$(printf '%s\n' "$MODINFO" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+CLIENT_GO="$(sed -n 's/^[[:space:]]*k8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$GOMOD_FILE" | head -n 1)"
+if [ -z "$CLIENT_GO" ]; then
+  echo "install-helm: could not read the k8s.io/client-go version from $GOMOD_FILE" >&2
+  exit 1
+fi
+LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  LDFLAGS="$LDFLAGS -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$CLIENT_GO"
+done
+
 mkdir -p "$BIN_DIR"
 GOBIN_TMP="$(mktemp -d "$BIN_DIR/.helm-build.XXXXXX")"
 trap 'rm -rf "$GOBIN_TMP"' EXIT
 LOG="$CACHE/build-helm-$HELM_VERSION.log"
 echo "install-helm: building helm $HELM_VERSION from Go modules (log: $LOG)" >&2
 if ! GOBIN="$GOBIN_TMP" CGO_ENABLED=0 GOFLAGS=-mod=mod \
-    "$GO" install -trimpath -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "$GO" install -trimpath -ldflags="$LDFLAGS" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$LOG" 2>&1; then
   echo "install-helm: go install failed; last output:" >&2
   tail -n 40 "$LOG" >&2

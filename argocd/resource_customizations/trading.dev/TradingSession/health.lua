@@ -1,0 +1,103 @@
+-- Argo CD health of a TradingSession (trading.dev/v1alpha1).
+-- Runs in Argo CD's sandbox: base, table and a safe os library only (no string library).
+--   deleting, or spec not yet observed by the operator -> Progressing
+--   halted (user or automatic, latched in status)      -> Suspended, naming the halt id to resume
+--   phase Error, or its RiskPolicy not applied          -> Degraded
+--   suspend (maintenance, workers scaled to zero)       -> Suspended
+--   Ready=True                                          -> Healthy
+--   anything else                                       -> Progressing, with the Ready message
+local hs = {}
+
+local function condition(ctype)
+  if obj.status == nil or obj.status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == ctype then
+      return c
+    end
+  end
+  return nil
+end
+
+local function text(value, fallback)
+  if value == nil or value == "" then
+    return fallback
+  end
+  return tostring(value)
+end
+
+if obj.metadata.deletionTimestamp ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Deleting: halting and waiting for the executor to handle open orders"
+  return hs
+end
+
+if obj.status == nil or obj.status.phase == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to start the session"
+  return hs
+end
+
+local status = obj.status
+local generation = obj.metadata.generation
+if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local halt = status.halt
+if (halt ~= nil and halt.active == true) or status.phase == "Halted" then
+  hs.status = "Suspended"
+  if halt == nil or halt.active ~= true then
+    hs.message = "Halted"
+  elseif halt.source == "User" or halt.source == nil then
+    hs.message = "Halted by User: " .. text(halt.reason, "no reason given") .. " (resume: set spec.halted to false)"
+  else
+    hs.message = "Halted by " .. halt.source .. ": " .. text(halt.reason, "no reason given") ..
+      " (resume: set spec.resumeHaltId to " .. text(halt.id, "status.halt.id") .. ")"
+  end
+  return hs
+end
+
+local ready = condition("Ready")
+if status.phase == "Error" then
+  hs.status = "Degraded"
+  if ready ~= nil and ready.message ~= nil and ready.message ~= "" then
+    hs.message = "Error: " .. ready.message
+  else
+    hs.message = "Error"
+  end
+  return hs
+end
+
+local policy = condition("PolicyApplied")
+if policy ~= nil and policy.status == "False" then
+  hs.status = "Degraded"
+  hs.message = "RiskPolicy not applied (" .. text(policy.reason, "Unknown") .. "): " .. text(policy.message, "not trading")
+  return hs
+end
+
+if obj.spec ~= nil and obj.spec.suspend == true then
+  hs.status = "Suspended"
+  hs.message = "Suspended for maintenance: workers scaled to zero"
+  return hs
+end
+
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = status.phase
+  if status.tradingState ~= nil then
+    hs.message = hs.message .. ", trading " .. status.tradingState
+  end
+  return hs
+end
+
+hs.status = "Progressing"
+if ready ~= nil and ready.message ~= nil and ready.message ~= "" then
+  hs.message = status.phase .. ": " .. ready.message
+else
+  hs.message = status.phase .. ": waiting for the session to become ready"
+end
+return hs

@@ -1,0 +1,1 @@
+"""Tests of the torch model strategy, its worker, and the Alpaca adapter (against recorded responses)."""

@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean helm chart-crds chart-schema
+.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean helm chart-crds chart-schema argocd-cm
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -44,6 +44,10 @@ chart-crds:
 
 chart-schema: pydeps
 	$(PY) hack/gen-values-schema.py
+
+# The Argo CD health checks and actions as an argocd-cm patch (argocd/argocd-cm.yaml).
+argocd-cm:
+	python3 hack/gen-argocd-cm.py
 
 crds: pydeps
 	$(PY) -m trading_operator.crdgen --out crds

@@ -4,8 +4,9 @@
 --   halted (user or automatic, latched in status)      -> Suspended, naming the halt id to resume
 --   phase Error, or its RiskPolicy not applied          -> Degraded
 --   suspend (maintenance, workers scaled to zero)       -> Suspended
---   Ready=True                                          -> Healthy
---   anything else                                       -> Progressing, with the Ready message
+--   workers not ready, pre-market checks failing        -> Progressing, saying what is missing
+--   Ready=True (trading), or idle between sessions      -> Healthy
+--     (Initializing and MarketClose are the calendar's quiet phases, not a rollout in progress)
 local hs = {}
 
 local function condition(ctype)
@@ -58,6 +59,10 @@ if (halt ~= nil and halt.active == true) or status.phase == "Halted" then
     hs.message = "Halted by " .. halt.source .. ": " .. text(halt.reason, "no reason given") ..
       " (resume: set spec.resumeHaltId to " .. text(halt.id, "status.halt.id") .. ")"
   end
+  local resumable = condition("Resumable")
+  if resumable ~= nil and resumable.status == "False" and resumable.message ~= nil and resumable.message ~= "" then
+    hs.message = hs.message .. "; resume blocked: " .. resumable.message
+  end
   return hs
 end
 
@@ -80,8 +85,28 @@ if policy ~= nil and policy.status == "False" then
 end
 
 if obj.spec ~= nil and obj.spec.suspend == true then
+  local suspended = condition("Suspended")
+  if suspended ~= nil and suspended.status == "False" then
+    hs.status = "Progressing"
+    hs.message = "Suspend pending: " .. text(suspended.message, "waiting for the operator")
+    return hs
+  end
   hs.status = "Suspended"
   hs.message = "Suspended for maintenance: workers scaled to zero"
+  return hs
+end
+
+local workers = condition("WorkersAvailable")
+if workers ~= nil and workers.status == "False" then
+  hs.status = "Progressing"
+  hs.message = status.phase .. ": " .. text(workers.message, "waiting for workers")
+  return hs
+end
+
+local checks = condition("PreMarketChecks")
+if checks ~= nil and checks.status == "False" then
+  hs.status = "Progressing"
+  hs.message = status.phase .. ": " .. text(checks.message, "pre-market checks failing")
   return hs
 end
 
@@ -90,6 +115,16 @@ if ready ~= nil and ready.status == "True" then
   hs.message = status.phase
   if status.tradingState ~= nil then
     hs.message = hs.message .. ", trading " .. status.tradingState
+  end
+  return hs
+end
+
+if status.phase == "Initializing" or status.phase == "MarketClose" then
+  hs.status = "Healthy"
+  hs.message = status.phase .. ": outside trading hours"
+  local nxt = status.nextTransition
+  if nxt ~= nil and nxt.phase ~= nil and nxt.at ~= nil then
+    hs.message = hs.message .. ", " .. nxt.phase .. " at " .. nxt.at
   end
   return hs
 end

@@ -5,7 +5,7 @@ Three streams per session, all under the session's key prefix
 live on one shard):
 
 ``md``       quotes from the market-data worker
-``signals``  model scores from the inference workers (read by the strategy)
+``signals``  model signals from the inference workers (read by the strategy)
 ``intents``  order intents from the strategy (read by the executor)
 
 Delivery is at-least-once: consumers read through a consumer group and
@@ -32,8 +32,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
@@ -78,17 +77,6 @@ def connect(url: str) -> aioredis.Redis:
 
 
 # --------------------------------------------------------------------------- codecs
-
-@dataclass(frozen=True, slots=True)
-class Signal:
-    """A model's view of one symbol: ``score`` > 0 bullish, < 0 bearish."""
-
-    symbol: str
-    score: float
-    ts: float
-    seq: int = 0
-    source: str = ""
-
 
 def _payload(fields: Any) -> dict[str, Any]:
     if not isinstance(fields, dict) or "data" not in fields:
@@ -142,18 +130,22 @@ def decode_quote(fields: Any) -> Quote:
     return Quote(symbol=_symbol(data), price=price, ts=float(_number(data, "ts") or 0.0), seq=_int(data, "seq"))
 
 
-def encode_signal(signal: Signal) -> Fields:
-    return _dump({"symbol": signal.symbol, "score": signal.score, "ts": signal.ts, "seq": signal.seq,
-                  "source": signal.source}, f"{signal.source}:{signal.symbol}:{signal.seq}")
+def encode_signal(signal: Mapping[str, Any]) -> Fields:
+    """A model signal (the inference worker's dict: symbol, side, qty, score, signal_id, ...)."""
+    return _dump(dict(signal), str(signal.get("signal_id", "")))
 
 
-def decode_signal(fields: Any) -> Signal:
+def decode_signal(fields: Any) -> OrderIntent:
+    """A model signal, as the order intent it asks for (the strategy forwards it to the executor)."""
     data = _payload(fields)
-    source = data.get("source", "")
-    if not isinstance(source, str):
-        raise MalformedMessage("source is not a string")
-    return Signal(symbol=_symbol(data), score=float(_number(data, "score") or 0.0),
-                  ts=float(_number(data, "ts") or 0.0), seq=_int(data, "seq"), source=source)
+    signal_id = data.get("signal_id")
+    if not isinstance(signal_id, str) or not signal_id or len(signal_id) > 200:
+        raise MalformedMessage("signal_id (the idempotency key) must be a non-empty string")
+    try:
+        side = Side(str(data.get("side")))
+    except ValueError as exc:
+        raise MalformedMessage(str(exc)) from exc
+    return OrderIntent(symbol=_symbol(data), side=side, qty=float(_number(data, "qty") or 0.0), signal_id=signal_id)
 
 
 def encode_intent(intent: OrderIntent) -> Fields:
@@ -169,8 +161,8 @@ def decode_intent(fields: Any) -> OrderIntent:
     if not isinstance(signal_id, str) or not signal_id or len(signal_id) > 200:
         raise MalformedMessage("signalId (the idempotency key) must be a non-empty string")
     try:
-        side = Side(data.get("side"))
-        order_type = OrderType(data.get("orderType", "market"))
+        side = Side(str(data.get("side")))
+        order_type = OrderType(str(data.get("orderType", "market")))
     except ValueError as exc:
         raise MalformedMessage(str(exc)) from exc
     qty = _number(data, "qty")
@@ -222,7 +214,7 @@ class Bus:
     async def read_group(self, stream: str, group: str, consumer: str, *, pending: bool, count: int = 64,
                          block_ms: int = 1000) -> list[tuple[str, Fields]]:
         """Own pending entries (``pending=True``) or new ones."""
-        reply = await self._call(self.client.xreadgroup(
+        reply: Any = await self._call(self.client.xreadgroup(
             group, consumer, {self.key(stream): "0" if pending else ">"}, count=count,
             block=None if pending else block_ms))
         if not reply:
@@ -236,7 +228,7 @@ class Bus:
     async def claim_idle(self, stream: str, group: str, consumer: str, min_idle_ms: int,
                          count: int = 64) -> list[tuple[str, Fields]]:
         """Take over entries another (dead) consumer left pending for ``min_idle_ms``."""
-        reply = await self._call(self.client.xautoclaim(self.key(stream), group, consumer, min_idle_ms,
+        reply: Any = await self._call(self.client.xautoclaim(self.key(stream), group, consumer, min_idle_ms,
                                                         start_id="0-0", count=count))
         return [(str(mid), dict(fields or {})) for mid, fields in (reply[1] if reply else [])
                 if fields is not None]
@@ -247,13 +239,13 @@ class Bus:
 
     async def latest(self, stream: str, count: int) -> list[tuple[str, Fields]]:
         """The newest ``count`` entries, oldest first."""
-        reply = await self._call(self.client.xrevrange(self.key(stream), count=count))
+        reply: Any = await self._call(self.client.xrevrange(self.key(stream), count=count))
         return [(str(mid), dict(fields)) for mid, fields in reversed(reply)]
 
     async def read_after(self, stream: str, last_id: str, *, count: int = 256,
                          block_ms: int = 1000) -> list[tuple[str, Fields]]:
         """Entries after ``last_id`` without a consumer group (for state that is rebuilt, e.g. marks)."""
-        reply = await self._call(self.client.xread({self.key(stream): last_id}, count=count, block=block_ms))
+        reply: Any = await self._call(self.client.xread({self.key(stream): last_id}, count=count, block=block_ms))
         if not reply:
             return []
         return [(str(mid), dict(fields)) for mid, fields in reply[0][1]]

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 
-class Side(str, enum.Enum):
+class Side(enum.StrEnum):
     BUY = "buy"
     SELL = "sell"
 
@@ -23,12 +23,12 @@ class Side(str, enum.Enum):
         return 1 if self is Side.BUY else -1
 
 
-class OrderType(str, enum.Enum):
+class OrderType(enum.StrEnum):
     MARKET = "market"
     LIMIT = "limit"
 
 
-class OrderStatus(str, enum.Enum):
+class OrderStatus(enum.StrEnum):
     NEW = "new"                  # journaled, not yet acknowledged by the broker
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"

@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -380,7 +380,7 @@ class SimulatedExchange:
                 pipe.rpush(self.keys.fills, *[_fill_json(f) for f in delta.fills])
             if delta.submits:
                 pipe.rpush(self.keys.submits, *[json.dumps(dataclasses.asdict(s)) for s in delta.submits])
-            account: dict[str, Any] = {}
+            account: dict[str, str] = {}
             if delta.cash is not None:
                 account["cash"] = repr(delta.cash)
             if delta.positions:
@@ -388,7 +388,7 @@ class SimulatedExchange:
             if delta.next_order_no is not None:
                 account["next_order_no"] = str(delta.next_order_no)
             if account:
-                pipe.hset(self.keys.account, mapping=account)
+                pipe.hset(self.keys.account, mapping=cast(Any, account))
             await self._redis(pipe.execute())
         self.orders.update(delta.orders)
         self.fills.extend(delta.fills)

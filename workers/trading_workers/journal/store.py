@@ -101,8 +101,12 @@ class Journal:
         except TRANSIENT as exc:
             raise DependencyUnavailable("journal", exc.__class__.__name__) from exc
         journal = cls(pool, session)
-        async with journal._conn() as conn:
-            await migrate(conn)
+        try:
+            async with journal._conn() as conn:
+                await migrate(conn)
+        except BaseException:
+            await journal.close()
+            raise
         return journal
 
     async def close(self) -> None:
@@ -299,14 +303,25 @@ class Journal:
                 INSERT INTO session_transitions (session, at, from_phase, to_phase, reason)
                 VALUES ($1, COALESCE($2, now()), $3, $4, $5)""", self.session, at, from_phase, to_phase, reason)
 
-    async def counts(self) -> Counts:
+    async def last_transition_at(self) -> dt.datetime | None:
+        async with self._conn() as conn:
+            value: dt.datetime | None = await conn.fetchval(
+                "SELECT max(at) FROM session_transitions WHERE session = $1", self.session)
+        return value
+
+    async def counts(self, since: dt.datetime | None = None) -> Counts:
+        """Orders, fills and rejections (created at or after ``since``, if given) and orders open now."""
         async with self._conn() as conn:
             row = await conn.fetchrow("""
-                SELECT (SELECT count(*) FROM orders WHERE session = $1) AS orders,
-                       (SELECT count(*) FROM fills WHERE session = $1) AS fills,
-                       (SELECT count(*) FROM rejections WHERE session = $1) AS rejected,
+                SELECT (SELECT count(*) FROM orders WHERE session = $1
+                          AND ($2::timestamptz IS NULL OR created_at >= $2)) AS orders,
+                       (SELECT count(*) FROM fills WHERE session = $1
+                          AND ($2::timestamptz IS NULL OR created_at >= $2)) AS fills,
+                       (SELECT count(*) FROM rejections WHERE session = $1
+                          AND ($2::timestamptz IS NULL OR at >= $2)) AS rejected,
                        (SELECT count(*) FROM orders WHERE session = $1
-                          AND status IN ('new', 'accepted', 'partially_filled')) AS open_orders""", self.session)
+                          AND status IN ('new', 'accepted', 'partially_filled')) AS open_orders""",
+                self.session, since)
         assert row is not None
         return Counts(orders=row["orders"], fills=row["fills"], rejected=row["rejected"],
                       open_orders=row["open_orders"])

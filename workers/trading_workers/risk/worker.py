@@ -1,0 +1,302 @@
+"""The risk worker role: portfolio risk from the journal and the quotes, acted on through the session's status.
+
+Every second it revalues the journal's positions at the latest quotes,
+computes the figures (``metrics``), evaluates them against the session's
+RiskPolicy (``engine``) and acts on rules that are beyond their limits:
+
+* Alert   -> risk event in the journal, log line, metric
+* Reduce  -> ``status.tradingState: Reducing`` (+ RiskBreached condition)
+* Halt    -> ``status.halt`` {active, source: Risk, reason, since, id} (+ RiskBreached)
+* Flatten -> the same halt with a reason starting ``Flatten:``; executors flatten positions
+
+A rule acts when it enters breach, and again every ``REACT_SECONDS`` while
+it stays there (the writes are idempotent and never overwrite an active
+halt). P&L snapshots go to the journal every few seconds; the summary
+goes to ``status.summary`` at most every ``summary_interval`` seconds. The
+risk worker also mirrors the operator's phase transitions
+(``status.transitions``) into the journal, since it is the role that holds
+both the session and the journal.
+
+The session day is the calendar day of the session clock in the
+calendar's time zone; "start equity" is the first snapshot of that day
+(else the last before it, else the simulated account's initial cash).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import statistics
+import time
+import zoneinfo
+from collections import deque
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from trading_operator.api.clock import wall_at
+from trading_operator.api.riskpolicy import RiskPolicySpec
+from trading_workers import bus as bus_mod
+from trading_workers.errors import DependencyUnavailable, MalformedMessage, TradingError, TransientError
+from trading_workers.journal import Journal, PnlSnapshot
+from trading_workers.risk import metrics
+from trading_workers.risk.engine import SEVERITY, Breach, Figures, evaluate, worst
+from trading_workers.risk.status import SessionStatus
+from trading_workers.runtime import NotFound, Runtime, with_retries
+
+log = logging.getLogger("trading_workers.risk")
+
+BREACHES = Counter("trading_risk_breaches_total", "Portfolio rules that entered breach.", ["rule", "action"])
+EQUITY = Gauge("trading_risk_equity", "Session equity, USD.")
+DAILY_PNL = Gauge("trading_risk_daily_pnl_pct", "Daily P&L, percent of start equity.")
+TRADING_DAY_SECONDS = 23_400.0
+REACT_SECONDS = 30.0
+HISTORY_CAP = 5_001
+
+
+class RiskWorker:
+    def __init__(self, rt: Runtime, bus: bus_mod.Bus, journal: Journal, status: SessionStatus, *,
+                 eval_interval: float = 1.0, summary_interval: float = 2.0, snapshot_interval: float = 5.0) -> None:
+        self.rt, self.bus, self.journal, self.status = rt, bus, journal, status
+        self.config = rt.config
+        self.eval_interval, self.summary_interval, self.snapshot_interval = (eval_interval, summary_interval,
+                                                                             snapshot_interval)
+        self.capital = self.config.broker.simulated.initial_cash
+        self.policy = RiskPolicySpec()
+        self.policy_generation: int | None = None
+        self.policy_read_at = -math.inf
+        self.marks: dict[str, float] = {}
+        self.history: dict[str, deque[float]] = {}
+        self.quote_ts: deque[float] = deque(maxlen=256)
+        self.day_open: dict[str, float] = {}
+        self.last_md_id: str | None = None
+        self.day: dt.date | None = None
+        self.day_start_wall: dt.datetime | None = None
+        self.start_equity: float | None = None
+        self.peak_equity = 0.0
+        self.active: dict[str, Breach] = {}
+        self.acted_at: dict[str, float] = {}
+        self.summary_at = -math.inf
+        self.snapshot_at = -math.inf
+        self.transitions_seen: dt.datetime | None = None
+        self.last_ok = 0.0
+        self.last_figures: Figures | None = None
+
+    # ------------------------------------------------------------ inputs
+
+    async def _load_policy(self) -> None:
+        if time.monotonic() - self.policy_read_at < 10:
+            return
+        kube = self.rt.require_kube()
+        obj = await kube.get_policy(self.rt.settings.namespace, self.config.risk_policy_name)
+        self.policy = RiskPolicySpec.model_validate(obj.get("spec") or {})
+        generation = (obj.get("metadata") or {}).get("generation")
+        if generation != self.policy_generation:
+            log.info("risk policy loaded", extra={"policy": self.config.risk_policy_name, "generation": generation})
+        self.policy_generation = generation
+        self.policy_read_at = time.monotonic()
+
+    def _observe_quote(self, fields: dict[str, str], msg_id: str) -> None:
+        try:
+            quote = bus_mod.decode_quote(fields)
+        except MalformedMessage as exc:
+            bus_mod.MALFORMED.labels(bus_mod.MARKET_DATA).inc()
+            log.warning("malformed message skipped", extra={"stream": bus_mod.MARKET_DATA, "message_id": msg_id,
+                                                            "error": str(exc)})
+            return
+        self.marks[quote.symbol] = quote.price
+        self.day_open.setdefault(quote.symbol, quote.price)
+        history = self.history.get(quote.symbol)
+        if history is None:
+            history = self.history[quote.symbol] = deque(maxlen=HISTORY_CAP)
+        history.append(quote.price)
+        self.quote_ts.append(quote.ts)
+
+    async def _read_quotes(self) -> None:
+        if self.last_md_id is None:
+            count = min(50_000, (self.policy.limits.var.lookback + 1) * max(1, len(self.config.symbols)))
+            entries = await self.bus.latest(bus_mod.MARKET_DATA, count)
+            self.last_md_id = entries[-1][0] if entries else "0-0"
+        else:
+            entries = await self.bus.read_after(bus_mod.MARKET_DATA, self.last_md_id, count=5000, block_ms=0)
+            if entries:
+                self.last_md_id = entries[-1][0]
+        for msg_id, fields in entries:
+            self._observe_quote(fields, msg_id)
+
+    async def _roll_day(self) -> None:
+        tz = zoneinfo.ZoneInfo(self.config.calendar.timezone)
+        session_now = self.rt.session_now()
+        day = session_now.astimezone(tz).date()
+        if day == self.day:
+            return
+        midnight = dt.datetime.combine(day, dt.time(0), tzinfo=tz).astimezone(dt.UTC)
+        self.day, self.day_start_wall = day, wall_at(self.config.clock, self.config.clock_anchor, midnight)
+        snapshots = await self.journal.pnl_snapshots()
+        today = [s for s in snapshots if s.at is not None and s.at >= self.day_start_wall]
+        before = [s for s in snapshots if s.at is not None and s.at < self.day_start_wall]
+        if today:
+            self.start_equity = today[0].equity
+        elif before:
+            self.start_equity = before[-1].equity
+        else:
+            self.start_equity = self.capital
+        self.peak_equity = max([self.start_equity, *(s.equity for s in today)])
+        self.day_open = dict(self.marks)
+        self.active.clear()
+        log.info("session day", extra={"day": day.isoformat(), "start_equity": self.start_equity})
+
+    # ------------------------------------------------------------ figures
+
+    def figures(self, positions: dict[str, Any], fills: list[Any]) -> Figures:
+        realized = sum(p.realized_pnl for p in positions.values())
+        exposures: dict[str, float] = {}
+        unrealized = 0.0
+        for symbol, position in positions.items():
+            if position.qty == 0:
+                continue
+            mark = self.marks.get(symbol, position.avg_price)
+            exposures[symbol] = position.qty * mark
+            unrealized += position.qty * (mark - position.avg_price)
+        equity = self.capital + realized + unrealized
+        start = self.start_equity or self.capital
+        self.peak_equity = max(self.peak_equity, equity)
+        gross = sum(abs(v) for v in exposures.values())
+        var_rule = self.policy.limits.var
+        scenarios = metrics.pnl_scenarios(exposures, {s: list(h) for s, h in self.history.items()}, var_rule.lookback)
+        win_pct, trades = metrics.win_rate(fills)
+        index = self.policy.circuit_breaker.index_symbol
+        return Figures(
+            equity=equity, start_equity=start, peak_equity=self.peak_equity,
+            daily_pnl_pct=metrics.daily_pnl_pct(equity, start),
+            drawdown_pct=metrics.drawdown_pct(equity, self.peak_equity),
+            exposures=exposures, gross_exposure=gross, concentration_pct=metrics.concentration_pct(exposures),
+            var_pct=metrics.historical_var_pct(scenarios, equity, var_rule.confidence, self._horizon_scale()),
+            var_scenarios=len(scenarios), margin_usage_pct=metrics.margin_usage_pct(gross, equity),
+            win_rate_pct=win_pct, closed_trades=trades,
+            correlation=metrics.average_pairwise_correlation(self.history, exposures) if len(exposures) >= 2 else None,
+            index_drop_pct=metrics.drop_pct(self.day_open.get(index, 0.0), self.marks.get(index, 0.0)),
+        )
+
+    def _horizon_scale(self) -> float:
+        """sqrt(trading day / quote interval): per-quote scenarios scaled to the limit's one-day horizon."""
+        steps = [b - a for a, b in zip(self.quote_ts, list(self.quote_ts)[1:], strict=False) if b > a]
+        if not steps:
+            return 1.0
+        return math.sqrt(max(1.0, TRADING_DAY_SECONDS / statistics.median(steps)))
+
+    # ------------------------------------------------------------ one evaluation
+
+    async def step(self) -> Figures:
+        await self._load_policy()
+        await self._read_quotes()
+        await self._roll_day()
+        positions = await self.journal.positions()
+        fills = await self.journal.fills()
+        figures = self.figures(positions, fills)
+        self.last_figures = figures
+        EQUITY.set(figures.equity)
+        DAILY_PNL.set(figures.daily_pnl_pct)
+        await self._act(evaluate(self.policy.limits, self.policy.circuit_breaker, figures))
+        now = time.monotonic()
+        if now - self.snapshot_at >= self.snapshot_interval:
+            await self.journal.record_pnl(PnlSnapshot(
+                equity=figures.equity, realized_pnl=sum(p.realized_pnl for p in positions.values()),
+                unrealized_pnl=figures.equity - self.capital - sum(p.realized_pnl for p in positions.values()),
+                daily_pnl_pct=figures.daily_pnl_pct, drawdown_pct=figures.drawdown_pct,
+                exposure=figures.gross_exposure))
+            self.snapshot_at = now
+        if now - self.summary_at >= self.summary_interval:
+            await self._summary(figures, positions)
+            self.summary_at = now
+        self.last_ok = time.monotonic()
+        return figures
+
+    async def _act(self, breaches: list[Breach]) -> None:
+        now = time.monotonic()
+        current = {b.rule: b for b in breaches}
+        due: list[Breach] = []
+        for rule, breach in current.items():
+            entering = rule not in self.active or self.active[rule].action != breach.action
+            if entering:
+                BREACHES.labels(rule, breach.action).inc()
+                await self.journal.record_risk_event(rule=rule, action=breach.action, value=breach.value,
+                                                     threshold=breach.threshold, message=breach.message)
+                log.warning("risk limit breached", extra={"rule": rule, "action": breach.action,
+                                                          "detail": breach.message})
+            repeat = SEVERITY[breach.action] > 0 and now - self.acted_at.get(rule, -math.inf) >= REACT_SECONDS
+            if entering or repeat:
+                self.acted_at[rule] = now
+                due.append(breach)
+        top = worst(due)
+        if top is not None:
+            await self._apply(top)
+        if self.active and not current:
+            await self.status.clear_breach()
+        self.active = current
+
+    async def _apply(self, breach: Breach) -> None:
+        if breach.action in ("Halt", "Flatten"):
+            reason = f"{'Flatten: ' if breach.action == 'Flatten' else ''}{breach.message}"
+            await self.status.raise_halt(source="Risk", reason=reason, condition_reason=breach.reason)
+        elif breach.action == "Reduce":
+            await self.status.request_reducing(reason=breach.message, condition_reason=breach.reason)
+
+    async def _summary(self, f: Figures, positions: dict[str, Any]) -> None:
+        counts = await self.journal.counts(since=self.day_start_wall)
+        realized = sum(p.realized_pnl for p in positions.values())
+        summary = {
+            "orders": counts.orders, "fills": counts.fills, "rejected": counts.rejected,
+            "openOrders": counts.open_orders, "realizedPnl": round(realized, 2),
+            "unrealizedPnl": round(f.equity - self.capital - realized, 2),
+            "dailyPnlPct": round(f.daily_pnl_pct, 4), "exposure": round(f.gross_exposure, 2),
+            "updatedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+        obj = await self.status.write_summary(summary)
+        await self._mirror_transitions(obj)
+
+    async def _mirror_transitions(self, obj: dict[str, Any]) -> None:
+        if self.transitions_seen is None:
+            self.transitions_seen = await self.journal.last_transition_at() or dt.datetime.min.replace(tzinfo=dt.UTC)
+        for entry in (obj.get("status") or {}).get("transitions") or []:
+            try:
+                at = dt.datetime.fromisoformat(str(entry["at"]).replace("Z", "+00:00"))
+            except (KeyError, ValueError):
+                continue
+            if at > self.transitions_seen:
+                await self.journal.record_transition(entry.get("from"), str(entry.get("to")),
+                                                     str(entry.get("reason") or ""), at=at)
+                self.transitions_seen = at
+
+    async def run(self) -> None:
+        self.rt.health.add("risk", lambda: (time.monotonic() - self.last_ok < 10, "no successful evaluation in 10s"))
+        while not self.rt.stop.is_set():
+            try:
+                await self.step()
+            except NotFound as exc:
+                log.error("session or policy not found", extra={"error": str(exc)})
+            except TransientError as exc:
+                log.warning("risk evaluation failed; will retry", extra={"error": str(exc)})
+            except TradingError as exc:
+                log.error("risk evaluation failed", extra={"error": str(exc)})
+            await self.rt.sleep(self.eval_interval)
+
+
+async def run(rt: Runtime) -> None:
+    """The risk role."""
+    kube = rt.require_kube()
+    client = bus_mod.connect(rt.settings.redis_url)
+    bus = bus_mod.Bus(client, rt.redis_prefix)
+    journal: Journal | None = None
+    try:
+        journal = await with_retries(lambda: Journal.open(rt.settings.journal_dsn, rt.session_key), max_delay=300)
+        worker = RiskWorker(rt, bus, journal, SessionStatus(kube, rt.settings.namespace, rt.settings.name))
+        await worker.run()
+    except DependencyUnavailable:
+        log.error("journal unreachable for 5 minutes; exiting so the pod restarts")
+        raise
+    finally:
+        if journal is not None:
+            await journal.close()
+        await client.aclose()

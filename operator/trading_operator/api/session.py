@@ -209,10 +209,6 @@ class WorkersSpec(ApiModel):
 class TradingSessionSpec(ApiModel):
     """Desired state of a trading session."""
 
-    model_config = pydantic.ConfigDict(json_schema_extra=rules(
-        cel("!has(self.haltReason) || self.halted", "haltReason is only meaningful with halted: true",
-            field_path=".haltReason", reason="FieldValueForbidden"),
-    ))
 
     broker: BrokerSpec = pydantic.Field(default_factory=BrokerSpec, json_schema_extra=object_default(BrokerSpec),
                                         description="Broker the executor trades with.")

@@ -1,0 +1,39 @@
+"""``python -m trading_operator``: leader election, then kopf with JSON logs and a liveness endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+from trading_operator import handlers, leader
+from trading_operator.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the trading-platform operator.")
+    parser.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--log-format", default="json", choices=["json", "plain", "full"])
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=logging.INFO)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not "handler succeeded" per event
+    if settings.leader_election:
+        leader.Leader(settings.lease_name, settings.lease_namespace).acquire()
+    _ = handlers  # registers every handler
+    kopf.run(
+        standalone=True,  # leadership comes from the Lease, not kopf peering
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

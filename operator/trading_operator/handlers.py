@@ -1,0 +1,213 @@
+# mypy: disable-error-code="arg-type"
+# (kopf's handler protocols type `namespace` as `str | None` and list every kwarg; handlers here
+#  name only what they use, which is kopf's documented style.)
+"""Every kopf handler of the operator, in one place, each thin.
+
+Sessions are reconciled by one daemon per TradingSession: it sleeps until
+woken by an event (its own session, its Deployments, its RiskPolicy) or
+until the next calendar boundary, then runs ``reconcile.session``. Watch
+events only wake daemons, so a burst of events costs one reconcile, and
+the halt path is: watch event -> wake -> reconcile -> status write.
+
+Live state comes from kopf's in-memory indexes (policies, worker
+Deployments), so a reconcile reads nothing from the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from trading_operator import errors, leader, metrics, names
+from trading_operator.api import common
+from trading_operator.api.session import Role
+from trading_operator.reconcile import policy as policy_reconcile
+from trading_operator.reconcile import session as session_reconcile
+from trading_operator.settings import Settings
+
+G, V = common.GROUP, common.VERSION
+LOG = logging.getLogger(__name__)
+CANARY_MAX_AGE = 60.0
+
+
+@dataclass
+class Context:
+    settings: Settings
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    applied_config: dict[str, str] = field(default_factory=dict)
+    canary_seen: float = field(default_factory=time.monotonic)
+    phases: dict[tuple[str, str], str] = field(default_factory=dict)
+    halted: set[tuple[str, str]] = field(default_factory=set)
+
+    def wake(self, namespace: str, name: str) -> None:
+        self.wakeups[(namespace, name)].set()
+
+
+def ctx(memo: kopf.Memo) -> Context:
+    return memo["ctx"]  # type: ignore[no-any-return]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    op = Settings()
+    memo["ctx"] = Context(settings=op)
+    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trading.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trading.dev")
+    settings.posting.level = logging.WARNING  # our own Events are posted explicitly
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.batching.batch_window = 0.01
+    settings.execution.max_workers = 32
+    prometheus_client.start_http_server(op.metrics_port)
+
+
+# ------------------------------------------------------------------ indexes
+
+@kopf.index(G, V, "riskpolicies")
+def policies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+def workers(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, labels.get(names.LABEL_SESSION, "")): dict(body)}
+
+
+@kopf.index(G, V, "tradingsessions")
+def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    return {(namespace, str(spec.get("riskPolicyRef", {}).get("name", ""))): name}
+
+
+# ------------------------------------------------------------------ sessions
+
+@kopf.on.event(G, V, "tradingsessions")
+def session_event(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    ctx(memo).wake(namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
+
+
+@kopf.daemon(G, V, "tradingsessions", cancellation_timeout=5.0)
+async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
+                         policies: kopf.Index[tuple[str, str], dict[str, Any]],
+                         workers: kopf.Index[tuple[str, str], dict[str, Any]],
+                         logger: kopf.Logger, **_: Any) -> None:
+    c = ctx(memo)
+    wakeup = c.wakeups[(namespace, name)]
+    try:
+        while not stopped:
+            wakeup.clear()
+            delay = await _reconcile_once(c, namespace, name, body, policies, workers, logger)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
+    finally:
+        c.wakeups.pop((namespace, name), None)
+        c.phases.pop((namespace, name), None)
+        c.halted.discard((namespace, name))
+        _export_gauges(c)
+
+
+async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body,
+                          policies: kopf.Index[tuple[str, str], dict[str, Any]],
+                          workers: kopf.Index[tuple[str, str], dict[str, Any]], logger: kopf.Logger) -> float:
+    snapshot = dict(body)
+    policy_name = str(snapshot.get("spec", {}).get("riskPolicyRef", {}).get("name", ""))
+    policy_body = next(iter(policies.get((namespace, policy_name), [])), None)
+    live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
+    deployments = {role: live.get(names.deployment(name, role)) for role in Role}
+    try:
+        delay = await session_reconcile.reconcile(
+            snapshot, policy_body, deployments, c.settings,
+            lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message), c.applied_config)
+    except errors.OperatorError as exc:
+        metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
+        if not isinstance(exc, errors.ApiConflict):
+            logger.warning("reconcile failed (%s): %s", exc.reason, exc)
+        return exc.retry_delay if exc.retry_delay is not None else c.settings.reconcile_interval * 5
+    except Exception as exc:
+        metrics.RECONCILE_FAILURES.labels("TradingSession", type(exc).__name__).inc()
+        logger.exception("reconcile crashed: %s", exc)
+        return c.settings.reconcile_interval
+    status = dict(body).get("status") or {}
+    c.phases[(namespace, name)] = str(status.get("phase") or "")
+    if (status.get("halt") or {}).get("active"):
+        c.halted.add((namespace, name))
+    else:
+        c.halted.discard((namespace, name))
+    _export_gauges(c)
+    return delay
+
+
+def _export_gauges(c: Context) -> None:
+    counts: dict[str, int] = defaultdict(int)
+    for phase in c.phases.values():
+        counts[phase] += 1
+    for phase in ("Initializing", "PreMarket", "MarketOpen", "MarketClose", "AfterHours", "Halted", "Error", ""):
+        metrics.SESSIONS.labels(phase or "Pending").set(counts.get(phase, 0))
+    metrics.ACTIVE_HALTS.set(len(c.halted))
+
+
+@kopf.on.delete(G, V, "tradingsessions")
+async def session_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    c = ctx(memo)
+    done = await session_reconcile.finalize(
+        dict(body), c.settings, lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message))
+    if not done:
+        raise kopf.TemporaryError("waiting for the executor to handle open orders", delay=1)
+
+
+# ------------------------------------------------------------------ policies
+
+@kopf.on.event(G, V, "riskpolicies")
+async def policy_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
+                       sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+    c = ctx(memo)
+    users = list(sessions_by_policy.get((namespace, name), []))
+    for session in users:
+        c.wake(namespace, session)
+    if type == "DELETED":
+        return
+    try:
+        await policy_reconcile.reconcile(dict(body), users)
+    except errors.OperatorError as exc:
+        metrics.RECONCILE_FAILURES.labels("RiskPolicy", exc.reason).inc()
+
+
+@kopf.timer(G, V, "riskpolicies", interval=10.0, idle=5.0)
+async def policy_sessions(body: kopf.Body, namespace: str, name: str,
+                          sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+    try:
+        await policy_reconcile.reconcile(dict(body), list(sessions_by_policy.get((namespace, name), [])))
+    except errors.OperatorError as exc:
+        metrics.RECONCILE_FAILURES.labels("RiskPolicy", exc.reason).inc()
+
+
+# ------------------------------------------------------------------ liveness
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={leader.CANARY_LABEL: "true"})
+def lease_canary(memo: kopf.Memo, **_: Any) -> None:
+    ctx(memo).canary_seen = time.monotonic()
+
+
+@kopf.on.probe(id="watchAge")
+def watch_age(memo: kopf.Memo, **_: Any) -> float:
+    c = ctx(memo)
+    age = time.monotonic() - c.canary_seen
+    metrics.WATCH_AGE.set(age)
+    if c.settings.leader_election and age > CANARY_MAX_AGE:
+        raise kopf.PermanentError(f"no watch event from the lease canary for {age:.0f}s")
+    return age

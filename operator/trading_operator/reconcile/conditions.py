@@ -1,0 +1,32 @@
+"""metav1.Condition bookkeeping: a condition's lastTransitionTime moves only when its status does."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from trading_operator.api.common import Condition
+
+
+def set_condition(conditions: list[Condition], type_: str, status: bool | str, reason: str, message: str,
+                  now: dt.datetime, generation: int | None = None) -> bool:
+    """Set one condition in place; return True when its status changed (worth an Event)."""
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    for i, cond in enumerate(conditions):
+        if cond.type == type_:
+            changed = cond.status != value
+            conditions[i] = Condition(type=type_, status=value, reason=reason, message=message[:4000],  # type: ignore[arg-type]
+                                      last_transition_time=now if changed else cond.last_transition_time,
+                                      observed_generation=generation)
+            return changed
+    conditions.append(Condition(type=type_, status=value, reason=reason, message=message[:4000],  # type: ignore[arg-type]
+                                last_transition_time=now, observed_generation=generation))
+    return True
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def is_true(conditions: list[Condition], type_: str) -> bool:
+    cond = get_condition(conditions, type_)
+    return cond is not None and cond.status == "True"

@@ -1,0 +1,208 @@
+"""The operator against the real control plane: workers, the calendar day, halts, policies, deletion."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from tests.operator.conftest import Api, wait_for
+from trading_operator import names
+from trading_operator.api import phases
+from trading_operator.api.session import Role
+
+pytestmark = pytest.mark.cluster
+
+ZERO_WORKERS = {role.value: {"replicas": 0} for role in Role}
+
+
+def policy(name: str = "limits", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "trading.dev/v1alpha1", "kind": "RiskPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+def session(name: str, policy_name: str = "limits", **spec: Any) -> dict[str, Any]:
+    body = {"symbols": ["AAPL", "MSFT"], "riskPolicyRef": {"name": policy_name}}
+    body.update(spec)
+    return {"apiVersion": "trading.dev/v1alpha1", "kind": "TradingSession", "metadata": {"name": name}, "spec": body}
+
+
+def status(api: Api, ns: str, name: str) -> dict[str, Any]:
+    return api.get(ns, "tradingsessions", name).get("status") or {}
+
+
+def condition(api: Api, ns: str, name: str, type_: str) -> dict[str, Any]:
+    return next((c for c in status(api, ns, name).get("conditions", []) if c["type"] == type_), {})
+
+
+def assert_legal(api: Api, ns: str, name: str) -> list[str]:
+    """Every recorded transition is in the table; returns the phases in order."""
+    seen = [t["to"] for t in status(api, ns, name).get("transitions", [])]
+    for src, dst in itertools.pairwise([None, *seen]):
+        assert phases.can_transition(src, dst), f"illegal transition observed: {src} -> {dst}"
+    return seen
+
+
+def test_session_becomes_five_deployments(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("s1", workers={"inference": {"replicas": 1}}))
+    deps = wait_for(lambda: len(items := api.apps.list_namespaced_deployment(
+        namespace, label_selector=f"{names.LABEL_SESSION}=s1").items) == 5 and items, what="5 deployments")
+    by_role = {d.metadata.labels[names.LABEL_ROLE]: d for d in deps}
+    assert set(by_role) == set(names.ROLE_SLUG.values())
+    uid = api.get(namespace, "tradingsessions", "s1")["metadata"]["uid"]
+    for dep in deps:
+        owner = dep.metadata.owner_references[0]
+        assert (owner.kind, owner.uid, owner.controller) == ("TradingSession", uid, True)
+        assert dep.metadata.labels["app.kubernetes.io/managed-by"] == names.MANAGED_BY
+        pod = dep.spec.template.spec
+        sc = pod.containers[0].security_context
+        assert pod.security_context.run_as_non_root and sc.read_only_root_filesystem
+        assert sc.capabilities.drop == ["ALL"] and sc.allow_privilege_escalation is False
+        assert sc.seccomp_profile.type == "RuntimeDefault"
+        assert pod.containers[0].command[-2:] == ["--session", f"{namespace}/s1"]
+    inference = by_role["inference"].spec.template.spec
+    assert inference.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert inference.node_selector == {"trading.dev/pool": "gpu"}
+    assert any(t.key == "nvidia.com/gpu" for t in inference.tolerations)
+    assert by_role["strategy"].spec.template.spec.node_selector is None
+    assert by_role["executor"].spec.strategy.type == "Recreate"
+    assert api.core.read_namespaced_config_map(names.configmap("s1"), namespace).data["config.json"]
+
+    # Status reflects the Deployments (written here as a kubelet/controller would).
+    wait_for(lambda: status(api, namespace, "s1").get("workers", {}).get("strategy") == {"ready": 0, "desired": 1})
+    api.apps.patch_namespaced_deployment_status(names.deployment("s1", Role.STRATEGY), namespace,
+                                                {"status": {"replicas": 1, "readyReplicas": 1}})
+    wait_for(lambda: status(api, namespace, "s1")["workers"]["strategy"] == {"ready": 1, "desired": 1},
+             what="ready count in session status")
+
+
+def test_device_cpu_keeps_inference_off_the_gpu_pool(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session(
+        "cpu", strategy={"name": "model", "model": {"device": "cpu"}}))
+    dep = wait_for(lambda: api.apps.read_namespaced_deployment(names.deployment("cpu", Role.INFERENCE), namespace))
+    pod = dep.spec.template.spec
+    assert pod.node_selector is None and pod.tolerations is None
+    assert "nvidia.com/gpu" not in (pod.containers[0].resources.limits or {})
+
+
+def test_simulated_clock_drives_a_full_day_and_a_holiday_does_not_open(api: Api, operator: Any,
+                                                                         namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    fast = {"mode": "simulated", "speed": 2400}
+    # Monday 2026-11-23, 03:59:30 New York; and Thanksgiving, 2026-11-26, the same time.
+    api.create(namespace, "tradingsessions", session("day", workers=ZERO_WORKERS,
+                                                     clock={**fast, "start": "2026-11-23T08:59:30Z"}))
+    api.create(namespace, "tradingsessions", session("holiday", workers=ZERO_WORKERS,
+                                                     clock={**fast, "start": "2026-11-26T08:59:30Z"}))
+    want = ["Initializing", "PreMarket", "MarketOpen", "MarketClose", "AfterHours", "Initializing"]
+    wait_for(lambda: assert_legal(api, namespace, "day")[:6] == want, timeout=60, interval=0.5,
+             what="a full trading day")
+    seen = assert_legal(api, namespace, "holiday")
+    assert "MarketOpen" not in seen and seen[0] == "Initializing", seen
+    kinds = [e.reason for e in api.events(namespace, "day")]
+    assert kinds.count("PhaseChanged") >= 6
+    assert status(api, namespace, "day")["nextTransition"]["phase"] == "PreMarket"
+
+
+def test_halt_and_resume_by_halt_id(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("h", workers=ZERO_WORKERS))
+    wait_for(lambda: status(api, namespace, "h").get("phase"))
+    before = status(api, namespace, "h")["phase"]
+    api.patch(namespace, "tradingsessions", "h", {"spec": {"halted": True, "haltReason": "drill"}})
+    wait_for(lambda: status(api, namespace, "h").get("phase") == "Halted", timeout=10)
+    halt = status(api, namespace, "h")["halt"]
+    assert halt["active"] and halt["source"] == "User" and halt["reason"] == "drill"
+    assert condition(api, namespace, "h", "Halted")["status"] == "True"
+    wait_for(lambda: "Halted" in [e.reason for e in api.events(namespace, "h")], what="Halted event")
+
+    api.patch(namespace, "tradingsessions", "h", {"spec": {"halted": False, "resumeHaltId": "h-stale0"}})
+    wait_for(lambda: condition(api, namespace, "h", "Resumable").get("reason") == "StaleHaltId", timeout=10)
+    assert status(api, namespace, "h")["halt"]["active"] is True
+    wait_for(lambda: "ResumeRefused" in [e.reason for e in api.events(namespace, "h")])
+
+    api.patch(namespace, "tradingsessions", "h", {"spec": {"resumeHaltId": halt["id"]}})
+    wait_for(lambda: status(api, namespace, "h")["halt"]["active"] is False, timeout=10, what="resume")
+    wait_for(lambda: status(api, namespace, "h")["phase"] == before)
+    assert "Resumed" in [e.reason for e in api.events(namespace, "h")]
+    assert_legal(api, namespace, "h")
+
+
+def test_policy_mode_halted_halts_every_session_and_latches(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy("kill"))
+    for name in ("a", "b"):
+        api.create(namespace, "tradingsessions", session(name, "kill", workers=ZERO_WORKERS))
+    for name in ("a", "b"):
+        wait_for(lambda n=name: status(api, namespace, n).get("phase"))
+    api.patch(namespace, "riskpolicies", "kill", {"spec": {"mode": "Halted"}})
+    for name in ("a", "b"):
+        wait_for(lambda n=name: status(api, namespace, n).get("halt", {}).get("source") == "Policy", timeout=10)
+        assert status(api, namespace, name)["phase"] == "Halted"
+    api.patch(namespace, "riskpolicies", "kill", {"spec": {"mode": "Active"}})
+    # Latched: the policy going back to Active does not clear the halt by itself.
+    wait_for(lambda: status(api, namespace, "a")["riskPolicy"]["mode"] == "Active")
+    assert status(api, namespace, "a")["halt"]["active"] is True
+    halt_id = status(api, namespace, "a")["halt"]["id"]
+    api.patch(namespace, "tradingsessions", "a", {"spec": {"resumeHaltId": halt_id}})
+    wait_for(lambda: status(api, namespace, "a")["halt"]["active"] is False, timeout=10)
+    assert status(api, namespace, "b")["halt"]["active"] is True
+    assert_legal(api, namespace, "a")
+
+
+def test_hand_deleted_deployment_is_restored_and_changes_roll_out(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("r"))
+    dep_name = names.deployment("r", Role.MARKET_DATA)
+    first = wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace))
+    api.apps.delete_namespaced_deployment(dep_name, namespace)
+    wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).metadata.uid != first.metadata.uid,
+             timeout=10, what="deployment restored")
+    api.apps.patch_namespaced_deployment(dep_name, namespace, {"spec": {"replicas": 7}})
+    wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).spec.replicas == 1, timeout=10,
+             what="hand edit put back")
+
+    old_hash = first.spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH]
+    api.patch(namespace, "tradingsessions", "r", {"spec": {"symbols": ["AAPL", "MSFT", "NVDA"]}})
+    wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace)
+             .spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH] != old_hash, timeout=10,
+             what="symbols change rolled out")
+    assert "NVDA" in api.core.read_namespaced_config_map(names.configmap("r"), namespace).data["config.json"]
+
+    wait_for(lambda: status(api, namespace, "r").get("riskPolicy", {}).get("observedGeneration") == 1)
+    api.patch(namespace, "riskpolicies", "limits", {"spec": {"orderControls": {"maxOrderNotional": 5000}}})
+    wait_for(lambda: status(api, namespace, "r")["riskPolicy"]["observedGeneration"] == 2, timeout=10,
+             what="policy generation propagated")
+    pol = api.get(namespace, "riskpolicies", "limits")
+    wait_for(lambda: "r" in api.get(namespace, "riskpolicies", "limits").get("status", {}).get("sessions", []),
+             timeout=15)
+    assert pol["spec"]["orderControls"]["maxOrderNotional"] == 5000
+
+
+def test_missing_policy_blocks_trading_with_a_condition(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "tradingsessions", session("orphan", "does-not-exist", workers=ZERO_WORKERS))
+    cond = wait_for(lambda: condition(api, namespace, "orphan", "PolicyApplied"))
+    assert cond["status"] == "False" and cond["reason"] == "PolicyNotFound"
+    assert status(api, namespace, "orphan")["tradingState"] == "Halted"
+
+
+def test_delete_runs_the_finalizer_and_removes_workers(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("bye"))
+    wait_for(lambda: api.get(namespace, "tradingsessions", "bye")["metadata"].get("finalizers"))
+    wait_for(lambda: len(api.apps.list_namespaced_deployment(
+        namespace, label_selector=f"{names.LABEL_SESSION}=bye").items) == 5)
+    api.custom.delete_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "tradingsessions", "bye")
+
+    def gone() -> bool:
+        try:
+            api.get(namespace, "tradingsessions", "bye")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, timeout=20, what="finalizer released")
+    wait_for(lambda: not api.apps.list_namespaced_deployment(
+        namespace, label_selector=f"{names.LABEL_SESSION}=bye").items, timeout=10, what="workers deleted")

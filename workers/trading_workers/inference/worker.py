@@ -1,0 +1,165 @@
+"""The inference worker role: quotes in, model signals out, Reducing when the model misbehaves.
+
+Entry point: ``await run(runtime)``. The runtime (``trading_workers.runtime``)
+is written separately; this module depends only on the small interface
+below, so either side can change without breaking the other.
+
+What ``run`` assumes of ``runtime`` (see :class:`InferenceRuntime`):
+
+- ``runtime.config`` — the session's :class:`~trading_operator.api.workerconfig.WorkerConfig`.
+  Uses ``symbols``, ``strategy.model`` (a ``ModelSpec``; the default one when absent)
+  and ``strategy.params`` (``threshold``: score to act on, in units of recent volatility,
+  default 0.3; ``orderQty``: default 1).
+- ``runtime.quotes()`` — an async iterator of :class:`~trading_workers.domain.Quote` for the
+  session's symbols, as read from the bus (at-least-once: a repeated ``seq`` is ignored).
+- ``await runtime.publish_signal(signal)`` — publish one JSON-safe ``dict`` with keys
+  ``kind`` ("model"), ``symbol``, ``side`` ("buy"/"sell"), ``qty``, ``score``, ``expected_return``,
+  ``price``, ``ts``, ``seq``, ``signal_id`` (deterministic: the idempotency key for
+  ``client_order_id``) and ``model`` (the artifact URI). It carries everything an
+  ``OrderIntent(symbol, Side(side), qty, signal_id=signal_id)`` needs.
+- ``await runtime.request_reducing(reason)`` — ask that the session's trading state become
+  Reducing (the guard tripped: NaN outputs, or a batch slower than ``ModelSpec.max_latency_ms``).
+  Called once per reason per :data:`REDUCE_REPEAT_S`, not on every batch.
+- optional ``runtime.set_ready(bool)`` — called with True once the model is loaded and placed.
+
+``run`` returns when the quote iterator ends; on SIGTERM the runtime cancels it.
+Model loading runs in a thread so the runtime's health endpoints stay responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import prometheus_client
+import torch
+
+from trading_operator.api.session import ModelSpec
+from trading_operator.api.workerconfig import WorkerConfig
+from trading_workers.domain import Quote
+from trading_workers.inference.engine import SignalEngine, StepResult
+from trading_workers.inference.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+ENV_TORCH_THREADS = "TRADING_TORCH_THREADS"
+REDUCE_REPEAT_S = 60.0
+
+BATCH_SECONDS = prometheus_client.Histogram(
+    "trading_inference_batch_seconds", "Wall time of one inference step (all changed symbols).",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+PREDICTIONS = prometheus_client.Counter("trading_inference_predictions_total", "Symbols scored by the model.")
+SIGNALS = prometheus_client.Counter("trading_inference_signals_total", "Model signals published.", ["side"])
+GUARD_TRIPS = prometheus_client.Counter(
+    "trading_inference_guard_trips_total", "Inference steps the guard judged unsafe.", ["reason"])
+INVALID_INPUTS = prometheus_client.Counter(
+    "trading_inference_invalid_inputs_total", "Price windows masked for non-positive or non-finite prices.")
+
+
+class InferenceRuntime(Protocol):
+    """The part of the worker runtime the inference role uses (nothing more)."""
+
+    @property
+    def config(self) -> WorkerConfig: ...
+
+    def quotes(self) -> AsyncIterator[Quote]: ...
+
+    async def publish_signal(self, signal: Mapping[str, Any]) -> None: ...
+
+    async def request_reducing(self, reason: str) -> None: ...
+
+
+def configure_threads() -> int:
+    """Intra-op threads: ``$TRADING_TORCH_THREADS``, else the CPUs this process may use, at most 2.
+
+    torch defaults to every core of the node, which oversubscribes a pod
+    whose CPU limit is smaller; small batches do not benefit from more anyway.
+    """
+    env = os.environ.get(ENV_TORCH_THREADS, "")
+    threads = int(env) if env.isdigit() and int(env) > 0 else min(2, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    return threads
+
+
+class ReduceRequester:
+    """Asks for Reducing at most once per reason per ``repeat_s`` seconds (the session latches it anyway)."""
+
+    def __init__(self, request: Callable[[str], Awaitable[None]], repeat_s: float = REDUCE_REPEAT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._request = request
+        self._repeat_s = repeat_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    async def __call__(self, reason: str, detail: str) -> bool:
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self._repeat_s:
+            return False
+        self._last[reason] = now
+        await self._request(f"inference guard: {detail}")
+        return True
+
+
+async def run(runtime: InferenceRuntime) -> None:
+    """Serve the session's model until the quote stream ends (or the task is cancelled)."""
+    cfg = runtime.config
+    spec = cfg.strategy.model or ModelSpec()
+    threads = configure_threads()
+    predictor = await asyncio.to_thread(Predictor.from_spec, spec)
+    engine = SignalEngine(predictor, cfg.symbols, cfg.strategy.params, model_uri=spec.uri)
+    log.info("inference model loaded", extra={"model": spec.uri, "device": str(predictor.device),
+                                              "batch_size": predictor.batch_size, "threads": threads})
+    set_ready = getattr(runtime, "set_ready", None)
+    if callable(set_ready):
+        set_ready(True)
+    reduce = ReduceRequester(runtime.request_reducing)
+    changed = asyncio.Event()
+    consumer = asyncio.create_task(_consume(runtime.quotes(), engine, changed), name="inference-quotes")
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            await _publish(runtime, reduce, _timed_step(engine))
+            if consumer.done():
+                await _publish(runtime, reduce, _timed_step(engine))   # whatever arrived last
+                consumer.result()                                       # re-raise a failed stream
+                return
+    finally:
+        consumer.cancel()
+
+
+async def _consume(quotes: AsyncIterator[Quote], engine: SignalEngine, changed: asyncio.Event) -> None:
+    # Quotes that arrive while a step runs accumulate as dirty windows: the next step batches them all.
+    try:
+        async for quote in quotes:
+            if engine.observe(quote):
+                changed.set()
+    finally:
+        changed.set()
+
+
+def _timed_step(engine: SignalEngine) -> StepResult:
+    start = time.perf_counter()
+    result = engine.step()
+    if result.scored:
+        BATCH_SECONDS.observe(time.perf_counter() - start)
+        PREDICTIONS.inc(result.scored)
+        if result.batch is not None and result.batch.invalid_inputs:
+            INVALID_INPUTS.inc(result.batch.invalid_inputs)
+    return result
+
+
+async def _publish(runtime: InferenceRuntime, reduce: ReduceRequester, result: StepResult) -> None:
+    verdict = result.verdict
+    if verdict.reduce:
+        GUARD_TRIPS.labels(reason=verdict.reason).inc()
+        log.warning("inference guard tripped", extra={"reason": verdict.reason, "detail": verdict.detail})
+        await reduce(verdict.reason, verdict.detail)
+    for signal in result.signals:
+        await runtime.publish_signal(signal)
+        SIGNALS.labels(side=signal["side"]).inc()

@@ -582,7 +582,8 @@ class Executor:
                                                                         "message_id": msg_id, "error": str(exc)})
                         continue
                     self.marks[quote.symbol] = quote.price
-                    driven = quote_driven is not None and quote.symbol in symbols and self._broker_ok
+                    # The exchange keeps the mark even before it is connected; fills need it connected.
+                    driven = quote_driven is not None and quote.symbol in symbols
                     if driven and await quote_driven.on_quote(quote.symbol, quote.price):  # type: ignore[union-attr]
                         self._fills_wake.set()
             except TransientError as exc:

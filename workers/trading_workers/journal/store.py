@@ -209,7 +209,7 @@ class Journal:
                         avg_fill_price = (avg_fill_price * filled_qty + $2::numeric * $3::numeric)
                                          / (filled_qty + $2::numeric),
                         filled_qty = filled_qty + $2::numeric,
-                        status = CASE WHEN status IN ('canceled', 'rejected') THEN status
+                        status = CASE WHEN status IN ('filled', 'canceled', 'rejected') THEN status
                                       WHEN filled_qty + $2::numeric >= qty THEN 'filled'
                                       ELSE 'partially_filled' END,
                         updated_at = now()

@@ -49,3 +49,31 @@ def labels(session: str, role: Role | str | None = None) -> dict[str, str]:
         out["app.kubernetes.io/component"] = ROLE_SLUG[Role(role)]
         out[LABEL_ROLE] = ROLE_SLUG[Role(role)]
     return out
+
+
+# ------------------------------------------------------------------ backups
+
+BACKUP_MOUNT = "/backups"  # where a backup pod mounts spec.destination.pvc
+MODEL_MOUNT = "/models"    # where a backup pod mounts a pvc:// model claim (read-only)
+
+
+def backup_job(backup: str) -> str:
+    """The one-shot Job of a Backup (Job names are label values: at most 63 characters)."""
+    return f"{backup}-backup"[:63].rstrip("-.")
+
+
+def backup_cronjob(backup: str) -> str:
+    """The CronJob of a scheduled Backup (at most 52 characters: the controller appends 11 to its Jobs)."""
+    return f"{backup}-backup"[:52].rstrip("-.")
+
+
+def backup_labels(backup: str, session: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "trading-backup",
+        "app.kubernetes.io/instance": backup,
+        "app.kubernetes.io/component": "backup",
+        "app.kubernetes.io/part-of": "trading-platform",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_BACKUP: backup,
+        LABEL_SESSION: session,
+    }

@@ -10,6 +10,7 @@ artifact and reports into this object's status.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal
 
 import pydantic
@@ -26,6 +27,21 @@ CRON_PATTERN = (rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
 DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
 
 Target = Literal["journal", "redis", "models", "resources"]
+TARGETS: tuple[Target, ...] = ("journal", "redis", "models", "resources")
+
+# The contract between the operator's Job and the workers' `trading-platform backup run`.
+ENV_BACKUP_ROOT = "TRADING_BACKUP_ROOT"          # directory that holds <backup-name>/<run-id>/
+ENV_BACKUP_LOCATION = "TRADING_BACKUP_LOCATION"  # how that directory is named in status (pvc://claim/path)
+HISTORY_LIMIT = 20                               # runs kept in status.history (the files follow retention)
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> dt.timedelta:
+    """``7d``, ``168h``, ``3d12h`` -> timedelta (the grammar of ``Retention.maxAge``)."""
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"not a duration: {value!r} (e.g. 7d, 168h, 3d12h)")
+    return dt.timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"([0-9]+)([smhd])", value)))
 
 
 class Retention(ApiModel):

@@ -1,0 +1,160 @@
+"""The Job (one-shot) or CronJob (``spec.schedule``) that runs a Backup.
+
+Why a Job at all, rather than the operator dumping the database itself:
+a backup is long, I/O-heavy and needs ``pg_dump`` and the destination
+volume; none of that belongs in the operator's process or its RBAC. The
+pod runs the workers' image (which carries the journal, Redis and model
+code the backup reads) as ``trading-platform backup run --backup NS/NAME``,
+and that command reports into the Backup's status itself.
+
+The pod meets the ``restricted`` Pod Security Standard like the workers;
+the destination PVC is mounted at ``/backups`` and the run writes under
+``/backups<path>/<backup>/<run-id>/``. A ``pvc://`` model of the session is
+mounted read-only at ``/models/<claim>`` so the models target can copy it.
+
+``concurrencyPolicy: Forbid``: two runs of one Backup must never prune each
+other's files. ``timeZone: Etc/UTC``: the operator computes
+``status.nextScheduleTime`` in UTC and must agree with the CronJob
+controller.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import urllib.parse
+from typing import Any
+
+from trading_operator import names
+from trading_operator.api import backup as backup_api
+from trading_operator.api import workerconfig as wc
+from trading_operator.api.backup import Backup
+from trading_operator.api.session import TradingSession
+from trading_operator.settings import Settings
+
+SERVICE_ACCOUNT = "trading-worker"   # the chart's worker ServiceAccount: get backups, patch backups/status
+BACKOFF_LIMIT = 2                    # a run is retried twice (a database restart); each try is its own run id
+ACTIVE_DEADLINE_SECONDS = 6 * 3600
+CRON_TIME_ZONE = "Etc/UTC"
+ENV_MODEL_ROOT = "TRADING_MODEL_ROOT"  # same name the inference workers resolve pvc:// models with
+
+
+def command(backup: Backup, settings: Settings) -> list[str]:
+    return [*settings.worker_command, "backup", "run", "--backup",
+            f"{backup.metadata.namespace}/{backup.metadata.name}"]
+
+
+def destination_root(backup: Backup) -> str:
+    """Directory inside the pod that holds ``<backup>/<run-id>/`` (the PVC mount plus ``spec.destination.pvc.path``)."""
+    return posixpath.normpath(names.BACKUP_MOUNT + "/" + backup.spec.destination.pvc.path.lstrip("/"))
+
+
+def destination_location(backup: Backup) -> str:
+    """How that directory is named in status: ``pvc://claim/path``."""
+    pvc = backup.spec.destination.pvc
+    path = posixpath.normpath("/" + pvc.path.lstrip("/")).rstrip("/")
+    return f"pvc://{pvc.claim_name}{path}"
+
+
+def model_claim(model_uri: str | None) -> str | None:
+    """The PVC holding the session's model, when its URI is ``pvc://CLAIM/...``."""
+    if not model_uri:
+        return None
+    parsed = urllib.parse.urlsplit(model_uri)
+    return parsed.netloc if parsed.scheme == "pvc" and parsed.netloc else None
+
+
+def session_model_uri(session: TradingSession | None) -> str | None:
+    model = session.spec.strategy.model if session is not None else None
+    return model.uri if model is not None else None
+
+
+def pod_template(backup: Backup, settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
+    name, session_name = backup.metadata.name, backup.spec.session_ref.name
+    env: list[dict[str, Any]] = [
+        {"name": wc.ENV_SESSION, "value": f"{backup.metadata.namespace}/{session_name}"},
+        {"name": wc.ENV_JOURNAL_DSN, "value": settings.journal_dsn},
+        {"name": wc.ENV_REDIS_URL, "value": settings.redis_url},
+        {"name": backup_api.ENV_BACKUP_ROOT, "value": destination_root(backup)},
+        {"name": backup_api.ENV_BACKUP_LOCATION, "value": destination_location(backup)},
+        {"name": ENV_MODEL_ROOT, "value": names.MODEL_MOUNT},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": names.BACKUP_MOUNT},
+                                    {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "backups", "persistentVolumeClaim": {"claimName": backup.spec.destination.pvc.claim_name}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    claim = model_claim(model_uri) if "models" in backup.spec.targets else None
+    if claim is not None:
+        mounts.append({"name": "models", "mountPath": f"{names.MODEL_MOUNT}/{claim}", "readOnly": True})
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    container: dict[str, Any] = {
+        "name": "backup",
+        "image": settings.worker_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command(backup, settings),
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "metadata": {"labels": names.backup_labels(name, session_name)},
+        "spec": {
+            "serviceAccountName": SERVICE_ACCOUNT,
+            "automountServiceAccountToken": True,
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+
+
+def job_spec(backup: Backup, settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
+    return {"backoffLimit": BACKOFF_LIMIT, "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
+            "template": pod_template(backup, settings, model_uri)}
+
+
+def job(backup: Backup, settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
+    """The one-shot Job (no TTL: a Job that vanished must not look like a Backup that never ran)."""
+    name = backup.metadata.name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": names.backup_job(name), "namespace": backup.metadata.namespace,
+                     "labels": names.backup_labels(name, backup.spec.session_ref.name)},
+        "spec": job_spec(backup, settings, model_uri),
+    }
+
+
+def cronjob(backup: Backup, settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
+    name = backup.metadata.name
+    labels = names.backup_labels(name, backup.spec.session_ref.name)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": names.backup_cronjob(name), "namespace": backup.metadata.namespace, "labels": labels},
+        "spec": {
+            "schedule": backup.spec.schedule,
+            "timeZone": CRON_TIME_ZONE,
+            "suspend": backup.spec.suspend,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 300,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"metadata": {"labels": labels}, "spec": job_spec(backup, settings, model_uri)},
+        },
+    }
+
+
+def desired(backup: Backup, settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
+    """The one child a Backup should have: a CronJob when scheduled, else a Job."""
+    return cronjob(backup, settings, model_uri) if backup.spec.schedule else job(backup, settings, model_uri)

@@ -199,3 +199,14 @@ def test_from_spec_uses_the_spec_and_falls_back_to_cpu_without_a_gpu() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert p.device.type == expected
     assert predictor.select_device("cpu").type == "cpu"
+
+
+def test_the_fused_forward_matches_the_module_for_other_shapes() -> None:
+    torch.manual_seed(0)
+    net = model.PriceMLP(window=8, hidden=(5, 4, 3))
+    x = windows(40, width=9)
+    with torch.inference_mode():
+        direct = net(torch.from_numpy(x)).numpy()
+    fused = predictor.Predictor(net, batch_size=16).predict(x)
+    assert fused.batches == 3
+    np.testing.assert_allclose(fused.scores, direct, rtol=1e-5, atol=1e-6)

@@ -74,13 +74,16 @@ class InferenceRuntime(Protocol):
 
 
 def configure_threads() -> int:
-    """Intra-op threads: ``$TRADING_TORCH_THREADS``, else the CPUs this process may use, at most 2.
+    """Intra-op threads: ``$TRADING_TORCH_THREADS``, else 1.
 
-    torch defaults to every core of the node, which oversubscribes a pod
-    whose CPU limit is smaller; small batches do not benefit from more anyway.
+    One thread is the measured best for this model on CPU (``benchmarks/inference.py``):
+    batches up to 4096 rows take about a millisecond, too short to pay for waking a
+    second thread, and on a shared or CPU-limited node a second OpenMP thread that gets
+    descheduled stalls the whole batch — on the 2-core benchmark machine under load,
+    2 threads put batch p99 near 50 ms where 1 thread stayed under 3 ms.
     """
     env = os.environ.get(ENV_TORCH_THREADS, "")
-    threads = int(env) if env.isdigit() and int(env) > 0 else min(2, len(os.sched_getaffinity(0)))
+    threads = int(env) if env.isdigit() and int(env) > 0 else 1
     torch.set_num_threads(threads)
     return threads
 

@@ -33,8 +33,10 @@ def make_engine(params: Mapping[str, Any] | None = None, net: model.PriceMLP | N
 
 def nan_model() -> model.PriceMLP:
     net = model.load_uri("builtin://default").model
+    last = net.net[-1]
+    assert isinstance(last, torch.nn.Linear)
     with torch.no_grad():
-        net.net[-1].bias.fill_(float("nan"))
+        last.bias.fill_(float("nan"))
     return net
 
 

@@ -156,8 +156,10 @@ def test_the_wrong_window_width_is_an_error(default: model.Artifact) -> None:
 def test_nan_outputs_trip_the_guard(default: model.Artifact) -> None:
     broken = model.PriceMLP()
     broken.load_state_dict(default.model.state_dict())
+    first = broken.net[0]
+    assert isinstance(first, torch.nn.Linear)
     with torch.no_grad():
-        broken.net[0].weight[0, 0] = float("nan")     # e.g. a corrupt artifact
+        first.weight[0, 0] = float("nan")     # e.g. a corrupt artifact
     p = predictor.Predictor(broken, batch_size=64)
     result = p.predict(windows(100))
     assert result.verdict.reduce and result.verdict.reason == predictor.REASON_NAN

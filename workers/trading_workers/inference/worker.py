@@ -133,7 +133,9 @@ async def run(runtime: InferenceRuntime) -> None:
                 consumer.result()                                       # re-raise a failed stream
                 return
     finally:
-        consumer.cancel()
+        if not consumer.done():
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)   # let the quote iterator close cleanly
 
 
 async def _consume(quotes: AsyncIterator[Quote], engine: SignalEngine, changed: asyncio.Event) -> None:

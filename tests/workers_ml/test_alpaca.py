@@ -54,7 +54,8 @@ class RecordingTransport(BaseAdapter):
 
 def make_broker(fake: FakeAlpaca, clock: VirtualClock, **kwargs: Any) -> alpaca.AlpacaBroker:
     budget = kwargs.pop("budget", None) or alpaca.RequestBudget(clock=clock, sleep=clock.sleep)
-    retry = kwargs.pop("retry", None) or alpaca.RetryPolicy(connect_timeout_s=0.5, read_timeout_s=0.3)
+    # Loopback answers in milliseconds; 2 s leaves room for a loaded machine without spurious retries.
+    retry = kwargs.pop("retry", None) or alpaca.RetryPolicy(connect_timeout_s=2.0, read_timeout_s=2.0)
     return alpaca.AlpacaBroker(KEY_ID, SECRET, url_override=fake.url, budget=budget, retry=retry,
                                sleep=clock.sleep, **kwargs)
 
@@ -150,9 +151,9 @@ async def test_submit_retried_after_5xx_returns_the_existing_order(fake_alpaca: 
 
 async def test_submit_retried_after_timeout_returns_the_existing_order(fake_alpaca: FakeAlpaca,
                                                                        clock: VirtualClock) -> None:
-    broker = make_broker(fake_alpaca, clock)        # read timeout 0.3 s
+    broker = make_broker(fake_alpaca, clock, retry=alpaca.RetryPolicy(read_timeout_s=0.5))
     order = market("sig-2", side=domain.Side.SELL, qty=3)
-    fake_alpaca.fail_next("POST", "/v2/orders", delay_s=1.0, after_create=True)   # answers too late
+    fake_alpaca.fail_next("POST", "/v2/orders", delay_s=3.0, after_create=True)   # answers too late
 
     placed = await broker.submit(order)
 
@@ -257,7 +258,7 @@ async def test_rate_limited_requests_back_off_and_drain_the_budget(fake_alpaca: 
 
 async def test_transient_failures_retry_with_bounded_jittered_backoff(fake_alpaca: FakeAlpaca,
                                                                       clock: VirtualClock) -> None:
-    retry = alpaca.RetryPolicy(attempts=6, backoff_s=0.5, max_backoff_s=2.0, read_timeout_s=0.3)
+    retry = alpaca.RetryPolicy(attempts=6, backoff_s=0.5, max_backoff_s=2.0)
     broker = make_broker(fake_alpaca, clock, retry=retry)
     for _ in range(5):
         fake_alpaca.fail_next("GET", "/v2/account", status=502)

@@ -20,6 +20,7 @@ from typing import Any
 
 from trading_operator.api.session import Role
 from trading_workers import bus as bus_mod
+from trading_workers.backup import cli as backup_cli
 from trading_workers.domain import Quote
 from trading_workers.errors import ConfigError, TradingError, TransientError
 from trading_workers.runtime import Runtime, serve
@@ -126,11 +127,14 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one worker role for a TradingSession")
     worker.add_argument("role", choices=[r.value for r in Role])
     worker.add_argument("--session", help="NAMESPACE/NAME (default: $TRADING_SESSION)")
+    backup_cli.add_parser(sub)  # `trading-platform backup run|verify|restore` (trading_workers.backup.cli)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "backup":
+        return backup_cli.main(args)
     try:
         return asyncio.run(serve(args.role, args.session, role_main(args.role)))
     except ConfigError as exc:

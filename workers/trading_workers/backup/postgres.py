@@ -1,0 +1,277 @@
+"""The journal target: a consistent ``pg_dump``, its proof, a scratch-restore check, a session restore.
+
+**Consistency.** The dump and the numbers it is later checked against must
+describe the same instant, or a verification of a busy journal would fail
+(or, worse, pass by luck). So the backup opens one ``REPEATABLE READ``
+transaction, exports its snapshot (``pg_export_snapshot``), runs
+``pg_dump --snapshot=<id>`` against it, and — in that same transaction,
+while pg_dump runs — counts the rows and checksums every table. Both see
+exactly the same rows.
+
+**Checksums.** Per table: the row count and the md5 of the rows' md5s in
+sorted order. Hashing each row first keeps memory at 32 bytes a row (not
+the row's text), and sorting the hashes makes the result independent of
+physical row order, which a restore does not preserve. Row text depends
+on session settings (time zone, float digits), so both sides set the same
+ones (``SETTINGS``).
+
+**Verify** restores the dump into a throw-away database on the same server
+(``CREATE DATABASE``; dropped afterwards, also on failure) with
+``pg_restore`` and compares the counts and checksums table by table.
+
+**Restore** is per session, not per database: one journal database holds
+many sessions (every row carries its session), and only the session being
+restored is halted. The dump is restored into a scratch database, brought to
+the current schema with the journal's own migrations, and then, in one
+transaction on the live journal, the session's rows are deleted and copied
+back from the scratch database (binary ``COPY``). Other sessions' rows are
+not touched. Sequences are moved forward past the restored ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import logging
+import os
+import pathlib
+import secrets
+import shutil
+import tempfile
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from trading_workers.errors import ConfigError, PermanentError
+from trading_workers.journal import migrate
+
+log = logging.getLogger("trading_workers.backup.postgres")
+
+DUMP_NAME = "journal/journal.dump"
+SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
+            "bytea_output": "hex"}
+SCHEMA = "public"
+
+
+class JournalBackupError(PermanentError):
+    """pg_dump/pg_restore failed, or the journal cannot be backed up/restored as asked."""
+
+
+def pg_bin(name: str) -> str:
+    """A PostgreSQL client binary: ``$TRADING_PG_BIN``, the newest ``/usr/lib/postgresql/*/bin``, or ``$PATH``.
+
+    The newest: pg_dump must be at least as new as the server it dumps.
+    """
+    env = os.environ.get("TRADING_PG_BIN")
+    dirs = [env] if env else sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                                    key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0,
+                                    reverse=True)
+    for directory in dirs:
+        candidate = pathlib.Path(directory) / name
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ConfigError(f"{name} not found (install the PostgreSQL client, or set TRADING_PG_BIN)")
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server and credentials, another database (URI DSNs only)."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("the journal DSN must be a postgresql:// URI")
+    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(database)))
+
+
+def database_of(dsn: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.unquote(parts.path.lstrip("/")) or (parts.username or "postgres")
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn, timeout=10, server_settings=SETTINGS, **kwargs)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise JournalBackupError(f"cannot connect to the journal database: {exc.__class__.__name__}: {exc}") from exc
+
+
+async def tables(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch("""
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname""", SCHEMA)
+    return [r["relname"] for r in rows]
+
+
+async def session_tables(conn: asyncpg.Connection) -> list[str]:
+    """Tables with a ``session`` column: the rows a session owns."""
+    rows = await conn.fetch("""
+        SELECT table_name FROM information_schema.columns
+        WHERE table_schema = $1 AND column_name = 'session' ORDER BY table_name""", SCHEMA)
+    return [r["table_name"] for r in rows]
+
+
+async def digests(conn: asyncpg.Connection, session: str | None = None) -> dict[str, dict[str, Any]]:
+    """Row count and checksum of every table (only the session's rows, and only its tables, if given)."""
+    names = await session_tables(conn) if session is not None else await tables(conn)
+    out: dict[str, dict[str, Any]] = {}
+    for table in names:
+        where, args = ("WHERE t.session = $1", [session]) if session is not None else ("", [])
+        row = await conn.fetchrow(f"""
+            SELECT count(*) AS rows, md5(coalesce(string_agg(h, '' ORDER BY h), '')) AS checksum
+            FROM (SELECT md5(t::text) AS h FROM {SCHEMA}.{ident(table)} t {where}) s""", *args)
+        assert row is not None
+        out[table] = {"rows": int(row["rows"]), "checksum": str(row["checksum"])}
+    return out
+
+
+def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]]) -> list[str]:
+    """Differences, table by table, worded for a status message."""
+    problems = []
+    for table in sorted(set(expected) | set(actual)):
+        want, got = expected.get(table), actual.get(table)
+        if want is None:
+            problems.append(f"table {table} is not in the backup's snapshot")
+        elif got is None:
+            problems.append(f"table {table} is missing after restore")
+        elif want["rows"] != got["rows"]:
+            problems.append(f"{table} rows {got['rows']} != {want['rows']}")
+        elif want["checksum"] != got["checksum"]:
+            problems.append(f"{table} checksum {got['checksum']} != {want['checksum']}")
+    return problems
+
+
+async def _run(argv: list[str], what: str) -> str:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise JournalBackupError(f"{what} failed (exit {proc.returncode}): {err.decode(errors='replace')[-1500:]}")
+    return out.decode(errors="replace")
+
+
+async def dump(dsn: str, out: pathlib.Path) -> dict[str, Any]:
+    """``pg_dump -Fc`` of the journal database and the tables' counts/checksums, in one snapshot."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    conn = await connect(dsn)
+    try:
+        tx = conn.transaction(isolation="repeatable_read", readonly=True)
+        await tx.start()
+        try:
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            version = await conn.fetchval("SHOW server_version")
+            log.info("journal snapshot taken; dumping", extra={"snapshot": snapshot, "database": database_of(dsn)})
+            dumper = asyncio.create_task(_run(
+                [pg_bin("pg_dump"), "--format=custom", f"--snapshot={snapshot}", "--no-password",
+                 f"--file={out}", f"--dbname={dsn}"], "pg_dump"))
+            try:
+                tables_ = await digests(conn)
+            finally:
+                await dumper  # the snapshot must outlive pg_dump's import of it
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    pg_dump_version = (await _run([pg_bin("pg_dump"), "--version"], "pg_dump --version")).strip()
+    seconds = time.monotonic() - started
+    log.info("journal dumped", extra={"bytes": out.stat().st_size, "seconds": round(seconds, 3),
+                                      "tables": len(tables_), "rows": sum(t["rows"] for t in tables_.values())})
+    return {"database": database_of(dsn), "serverVersion": version, "pgDump": pg_dump_version,
+            "snapshot": snapshot, "tables": tables_, "seconds": round(seconds, 3)}
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(dsn: str, purpose: str) -> AsyncIterator[str]:
+    """A throw-away database on the journal's server; yields its DSN, drops it afterwards."""
+    name = f"tp_{purpose}_{secrets.token_hex(6)}"
+    admin = await connect(dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {ident(name)} TEMPLATE template0")
+    except asyncpg.PostgresError as exc:
+        await admin.close()
+        raise JournalBackupError(f"cannot create the scratch database (CREATEDB privilege needed): {exc}") from exc
+    try:
+        yield with_database(dsn, name)
+    finally:
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
+        except asyncpg.PostgresError as exc:
+            log.warning("could not drop the scratch database", extra={"database": name, "error": str(exc)})
+        await admin.close()
+
+
+async def pg_restore(dump_path: pathlib.Path, dsn: str) -> None:
+    await _run([pg_bin("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--no-password",
+                f"--dbname={dsn}", str(dump_path)], "pg_restore")
+
+
+async def verify(dump_path: pathlib.Path, dsn: str, expected: dict[str, dict[str, Any]]) -> list[str]:
+    """Restore into a scratch database and compare counts/checksums with the snapshot's; returns the differences."""
+    started = time.monotonic()
+    async with scratch_database(dsn, "verify") as scratch:
+        await pg_restore(dump_path, scratch)
+        conn = await connect(scratch)
+        try:
+            actual = await digests(conn)
+        finally:
+            await conn.close()
+    problems = compare(expected, actual)
+    log.info("journal verified by a scratch restore" if not problems else "journal verification FAILED",
+             extra={"seconds": round(time.monotonic() - started, 3), "tables": len(actual), "problems": problems})
+    return problems
+
+
+async def restore_session(dump_path: pathlib.Path, dsn: str, session: str) -> dict[str, int]:
+    """Replace ``session``'s rows in the live journal with those in the dump; returns rows restored per table."""
+    restored: dict[str, int] = {}
+    async with scratch_database(dsn, "restore") as scratch_dsn:
+        await pg_restore(dump_path, scratch_dsn)
+        src = await connect(scratch_dsn)
+        dst = await connect(dsn)
+        try:
+            await migrate(src)   # the dump's schema, brought to this code's schema
+            await migrate(dst)   # the live journal may have been lost entirely
+            owned = await session_tables(src)
+            async with dst.transaction():
+                for table in owned:
+                    columns = [r["attname"] for r in await src.fetch("""
+                        SELECT attname FROM pg_attribute
+                        WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum""",
+                        f"{SCHEMA}.{ident(table)}")]
+                    cols = ", ".join(ident(c) for c in columns)
+                    await dst.execute(f"DELETE FROM {SCHEMA}.{ident(table)} WHERE session = $1", session)
+                    with tempfile.TemporaryFile() as buf:
+                        await src.copy_from_query(f"SELECT {cols} FROM {SCHEMA}.{ident(table)} WHERE session = $1",
+                                                  session, output=buf, format="binary")
+                        buf.seek(0)
+                        await dst.copy_to_table(table, schema_name=SCHEMA, source=buf, columns=columns,
+                                                format="binary")
+                    restored[table] = int(await dst.fetchval(
+                        f"SELECT count(*) FROM {SCHEMA}.{ident(table)} WHERE session = $1", session))
+                    await _advance_sequences(dst, table, columns)
+        finally:
+            await src.close()
+            await dst.close()
+    log.info("journal restored", extra={"session": session, "rows": restored})
+    return restored
+
+
+async def _advance_sequences(conn: asyncpg.Connection, table: str, columns: list[str]) -> None:
+    """Move serial sequences past the highest restored id (never backwards)."""
+    for column in columns:
+        seq = await conn.fetchval("SELECT pg_get_serial_sequence($1, $2)", f"{SCHEMA}.{ident(table)}", column)
+        if seq is None:
+            continue
+        await conn.execute(f"""
+            SELECT setval($1::regclass, GREATEST(
+                (SELECT last_value FROM {seq}), (SELECT coalesce(max({ident(column)}), 1) FROM {SCHEMA}.{ident(table)})))""",
+            seq)

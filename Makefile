@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean helm chart-crds chart-schema argocd-cm
+.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean helm chart-crds chart-schema argocd-cm promql-check
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 pydeps: $(STAMP)
 
-deps: sysdeps pydeps controlplane helm
+deps: sysdeps pydeps controlplane helm promql-check
 
 # kube-apiserver and etcd built from Go modules, cached outside the repo.
 controlplane: pydeps
@@ -37,6 +37,10 @@ controlplane: pydeps
 # helm built from Go modules (go install), cached outside the repo; see hack/install-helm.sh.
 helm: sysdeps
 	@bash hack/install-helm.sh >/dev/null
+
+# Prometheus' PromQL parser, for the chart tests' check of every alert and dashboard query.
+promql-check: sysdeps
+	@bash hack/install-promql-check.sh >/dev/null
 
 # Copy crds/ into the chart's templates (gated by crds.create) and regenerate the values schema.
 chart-crds:

@@ -298,6 +298,33 @@ def test_alerts_and_dashboard_use_only_exported_metrics(helm: Helm) -> None:
     assert len(ids) == len(set(ids))
 
 
+@pytest.fixture(scope="module")
+def promql_check() -> pathlib.Path:
+    """Prometheus' own PromQL parser (hack/promql-check), built by the project's script."""
+    proc = subprocess.run(["bash", str(ROOT / "hack" / "install-promql-check.sh")], capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    return pathlib.Path(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_alert_and_dashboard_query_is_valid_promql(helm: Helm, promql_check: pathlib.Path) -> None:
+    docs = helm.template(NON_DEFAULT)
+    board = json.loads(one(docs, "ConfigMap")["data"]["trading-platform.json"])
+    exprs = [r["expr"] for r in _rules(docs).values()]
+    exprs += [t["expr"] for p in board["panels"] for t in p["targets"]]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":  # Grafana's label_values(<selector>, <label>): the selector is PromQL
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+            assert match, variable["definition"]
+            exprs.append(match.group(1))
+    assert all("\n" not in e for e in exprs)
+    proc = subprocess.run([str(promql_check)], input="\n".join(exprs) + "\n", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    broken = subprocess.run([str(promql_check)], input="rate(trading_worker_errors_total[5m]\n",
+                            capture_output=True, text=True)
+    assert broken.returncode == 1, "the checker must catch a broken expression"
+
+
 def test_dashboard_file_is_the_configmap_payload(helm: Helm) -> None:
     payload = one(helm.template({"monitoring": {"dashboard": {"enabled": True}}}), "ConfigMap")["data"]
     assert payload["trading-platform.json"] == (CHART / "dashboards" / "trading-platform.json").read_text().rstrip("\n")

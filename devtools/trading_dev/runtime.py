@@ -1,0 +1,253 @@
+"""A local process runtime: the kubelet's part, for a machine with no kubelet and no containers.
+
+It watches the Deployments the operator creates and runs each replica's
+container command as a local process, with the pod's env (Secret
+references resolved, the ConfigMap volume written to a directory, the HTTP
+port made unique per process), restarts crashed processes with exponential
+backoff, rolls processes when the pod template changes, and writes the
+Deployments' status (replicas, ready) from each process's ``/readyz`` — so
+the operator sees what it would see on a cluster.
+
+Dev tooling only: the operator and workers do not know it exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from trading_dev.controlplane import server
+
+LOG = logging.getLogger("trading_dev.runtime")
+SELECTOR = "app.kubernetes.io/managed-by=trading-operator"
+MAX_BACKOFF = 30.0
+
+
+def template_hash(dep: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dep["spec"]["template"], sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Replica:
+    """One 'pod': a local process for one replica of a Deployment."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: pathlib.Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    ready: bool = False
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.ready = False
+        LOG.info("started %s (pid %s)", self.name, self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_ready(self) -> bool:
+        if not self.alive():
+            self.ready = False
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as resp:
+                self.ready = resp.status == 200
+        except Exception:
+            self.ready = False
+        return self.ready
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@dataclass
+class Pods:
+    """The replicas of one Deployment at one template hash."""
+
+    key: tuple[str, str]
+    template: str
+    generation: int
+    replicas: list[Replica] = field(default_factory=list)
+
+
+class LocalRuntime:
+    def __init__(self, kubeconfig: pathlib.Path, workdir: pathlib.Path, interval: float = 0.5,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.interval = interval
+        self.extra_env = extra_env or {}
+        api_client = config.new_client_from_config(str(kubeconfig))
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.pods: dict[tuple[str, str], Pods] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> LocalRuntime:
+        self._thread = threading.Thread(target=self._loop, name="local-runtime", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for pods in self.pods.values():
+            for replica in pods.replicas:
+                replica.stop()
+        self.pods.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception as exc:
+                LOG.warning("sync failed: %s", exc)
+            self._stop.wait(self.interval)
+
+    # ------------------------------------------------------------------ sync
+
+    def sync(self) -> None:
+        deps = self.apps.list_deployment_for_all_namespaces(label_selector=SELECTOR).items
+        seen = set()
+        for dep in deps:
+            body = self.apps.api_client.sanitize_for_serialization(dep)
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            seen.add(key)
+            self._sync_one(key, body)
+        for key in [k for k in self.pods if k not in seen]:
+            LOG.info("deployment %s/%s gone: stopping its processes", *key)
+            for replica in self.pods.pop(key).replicas:
+                replica.stop()
+
+    def _sync_one(self, key: tuple[str, str], dep: dict[str, Any]) -> None:
+        want = int(dep["spec"].get("replicas") or 0)
+        thash = template_hash(dep)
+        pods = self.pods.get(key)
+        if pods is not None and pods.template != thash:
+            LOG.info("template of %s/%s changed: rolling its processes", *key)
+            for replica in pods.replicas:
+                replica.stop()
+            pods = None
+        if pods is None:
+            pods = self.pods[key] = Pods(key, thash, int(dep["metadata"].get("generation") or 0))
+        pods.generation = int(dep["metadata"].get("generation") or 0)
+        while len(pods.replicas) > want:
+            pods.replicas.pop().stop()
+        while len(pods.replicas) < want:
+            pods.replicas.append(self._replica(dep, len(pods.replicas)))
+        now = time.monotonic()
+        for replica in pods.replicas:
+            if replica.alive():
+                replica.check_ready()
+                continue
+            if replica.proc is not None and replica.next_start == 0.0:
+                replica.restarts += 1
+                delay = min(MAX_BACKOFF, 2.0 ** min(replica.restarts, 5) / 2)
+                replica.next_start = now + delay
+                LOG.warning("%s exited with %s; restart %d in %.0fs", replica.name, replica.proc.returncode,
+                            replica.restarts, delay)
+            if now >= replica.next_start:
+                replica.next_start = 0.0
+                replica.start()
+        self._write_status(key, dep, pods, want)
+
+    def _write_status(self, key: tuple[str, str], dep: dict[str, Any], pods: Pods, want: int) -> None:
+        ready = sum(1 for r in pods.replicas if r.ready)
+        running = sum(1 for r in pods.replicas if r.alive())
+        status = {"observedGeneration": pods.generation, "replicas": running, "updatedReplicas": running,
+                  "readyReplicas": ready, "availableReplicas": ready,
+                  "unavailableReplicas": max(0, want - ready)}
+        current = dep.get("status") or {}
+        if all(current.get(k, 0) == v for k, v in status.items()):
+            return
+        body = {"status": {**status, "conditions": [{
+            "type": "Available", "status": "True" if ready >= want else "False",
+            "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable",
+            "message": f"{ready}/{want} local processes ready"}]}}
+        with contextlib.suppress(ApiException):
+            self.apps.patch_namespaced_deployment_status(key[1], key[0], body)
+
+    # ------------------------------------------------------------------ pods
+
+    def _replica(self, dep: dict[str, Any], index: int) -> Replica:
+        ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        pod = dep["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        pod_dir = self.workdir / "pods" / ns / f"{name}-{index}"
+        mounts = self._volumes(ns, pod, container, pod_dir)
+        port = server.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
+        env.update(self.extra_env)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["HOSTNAME"] = f"{name}-{index}"
+        http_port = next((p["containerPort"] for p in container.get("ports", []) if p.get("name") == "http"), None)
+        for item in container.get("env", []):
+            value = self._env_value(ns, item)
+            for mount_path, local in mounts.items():  # paths inside a mounted volume -> the local directory
+                if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+                    value = str(local) + value[len(mount_path):]
+                    break
+            if http_port is not None and value == str(http_port) and item["name"].endswith("PORT"):
+                value = str(port)  # every process shares the loopback interface
+            env[item["name"]] = value
+        argv = list(container.get("command", [])) + list(container.get("args", []))
+        return Replica(f"{ns}/{name}-{index}", argv, env, port, self.workdir / "logs" / f"{ns}.{name}-{index}.log")
+
+    def _volumes(self, ns: str, pod: dict[str, Any], container: dict[str, Any],
+                 pod_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts: dict[str, pathlib.Path] = {}
+        for mount in container.get("volumeMounts", []):
+            local = pod_dir / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            volume = volumes.get(mount["name"], {})
+            if "configMap" in volume:
+                cm = self.core.read_namespaced_config_map(volume["configMap"]["name"], ns)
+                for key, value in (cm.data or {}).items():
+                    (local / key).write_text(value)
+            mounts[mount["mountPath"]] = local
+        return mounts
+
+    def _env_value(self, ns: str, item: dict[str, Any]) -> str:
+        if "value" in item:
+            return str(item["value"])
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            secret = self.core.read_namespaced_secret(ref["name"], ns)
+            return base64.b64decode((secret.data or {})[ref["key"]]).decode()
+        return ""

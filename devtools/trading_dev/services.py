@@ -1,0 +1,183 @@
+"""Real Redis and PostgreSQL servers, started and stopped by pid (the tests and the demo share them).
+
+Each server runs in its own temporary directory on a free loopback port.
+A server that cannot start raises ``ServerError`` with its log tail: the
+test fails loudly, nothing is skipped. PostgreSQL refuses to run as root,
+so when the tests run as root the cluster is created and run as the
+``postgres`` system user (the Debian package creates it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pathlib
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+START_TIMEOUT = 30.0
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: pathlib.Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-3000:]
+    except OSError:
+        return "(no log)"
+
+
+def _stop_pid(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@dataclass
+class RedisServer:
+    """redis-server with an append-only file (fsync always), so a restart keeps every write."""
+
+    workdir: pathlib.Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            raise ServerError("redis-server not found (make sysdeps installs it)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "redis.log"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no",
+             "--daemonize", "no", "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"redis-server exited with {self.proc.returncode}:\n{_tail(log)}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"redis-server not ready after {START_TIMEOUT:.0f}s:\n{_tail(log)}")
+
+    def stop(self) -> None:
+        _stop_pid(self.proc, signal.SIGTERM)
+
+    def kill(self) -> None:
+        _stop_pid(self.proc, signal.SIGKILL)
+
+
+def _pg_bindir() -> pathlib.Path:
+    env = os.environ.get("TRADING_PG_BIN")
+    candidates = [env] if env else sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                                          key=lambda p: int(p.split("/")[-2]), reverse=True)
+    for candidate in candidates:
+        if candidate and (pathlib.Path(candidate) / "postgres").exists():
+            return pathlib.Path(candidate)
+    which = shutil.which("postgres")
+    if which:
+        return pathlib.Path(which).parent
+    raise ServerError("PostgreSQL server binaries not found (make sysdeps installs them; or set TRADING_PG_BIN)")
+
+
+@dataclass
+class PostgresServer:
+    """A throw-away PostgreSQL cluster (initdb) run by its postmaster pid."""
+
+    workdir: pathlib.Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    _user: str | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_user(self) -> dict[str, object]:
+        return {"user": self._user, "group": pwd.getpwnam(self._user).pw_gid} if self._user else {}
+
+    def init(self) -> PostgresServer:
+        bindir = _pg_bindir()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._user = "postgres"
+            try:
+                entry = pwd.getpwnam(self._user)
+            except KeyError as exc:
+                raise ServerError("running as root and there is no 'postgres' user to run PostgreSQL") from exc
+            os.chmod(self.workdir, 0o755)
+            os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+        data = self.workdir / "data"
+        proc = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+             "--no-sync", "--no-instructions"],
+            capture_output=True, text=True, timeout=120, cwd=self.workdir, **self._as_user())  # type: ignore[call-overload]
+        if proc.returncode != 0:
+            raise ServerError(f"initdb failed:\n{proc.stdout}\n{proc.stderr}")
+        return self
+
+    def start(self) -> PostgresServer:
+        bindir = _pg_bindir()
+        log = self.workdir / "postgres.log"
+        logf = open(log, "ab")  # noqa: SIM115 - handed to the child
+        os.chmod(log, 0o666)
+        self.proc = subprocess.Popen(
+            [str(bindir / "postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port),
+             "-k", str(self.workdir), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100",
+             "-c", "shared_buffers=16MB"],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir,
+            **self._as_user())  # type: ignore[call-overload]
+        logf.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"postgres exited with {self.proc.returncode}:\n{_tail(log)}")
+            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                                    "-U", "postgres", "-t", "1"], capture_output=True)
+            if ready.returncode == 0:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ServerError(f"postgres not ready after {START_TIMEOUT:.0f}s:\n{_tail(log)}")
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT to the postmaster): clients are disconnected, committed data is kept."""
+        _stop_pid(self.proc, signal.SIGINT)
+
+
+def server_dir(prefix: str) -> pathlib.Path:
+    """A directory the postgres user can enter (pytest's tmp dirs are private to root)."""
+    return pathlib.Path(tempfile.mkdtemp(prefix=f"tp-{prefix}-"))

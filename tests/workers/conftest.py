@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from kubernetes import client
 from kubernetes import config as kconfig
 
+from tests.workers.flow import Flow
 from tests.workers.servers import PostgresServer, RedisServer, free_port, server_dir
 from trading_operator.api.session import TradingSession
 from trading_operator.api.workerconfig import WorkerConfig
@@ -291,7 +292,18 @@ class Workers:
 
     def stop_all(self) -> None:
         for worker in reversed(self.procs):
-            worker.terminate()
+            code = worker.terminate()
+            # Captured by pytest and shown only when the test failed.
+            print(f"----- {worker.role} (pid {worker.proc.pid}, exit {code}) log tail -----\n{worker.logs()[-6000:]}")
+
+
+@pytest.fixture
+async def flows() -> AsyncIterator[list[Flow]]:
+    """Flows opened by the test (``Flow`` objects), closed at teardown."""
+    made: list[Flow] = []
+    yield made
+    for flow in made:
+        await flow.close()
 
 
 @pytest.fixture

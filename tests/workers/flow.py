@@ -11,6 +11,9 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.simulated import BrokerRecord, read_record
@@ -22,7 +25,9 @@ class Flow:
     def __init__(self, redis_url: str, journal_dsn: str, session_key: str, prefix: str, uid: str) -> None:
         self.redis_url, self.journal_dsn = redis_url, journal_dsn
         self.session_key, self.prefix, self.uid = session_key, prefix, uid
-        self.client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        # The test's own client reconnects after a server restart (the outage tests restart Redis).
+        self.client = aioredis.Redis.from_url(redis_url, decode_responses=True, retry=Retry(ExponentialBackoff(), 5),
+                                              retry_on_error=[redis.exceptions.ConnectionError])
         self.bus = bus_mod.Bus(self.client, prefix)
         self._journal: Journal | None = None
         self._seq: dict[str, int] = {}

@@ -193,6 +193,7 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._fills_wake = asyncio.Event()
+        self._fills_lock = asyncio.Lock()
         self._report_now = asyncio.Event()
         self._watch: SessionWatch | None = None
 
@@ -399,7 +400,8 @@ class Executor:
     async def reconcile(self) -> None:
         """Bring the journal and the broker into agreement (see module docstring)."""
         journal = self._require_journal()
-        self.cursor = await journal.broker_cursor(self.broker.name)
+        async with self._fills_lock:
+            self.cursor = await journal.broker_cursor(self.broker.name)
         await self._sync_fills()
         resent = repaired = adopted = 0
         for order in await journal.open_orders():
@@ -555,7 +557,9 @@ class Executor:
             self.open_orders.pop(order.client_order_id, None)
         log.info("order sent", extra={"symbol": order.symbol, "side": order.side.value, "qty": order.qty,
                                       "status": placed.status.value})
-        self._fills_wake.set()
+        if placed.filled_qty > 0:
+            # Filled on arrival: book it now, so the next order's position checks see this one.
+            await self._sync_fills()
         return True
 
     # ------------------------------------------------------------ market data and fills
@@ -603,12 +607,13 @@ class Executor:
                 self._dependency_failed(exc)
 
     async def _sync_fills(self) -> None:
-        journal = self._require_journal()
-        fills, cursor = await self.broker.fills_since(self.cursor)
-        if not fills and cursor == self.cursor:
-            return
-        applied = await journal.record_fills(fills, broker=self.broker.name, cursor=cursor)
-        self.cursor = cursor
+        async with self._fills_lock:  # one reader of the cursor at a time
+            journal = self._require_journal()
+            fills, cursor = await self.broker.fills_since(self.cursor)
+            if not fills and cursor == self.cursor:
+                return
+            applied = await journal.record_fills(fills, broker=self.broker.name, cursor=cursor)
+            self.cursor = cursor
         if not applied:
             return
         FILLS.inc(len(applied))

@@ -6,10 +6,12 @@ The rule (``plan`` is pure; ``apply`` deletes):
 * the newest ``keepLast`` good runs are kept, whatever their age — so the
   newest good run is never pruned (``keepLast`` is at least 1);
 * runs that are not good (failed, failed verification, never finished) do
-  not count towards ``keepLast``; the newest ``keepLast`` of those that are
-  *newer than the newest good run* are kept, so a failing schedule leaves
-  its recent failures to diagnose, and they go once a good run supersedes them;
-* with ``maxAge``, every run younger than ``maxAge`` is kept as well;
+  not count towards ``keepLast``;
+* with ``maxAge``, every run younger than ``maxAge`` is kept as well, and
+  nothing older survives except those newest good runs;
+* without ``maxAge``, the newest ``keepLast`` failed runs that are *newer
+  than the newest good run* are kept too, so a failing schedule leaves its
+  recent failures to diagnose; they go once a good run supersedes them;
 * the run in progress is never touched; everything else is pruned.
 
 So ``keepLast: 1, maxAge: 7d`` is "a week of backups, and never none";
@@ -48,11 +50,12 @@ def plan(runs: Iterable[RunInfo], keep_last: int, max_age: dt.timedelta | None, 
     keep_last = max(1, keep_last)
     good = [r for r in ordered if r.good]
     kept = {r.id for r in good[:keep_last]} | set(protect)
-    newest_good = good[0].started_at if good else None
-    recent_bad = [r for r in ordered if not r.good and (newest_good is None or r.started_at > newest_good)]
-    kept |= {r.id for r in recent_bad[:keep_last]}
     if max_age is not None:
         kept |= {r.id for r in ordered if now - r.started_at <= max_age}
+    else:
+        newest_good = good[0].started_at if good else None
+        recent_bad = [r for r in ordered if not r.good and (newest_good is None or r.started_at > newest_good)]
+        kept |= {r.id for r in recent_bad[:keep_last]}
     return [r.id for r in reversed(ordered) if r.id not in kept]
 
 

@@ -8,7 +8,7 @@ guarantees rest on them:
   primary key on ``client_order_id`` makes the write idempotent: a
   redelivered intent finds the existing row and the executor retries with
   that same id, never a new one.
-* Fills are keyed by the broker's fill id and applied to orders and
+* Fills are keyed by (session, the broker's fill id) and applied to orders and
   positions in the same transaction as the fill cursor, so a crash between
   two steps cannot double-count or skip a fill.
 * Order status only moves forward (new -> accepted -> partially filled ->
@@ -199,7 +199,7 @@ class Journal:
                 inserted = await conn.fetchval("""
                     INSERT INTO fills (fill_id, client_order_id, session, symbol, side, qty, price, ts)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                    ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id""",
+                    ON CONFLICT (session, fill_id) DO NOTHING RETURNING fill_id""",
                     fill.fill_id, fill.client_order_id, self.session, fill.symbol, fill.side.value, fill.qty,
                     fill.price, _ts(fill.ts))
                 if inserted is None:

@@ -27,15 +27,16 @@ CREATE TABLE orders (
 CREATE INDEX orders_session_status ON orders (session, status);
 
 CREATE TABLE fills (
-    fill_id          text PRIMARY KEY,              -- broker's fill id
-    client_order_id  text NOT NULL,
     session          text NOT NULL,
+    fill_id          text NOT NULL,                 -- the broker's fill id (unique per broker account)
+    client_order_id  text NOT NULL,
     symbol           text NOT NULL,
     side             text NOT NULL CHECK (side IN ('buy', 'sell')),
     qty              numeric(24, 8) NOT NULL CHECK (qty > 0),
     price            numeric(24, 8) NOT NULL CHECK (price > 0),
     ts               timestamptz NOT NULL,
-    created_at       timestamptz NOT NULL DEFAULT now()
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session, fill_id)
 );
 CREATE INDEX fills_session_ts ON fills (session, ts);
 CREATE INDEX fills_order ON fills (client_order_id);

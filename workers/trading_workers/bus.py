@@ -285,12 +285,11 @@ class Consumer(Generic[T]):
         if not self._ready:
             await self.bus.ensure_group(self.stream, self.group)
             self._ready = True
+        batch: list[tuple[str, Fields]] = []
         if self._pending_first:
             batch = await self.bus.read_group(self.stream, self.group, self.consumer, pending=True, count=self.count)
-            if not batch:
-                self._pending_first = False
-                batch = await self._claim()
-        else:
+            self._pending_first = bool(batch)
+        if not batch:
             batch = await self._claim() or await self.bus.read_group(
                 self.stream, self.group, self.consumer, pending=False, count=self.count, block_ms=self.block_ms)
         done = 0

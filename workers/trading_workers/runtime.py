@@ -69,7 +69,7 @@ WATCH_RESTARTS = Counter("trading_session_watch_restarts_total", "Session watch 
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("trading_log_context", default={})  # noqa: B039
 _RESERVED = set(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {"message", "asctime", "taskName"}
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s/]+@")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,121 @@
+"""Pre-trade checks (pure): every check refuses what it should, with its reason code; valid orders pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from trading_operator.api.riskpolicy import OrderControls
+from trading_workers.pretrade import REJECTIONS, CheckLimits, PreTradeChecks, Reason, TradingState
+
+LIMITS = CheckLimits(max_order_notional=10_000, max_position_notional=20_000, max_orders_per_second=5,
+                     price_collar_pct=5, duplicate_window_seconds=1, max_open_orders=3,
+                     restricted_symbols=frozenset({"GME"}))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def checks(clock: Clock) -> PreTradeChecks:
+    return PreTradeChecks(LIMITS, clock=clock)
+
+
+def check(checks: PreTradeChecks, symbol: str = "AAPL", side: int = 1, qty: float = 10, limit: float | None = None,
+          last: float | None = 100.0, position: float = 0.0, open_orders: int = 0,
+          state: TradingState = TradingState.ACTIVE) -> Reason | None:
+    return checks.check(symbol, side, qty, limit, last, position, open_orders, state)
+
+
+def test_a_valid_order_passes(checks: PreTradeChecks) -> None:
+    assert check(checks) is None
+    assert check(checks, side=-1, qty=11, limit=101.0) is None
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"state": TradingState.HALTED}, Reason.TRADING_HALTED),
+    ({"state": TradingState.REDUCING}, Reason.REDUCE_ONLY),                          # opens a position
+    ({"state": TradingState.REDUCING, "position": 5}, Reason.REDUCE_ONLY),           # adds to a long
+    ({"state": TradingState.REDUCING, "position": 5, "side": -1}, Reason.REDUCE_ONLY),  # flips long to short
+    ({"symbol": "GME"}, Reason.RESTRICTED_SYMBOL),
+    ({"qty": 0}, Reason.INVALID_ORDER),
+    ({"qty": -3}, Reason.INVALID_ORDER),
+    ({"qty": float("nan")}, Reason.INVALID_ORDER),
+    ({"qty": float("inf")}, Reason.INVALID_ORDER),
+    ({"side": 0}, Reason.INVALID_ORDER),
+    ({"limit": -1.0}, Reason.INVALID_ORDER),
+    ({"last": None}, Reason.NO_REFERENCE_PRICE),
+    ({"last": 0.0}, Reason.NO_REFERENCE_PRICE),
+    ({"limit": 106.0}, Reason.PRICE_COLLAR),
+    ({"limit": 94.0, "side": -1}, Reason.PRICE_COLLAR),
+    ({"qty": 101}, Reason.MAX_ORDER_NOTIONAL),
+    ({"qty": 90, "position": 150}, Reason.MAX_POSITION),
+    ({"qty": 90, "position": -150, "side": -1}, Reason.MAX_POSITION),
+    ({"open_orders": 3}, Reason.MAX_OPEN_ORDERS),
+])
+def test_each_check_rejects_with_its_reason(checks: PreTradeChecks, kwargs: dict[str, object],
+                                            reason: Reason) -> None:
+    before = REJECTIONS.labels(reason.value)._value.get()
+    assert check(checks, **kwargs) is reason  # type: ignore[arg-type]
+    assert REJECTIONS.labels(reason.value)._value.get() == before + 1
+
+
+def test_reducing_allows_orders_that_reduce_exposure(checks: PreTradeChecks) -> None:
+    assert check(checks, state=TradingState.REDUCING, position=10, side=-1, qty=10) is None
+    assert check(checks, state=TradingState.REDUCING, position=-10, side=1, qty=4) is None
+    # a reducing order passes the position limit even when the position is above it
+    assert check(checks, position=250, side=-1, qty=12) is None
+
+
+def test_duplicate_within_window_then_allowed_after(checks: PreTradeChecks, clock: Clock) -> None:
+    assert check(checks) is None
+    clock.now += 0.5
+    assert check(checks) is Reason.DUPLICATE_ORDER
+    assert check(checks, qty=11) is None          # different quantity: not a duplicate
+    assert check(checks, side=-1) is None         # different side
+    clock.now += 0.6
+    assert check(checks) is None
+
+
+def test_order_rate_token_bucket(checks: PreTradeChecks, clock: Clock) -> None:
+    results = [check(checks, qty=1 + k) for k in range(7)]
+    assert results[:5] == [None] * 5 and results[5:] == [Reason.ORDER_RATE] * 2
+    clock.now += 0.2  # one token back at 5/s
+    assert check(checks, qty=50) is None
+    assert check(checks, qty=51) is Reason.ORDER_RATE
+
+
+def test_rejected_orders_use_no_rate_budget_and_are_not_duplicates(checks: PreTradeChecks) -> None:
+    for _ in range(20):
+        assert check(checks, symbol="GME") is Reason.RESTRICTED_SYMBOL
+    assert check(checks, qty=101) is Reason.MAX_ORDER_NOTIONAL
+    assert check(checks, qty=1) is None
+
+
+def test_limits_from_policy_and_live_update(clock: Clock) -> None:
+    controls = OrderControls(max_order_notional=1000, max_orders_per_second=2, restricted_symbols=["TSLA"])
+    checks = PreTradeChecks(CheckLimits.from_controls(controls), clock=clock)
+    assert check(checks, symbol="TSLA") is Reason.RESTRICTED_SYMBOL
+    assert check(checks, qty=11) is Reason.MAX_ORDER_NOTIONAL
+    scaled = CheckLimits.from_controls(controls, scale=0.3)
+    assert scaled.max_order_notional == pytest.approx(300) and scaled.max_orders_per_second == pytest.approx(0.6)
+    checks.update_limits(CheckLimits.from_controls(OrderControls(restricted_symbols=[])))
+    assert check(checks, symbol="TSLA", qty=11) is None
+
+
+def test_duplicate_memory_is_pruned(clock: Clock) -> None:
+    checks = PreTradeChecks(CheckLimits(max_orders_per_second=1e6, max_order_notional=1e12,
+                                        max_position_notional=1e15), clock=clock)
+    for k in range(5000):
+        clock.now += 0.01
+        assert check(checks, qty=1 + k) is None
+    assert len(checks.recent) <= PreTradeChecks._PRUNE_AT + 1

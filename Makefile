@@ -55,6 +55,7 @@ argocd-cm:
 
 crds: pydeps
 	$(PY) -m trading_operator.crdgen --out crds
+	$(PY) hack/sync-chart-crds.py
 
 crds-check: pydeps
 	$(PY) -m trading_operator.crdgen --out crds --check

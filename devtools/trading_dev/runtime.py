@@ -1,4 +1,4 @@
-"""A local process runtime: the kubelet's part, for a machine with no kubelet and no containers.
+"""A local process runtime: the kubelet's (and the Job controller's) part, on a machine with neither.
 
 It watches the Deployments the operator creates and runs each replica's
 container command as a local process, with the pod's env (Secret
@@ -6,7 +6,12 @@ references resolved, the ConfigMap volume written to a directory, the HTTP
 port made unique per process), restarts crashed processes with exponential
 backoff, rolls processes when the pod template changes, and writes the
 Deployments' status (replicas, ready) from each process's ``/readyz`` — so
-the operator sees what it would see on a cluster.
+the operator sees what it would see on a cluster. Jobs (the backups) run
+their pod to completion, retried up to ``backoffLimit``, and get a Job
+status with the conditions the Job controller would write. A
+PersistentVolumeClaim is a directory shared by every process that mounts
+it. CronJobs are not run (no schedule controller here): a scheduled
+Backup's CronJob exists as an object only.
 
 Dev tooling only: the operator and workers do not know it exists.
 """
@@ -36,6 +41,11 @@ from trading_dev.controlplane import server
 LOG = logging.getLogger("trading_dev.runtime")
 SELECTOR = "app.kubernetes.io/managed-by=trading-operator"
 MAX_BACKOFF = 30.0
+
+
+def _cond(type_: str, reason: str, now: str) -> dict[str, str]:
+    return {"type": type_, "status": "True", "reason": reason, "message": "local process runtime",
+            "lastTransitionTime": now, "lastProbeTime": now}
 
 
 def template_hash(dep: dict[str, Any]) -> str:
@@ -101,6 +111,23 @@ class Pods:
     replicas: list[Replica] = field(default_factory=list)
 
 
+@dataclass
+class JobRun:
+    """A Job's pods, run one after another until one succeeds or backoffLimit is spent."""
+
+    key: tuple[str, str]
+    uid: str
+    backoff_limit: int
+    started: str
+    current: Replica | None = None
+    failed: int = 0
+    done: bool = False
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 class LocalRuntime:
     def __init__(self, kubeconfig: pathlib.Path, workdir: pathlib.Path, interval: float = 0.5,
                  extra_env: dict[str, str] | None = None) -> None:
@@ -112,6 +139,8 @@ class LocalRuntime:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.pods: dict[tuple[str, str], Pods] = {}
+        self.jobs: dict[tuple[str, str], JobRun] = {}
+        self.batch = client.BatchV1Api(api_client)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,6 +159,10 @@ class LocalRuntime:
             for replica in pods.replicas:
                 replica.stop()
         self.pods.clear()
+        for run in self.jobs.values():
+            if run.current is not None:
+                run.current.stop()
+        self.jobs.clear()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -142,6 +175,10 @@ class LocalRuntime:
     # ------------------------------------------------------------------ sync
 
     def sync(self) -> None:
+        self._sync_deployments()
+        self._sync_jobs()
+
+    def _sync_deployments(self) -> None:
         deps = self.apps.list_deployment_for_all_namespaces(label_selector=SELECTOR).items
         seen = set()
         for dep in deps:
@@ -186,6 +223,61 @@ class LocalRuntime:
                 replica.start()
         self._write_status(key, dep, pods, want)
 
+    def _sync_jobs(self) -> None:
+        """Run each Job's pod to completion (retrying up to backoffLimit) and write the Job's status."""
+        jobs = self.batch.list_job_for_all_namespaces(label_selector=SELECTOR).items
+        seen = set()
+        for job in jobs:
+            body = self.batch.api_client.sanitize_for_serialization(job)
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            seen.add(key)
+            status = body.get("status") or {}
+            run = self.jobs.get(key)
+            if run is None or run.uid != body["metadata"]["uid"]:
+                if status.get("succeeded") or any(c.get("type") in ("Complete", "Failed")
+                                                  for c in status.get("conditions") or []):
+                    continue  # finished before we saw it
+                run = self.jobs[key] = JobRun(key, body["metadata"]["uid"],
+                                              int(body["spec"].get("backoffLimit", 6)), _now())
+            if run.done:
+                continue
+            if run.current is None:
+                run.current = self._process(key[0], key[1], body["spec"]["template"]["spec"], run.failed)
+                run.current.start()
+                self._job_status(key, {"startTime": run.started, "active": 1})
+                continue
+            if run.current.alive():
+                continue
+            code = run.current.proc.returncode if run.current.proc else 1
+            if code == 0:
+                run.done = True
+                now = _now()
+                self._job_status(key, {"active": 0, "succeeded": 1, "failed": run.failed, "startTime": run.started,
+                                       "completionTime": now, "conditions": [
+                                           _cond("SuccessCriteriaMet", "CompletionsReached", now),
+                                           _cond("Complete", "CompletionsReached", now)]})
+            else:
+                run.failed += 1
+                run.current = None
+                if run.failed > run.backoff_limit:
+                    run.done = True
+                    now = _now()
+                    self._job_status(key, {"active": 0, "failed": run.failed, "startTime": run.started,
+                                           "conditions": [_cond("FailureTarget", "BackoffLimitExceeded", now),
+                                                          _cond("Failed", "BackoffLimitExceeded", now)]})
+                else:
+                    self._job_status(key, {"active": 0, "failed": run.failed, "startTime": run.started})
+        for key in [k for k in self.jobs if k not in seen]:
+            run = self.jobs.pop(key)
+            if run.current is not None:
+                run.current.stop()
+
+    def _job_status(self, key: tuple[str, str], status: dict[str, Any]) -> None:
+        try:
+            self.batch.patch_namespaced_job_status(key[1], key[0], {"status": status})
+        except ApiException as exc:
+            LOG.warning("job %s/%s status not written: %s", key[0], key[1], exc.body)
+
     def _write_status(self, key: tuple[str, str], dep: dict[str, Any], pods: Pods, want: int) -> None:
         ready = sum(1 for r in pods.replicas if r.ready)
         running = sum(1 for r in pods.replicas if r.alive())
@@ -205,8 +297,10 @@ class LocalRuntime:
     # ------------------------------------------------------------------ pods
 
     def _replica(self, dep: dict[str, Any], index: int) -> Replica:
-        ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
-        pod = dep["spec"]["template"]["spec"]
+        return self._process(dep["metadata"]["namespace"], dep["metadata"]["name"], dep["spec"]["template"]["spec"],
+                             index)
+
+    def _process(self, ns: str, name: str, pod: dict[str, Any], index: int) -> Replica:
         container = pod["containers"][0]
         pod_dir = self.workdir / "pods" / ns / f"{name}-{index}"
         mounts = self._volumes(ns, pod, container, pod_dir)
@@ -236,6 +330,10 @@ class LocalRuntime:
             local = pod_dir / mount["name"]
             local.mkdir(parents=True, exist_ok=True)
             volume = volumes.get(mount["name"], {})
+            if "persistentVolumeClaim" in volume:
+                # A claim is a directory shared by every process that mounts it.
+                local = self.workdir / "volumes" / ns / volume["persistentVolumeClaim"]["claimName"]
+                local.mkdir(parents=True, exist_ok=True)
             if "configMap" in volume:
                 cm = self.core.read_namespaced_config_map(volume["configMap"]["name"], ns)
                 for key, value in (cm.data or {}).items():

@@ -4,8 +4,10 @@ Only the holder of the Lease runs kopf; a standby blocks in ``acquire``.
 The holder renews from a thread; if it cannot renew before the lease
 expires it exits the process at once (a leader that may have lost the
 lease must stop acting), and Kubernetes restarts it as a standby.
-The renewals double as the liveness canary: the operator watches its own
-Lease, so a watch that stops delivering is noticed (see handlers.probe).
+The renewals double as the liveness canary: a watch on this one Lease
+(field selector on its name, so RBAC can name it) must deliver each
+renewal, so a silently dead watch path fails the liveness probe
+(``handlers.watch_age``) and the kubelet restarts the operator.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import socket
 import threading
 import time
 
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from trading_operator import kube
 
 LOG = logging.getLogger(__name__)
 LEASE_SECONDS = 15
-CANARY_LABEL = "trading.dev/operator-lease"
+CURRENT: Leader | None = None  # the process's leader, read by the liveness probe
 
 
 def identity() -> str:
@@ -39,6 +41,20 @@ class Leader:
     def __init__(self, name: str, namespace: str) -> None:
         self.name, self.namespace, self.me = name, namespace, identity()
         self.api = client.CoordinationV1Api(kube.api_client())
+        self.canary_seen = time.monotonic()
+
+    def _canary(self) -> None:
+        """Watch our own Lease; every delivered event (our renewals) refreshes ``canary_seen``."""
+        while True:
+            try:
+                stream = watch.Watch().stream(self.api.list_namespaced_lease, self.namespace,
+                                              field_selector=f"metadata.name={self.name}", timeout_seconds=60,
+                                              _request_timeout=90)
+                for _ in stream:
+                    self.canary_seen = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - reconnect; a long silence fails the probe
+                LOG.warning("lease canary watch failed: %s", exc)
+                time.sleep(2)
 
     def _try(self) -> bool:
         now = _now()
@@ -48,7 +64,7 @@ class Leader:
             if exc.status != 404:
                 raise
             body = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace, labels={CANARY_LABEL: "true"}),
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
                 spec=client.V1LeaseSpec(holder_identity=self.me, lease_duration_seconds=LEASE_SECONDS,
                                         acquire_time=now, renew_time=now, lease_transitions=0))
             try:
@@ -67,8 +83,6 @@ class Leader:
             spec.lease_transitions = (spec.lease_transitions or 0) + 1
             spec.acquire_time = now
         spec.holder_identity, spec.renew_time, spec.lease_duration_seconds = self.me, now, LEASE_SECONDS
-        if lease.metadata is not None:
-            lease.metadata.labels = {**(lease.metadata.labels or {}), CANARY_LABEL: "true"}
         try:
             self.api.replace_namespaced_lease(self.name, self.namespace, lease)
             return True
@@ -78,12 +92,15 @@ class Leader:
             raise
 
     def acquire(self) -> None:
+        global CURRENT
+        CURRENT = self
         LOG.info("waiting for leadership of lease %s/%s as %s", self.namespace, self.name, self.me)
         while True:
             try:
                 if self._try():
                     LOG.info("acquired leadership as %s", self.me)
                     threading.Thread(target=self._renew, name="lease-renew", daemon=True).start()
+                    threading.Thread(target=self._canary, name="lease-canary", daemon=True).start()
                     return
             except Exception as exc:
                 LOG.warning("lease acquire failed: %s", exc)

@@ -18,6 +18,7 @@ Python dependencies are installed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import pathlib
@@ -29,6 +30,8 @@ import tempfile
 
 KUBERNETES_VERSION = "v1.33.13"
 ETCD_VERSION = "v3.5.35"
+# Bump when the build recipe changes, so a cached binary built the old way is not reused.
+RECIPE = "r2"
 
 
 class BuildError(RuntimeError):
@@ -43,7 +46,7 @@ def cache_dir() -> pathlib.Path:
 
 
 def binary_path(name: str, version: str) -> pathlib.Path:
-    return cache_dir() / "bin" / f"{name}-{version}"
+    return cache_dir() / "bin" / f"{name}-{version}-{RECIPE}"
 
 
 def kube_apiserver_path() -> pathlib.Path:
@@ -90,12 +93,30 @@ def staging_replaces(kubernetes_gomod: str, version: str) -> dict[str, str]:
     return replaces
 
 
+def _version_ldflags(version: str) -> str:
+    """Stamp kube-apiserver's version the way the Kubernetes Makefile does (clients read /version)."""
+    major, minor = version.removeprefix("v").split(".")[:2]
+    pkg = "k8s.io/component-base/version"
+    stamps = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return " ".join(f"-X {pkg}.{k}={v}" for k, v in stamps.items())
+
+
 def _build_module(name: str, version: str, module: str, package: str, extra_replaces: bool) -> pathlib.Path:
     target = binary_path(name, version)
     if target.exists():
         return target
-    go = _go()
     target.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time per binary: concurrent test sessions wait for the first one.
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        return _build_locked(target, name, version, module, package, extra_replaces)
+
+
+def _build_locked(target: pathlib.Path, name: str, version: str, module: str, package: str,
+                  extra_replaces: bool) -> pathlib.Path:
+    go = _go()
     log = cache_dir() / f"build-{name}-{version}.log"
     log.write_text("")
     with tempfile.TemporaryDirectory(prefix=f"build-{name}-") as tmp:
@@ -110,7 +131,8 @@ def _build_module(name: str, version: str, module: str, package: str, extra_repl
         (work / "tools.go").write_text(f'//go:build tools\n\npackage tools\n\nimport _ "{package}"\n')
         _run([go, "mod", "tidy"], work, log)
         partial = target.parent / (target.name + ".partial")
-        _run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), package], work, log)
+        ldflags = "-s -w" + (" " + _version_ldflags(version) if extra_replaces else "")
+        _run([go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(partial), package], work, log)
         partial.rename(target)
     return target
 

@@ -179,6 +179,9 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
         status.transitions = [*status.transitions, Transition(from_=current.value if current else None, to=nxt.value,
                                                               at=now, reason=reason)][-MAX_TRANSITIONS:]
         events.append(Event("Normal", "PhaseChanged", f"{current.value if current else '-'} -> {nxt.value}: {reason}"))
+        if nxt is Phase.HALTED and raised is None:
+            # Raised elsewhere (the risk worker writes its halts into status itself): announce it here.
+            events.append(Event("Warning", "Halted", f"halt {halt.id} raised by {halt.source}: {halt.reason}"))
         status.phase = nxt
         decision_transition: tuple[Phase | None, Phase] | None = (current, nxt)
     else:

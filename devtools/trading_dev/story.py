@@ -1,0 +1,200 @@
+"""The demo's story, as code the demo and the end-to-end test both run.
+
+``run_story`` drives a running ``LocalPlatform`` through one trading day
+(policy, session, backup; phases; orders; a risk halt; the risk owner's
+fix and the resume by halt id; the verified backup; the close) and
+returns what happened, read back from the API and the journal, so the
+test asserts on the same record the demo prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from trading_dev.platform import LocalPlatform, PlatformError
+
+NS = "default"
+SESSION = "demo"
+POLICY = "demo-limits"
+BACKUP = "demo-backup"
+
+DRILL_LIMITS = {"dailyLoss": {"reducePct": 0.005, "haltPct": 0.01},
+                "maxDrawdown": {"thresholdPct": 0.01, "action": "Halt"}}
+RUNBOOK_LIMITS = {"dailyLoss": {"reducePct": 2, "haltPct": 3},
+                  "maxDrawdown": {"thresholdPct": 10, "action": "Halt"}}
+
+
+def manifests(speed: float) -> str:
+    policy = {"apiVersion": "trading.dev/v1alpha1", "kind": "RiskPolicy", "metadata": {"name": POLICY},
+              "spec": {"mode": "Active", "limits": DRILL_LIMITS}}
+    session = {"apiVersion": "trading.dev/v1alpha1", "kind": "TradingSession", "metadata": {"name": SESSION},
+               "spec": {"broker": {"kind": "simulated", "simulated": {"seed": 7}},
+                        "symbols": ["AAPL", "MSFT", "NVDA", "AMZN", "SPY"],
+                        "strategy": {"name": "momentum", "params": {"lookback": 20, "threshold": 0.001, "orderQty": 20}},
+                        "riskPolicyRef": {"name": POLICY},
+                        "clock": {"mode": "simulated", "speed": speed, "start": "2026-11-23T08:59:00Z"},
+                        "workers": {"inference": {"replicas": 0}},
+                        "onHalt": "CancelOpenOrders"}}
+    backup = {"apiVersion": "trading.dev/v1alpha1", "kind": "Backup", "metadata": {"name": BACKUP},
+              "spec": {"sessionRef": {"name": SESSION}, "targets": ["journal", "redis", "models", "resources"],
+                       "destination": {"pvc": {"claimName": "demo-backups", "path": "/demo"}},
+                       "retention": {"keepLast": 3}, "verify": True}}
+    return "\n---\n".join(json.dumps(m) for m in (policy, session, backup))
+
+
+class Story:
+    def __init__(self, platform: LocalPlatform, timeout: float) -> None:
+        self.p = platform
+        self.deadline = time.monotonic() + timeout
+        self.last_line = 0.0
+
+    def say(self, text: str) -> None:
+        print(f"\n==> {text}", flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"    {text}", flush=True)
+
+    def wait_backup(self, timeout: float) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            status = self.get("backup", BACKUP).get("status") or {}
+            self.progress(self.session())
+            if status.get("phase") in ("Completed", "Failed"):
+                self.note(f"backup {status.get('phase')}: verified={status.get('verified')} "
+                          f"size={status.get('sizeBytes')} bytes at {status.get('location')}")
+                return dict(status)
+            time.sleep(1)
+        self.note("backup did not finish in time")
+        return {"phase": "Timeout"}
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return json.loads(self.p.kubectl("get", kind, name, "-n", NS, "-o", "json").stdout)
+
+    def session(self) -> dict[str, Any]:
+        return self.get("tradingsession", SESSION).get("status") or {}
+
+    def progress(self, st: dict[str, Any]) -> None:
+        if time.monotonic() - self.last_line < 3:
+            return
+        self.last_line = time.monotonic()
+        summary = st.get("summary") or {}
+        halt = st.get("halt") or {}
+        clock = (summary.get("updatedAt") or st.get("clock") or "")[:16].replace("T", " ")
+        print(f"    [{clock or '-':<16}] phase {st.get('phase', '-'):<12} state {st.get('tradingState', '-'):<8} "
+              f"orders {summary.get('orders', 0):>4}  fills {summary.get('fills', 0):>4}  "
+              f"P&L {summary.get('dailyPnlPct', 0.0):+.4f}%"
+              + (f"  HALTED ({halt.get('source')}: {halt.get('reason')})" if halt.get("active") else ""), flush=True)
+
+    def wait(self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 300) -> dict[str, Any]:
+        end = min(self.deadline, time.monotonic() + timeout)
+        while time.monotonic() < end:
+            st = self.session()
+            self.progress(st)
+            if predicate(st):
+                return st
+            time.sleep(0.5)
+        raise PlatformError(f"timed out waiting for {what}; logs in {self.p.logs} and {self.p.workdir / 'runtime'}")
+
+
+async def journal_counts(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        out = {}
+        for table in ("orders", "fills", "rejections", "risk_events"):
+            out[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE session = $1",
+                                                 f"{NS}/{SESSION}"))
+        return out
+    finally:
+        await conn.close()
+
+
+@dataclass
+class StoryResult:
+    """What happened, read back from the API and the journal."""
+
+    phases: list[str] = field(default_factory=list)
+    halts: list[dict[str, Any]] = field(default_factory=list)
+    orders_at_halt: int = 0
+    orders_after_halt: int = 0
+    resumed: bool = False
+    backup: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+
+def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: float = 180) -> StoryResult:
+    story = Story(p, timeout)
+    result = StoryResult()
+    dsn = p.postgres.dsn if p.postgres else ""
+
+    story.say(f"apply a RiskPolicy (drill limits), a TradingSession (simulated exchange, clock x{speed:g}) "
+              "and a one-shot Backup")
+    p.kubectl("apply", "-n", NS, "-f", "-", input=manifests(speed))
+
+    story.say("the pre-market checklist: workers ready, broker reachable, policy applied")
+    story.wait("PreMarket", lambda st: st.get("phase") in ("PreMarket", "MarketOpen", "Halted"))
+    story.wait("orders to flow", lambda st: (st.get("summary") or {}).get("orders", 0) > 0)
+
+    story.say("orders flow; waiting for a risk limit to be breached (drill thresholds are tight)")
+    st = story.wait("an automatic halt", lambda st: (st.get("halt") or {}).get("active", False))
+    halt = st["halt"]
+    result.halts.append(halt)
+    story.note(f"halt {halt['id']} raised by {halt['source']}: {halt['reason']}")
+    time.sleep(1)  # in-flight orders settle; from here on nothing new may be sent
+    result.orders_at_halt = asyncio.run(journal_counts(dsn))["orders"]
+    time.sleep(3)
+    result.orders_after_halt = asyncio.run(journal_counts(dsn))["orders"]
+    story.note(f"the executor stopped sending: journaled orders {result.orders_at_halt} -> "
+               f"{result.orders_after_halt} three seconds later")
+
+    story.say("the risk owner restores the runbook limits (daily loss reduce 2 % / halt 3 %)")
+    p.kubectl("patch", "riskpolicy", POLICY, "-n", NS, "--type=merge",
+              "-p", json.dumps({"spec": {"limits": RUNBOOK_LIMITS}}))
+    story.say(f"resume, naming the halt: kubectl patch tradingsession {SESSION} --type=merge -p "
+              f"'{{\"spec\":{{\"resumeHaltId\":\"{halt['id']}\"}}}}'")
+    p.kubectl("patch", "tradingsession", SESSION, "-n", NS, "--type=merge",
+              "-p", json.dumps({"spec": {"resumeHaltId": halt["id"]}}))
+    story.wait("the resume", lambda st: not (st.get("halt") or {}).get("active", True))
+    result.resumed = True
+    story.note("resumed; phase " + story.session().get("phase", "-"))
+
+    story.say("the backup: journal, Redis, models, resources — verified by a scratch restore")
+    result.backup = story.wait_backup(backup_timeout)
+
+    story.say("the trading day runs to its close")
+    story.wait("AfterHours", lambda st: st.get("phase") in ("AfterHours", "Initializing")
+               and any(t["to"] == "MarketClose" for t in st.get("transitions", [])))
+    final = story.session()
+    result.phases = [t["to"] for t in final.get("transitions", [])]
+    result.summary = final.get("summary") or {}
+    result.counts = asyncio.run(journal_counts(dsn))
+    events = json.loads(p.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"]
+    result.events = [e["reason"] for e in events if e["involvedObject"]["name"] == SESSION]
+    return result
+
+
+def summary_table(result: StoryResult) -> str:
+    s = result.summary
+    rows = [
+        ("phases", " -> ".join(result.phases)),
+        ("orders (journal)", str(result.counts.get("orders", 0))),
+        ("fills (journal)", str(result.counts.get("fills", 0))),
+        ("rejected pre-trade", str(result.counts.get("rejections", 0))),
+        ("risk events", str(result.counts.get("risk_events", 0))),
+        ("realized P&L", f"{s.get('realizedPnl', 0.0):+.2f} USD"),
+        ("daily P&L", f"{s.get('dailyPnlPct', 0.0):+.4f} %"),
+        ("halts", ", ".join(f"{h['id']} ({h['source']}: {h['reason']})" for h in result.halts) or "none"),
+        ("backup", f"{result.backup.get('phase')} verified={result.backup.get('verified')} "
+                   f"size={result.backup.get('sizeBytes')} bytes"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * 72
+    return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])

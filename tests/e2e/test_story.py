@@ -1,0 +1,61 @@
+"""The whole story, through the same code as ``make demo``, asserted from the API and the journal."""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from trading_dev import story
+from trading_dev.platform import LocalPlatform
+from trading_operator.api import phases
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> story.StoryResult:
+    with LocalPlatform(tmp_path_factory.mktemp("platform")) as platform:
+        return story.run_story(platform, speed=1200, timeout=600)
+
+
+def test_phases_advance_in_order_and_legally(result: story.StoryResult) -> None:
+    for src, dst in itertools.pairwise([None, *result.phases]):
+        assert phases.can_transition(src, dst), (src, dst)
+    calendar = [p for p in result.phases if p != "Halted"]
+    for expected in ("Initializing", "PreMarket", "MarketOpen", "MarketClose"):
+        assert expected in calendar
+    assert calendar.index("PreMarket") < calendar.index("MarketOpen") < calendar.index("MarketClose")
+
+
+def test_orders_and_fills_are_in_the_journal(result: story.StoryResult) -> None:
+    assert result.counts["orders"] > 0
+    assert result.counts["fills"] > 0
+    assert result.counts["fills"] <= result.counts["orders"] * 10  # partial fills allowed, not unbounded
+
+
+def test_risk_breach_halts_and_the_named_resume_clears_it(result: story.StoryResult) -> None:
+    assert result.halts and result.halts[0]["source"] == "Risk"
+    assert result.orders_after_halt == result.orders_at_halt, "orders were journaled while halted"
+    assert result.resumed
+    assert "Halted" in result.phases
+    for reason in ("PhaseChanged", "Halted", "Resumed"):
+        assert reason in result.events, result.events
+
+
+def test_backup_completes_and_verifies(result: story.StoryResult) -> None:
+    assert result.backup.get("phase") == "Completed", result.backup
+    assert result.backup.get("verified") is True
+    assert int(result.backup.get("sizeBytes") or 0) > 0
+
+
+def test_demo_command_runs_in_short_mode(tmp_path: pathlib.Path) -> None:
+    """The README's demo command itself (short mode) finishes with exit 0 and prints the summary."""
+    proc = subprocess.run([sys.executable, "-m", "trading_dev.demo", "--short", "--timeout", "600"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "realized P&L" in proc.stdout and "demo finished" in proc.stdout

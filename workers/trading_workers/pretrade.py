@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -121,8 +122,6 @@ class PreTradeChecks:
     Not thread-safe: one executor, one event loop.
     """
 
-    _PRUNE_AT = 4096
-
     def __init__(self, limits: CheckLimits, clock: Callable[[], float] = time.monotonic,
                  count_metrics: bool = True) -> None:
         self.limits = limits
@@ -130,6 +129,7 @@ class PreTradeChecks:
         self.count_metrics = count_metrics
         self.bucket = TokenBucket(limits.max_orders_per_second, clock())
         self.recent: dict[_DupKey, float] = {}
+        self._expiry: deque[tuple[float, _DupKey]] = deque()  # (time recorded, key), oldest first
 
     def update_limits(self, limits: CheckLimits) -> None:
         """Apply a new policy generation without losing the rate/duplicate state."""
@@ -187,20 +187,23 @@ class PreTradeChecks:
         key: _DupKey = (symbol, side_sign, qty, -1.0 if limit_price is None else limit_price)
         window = limits.duplicate_window_seconds
         if window > 0.0:
-            seen = self.recent.get(key)
-            if seen is not None and now - seen < window:
+            self._expire(now, window)
+            if key in self.recent:
                 return Reason.DUPLICATE_ORDER
         if not self.bucket.take(now):
             return Reason.ORDER_RATE
         if window > 0.0:
-            recent = self.recent
-            recent[key] = now
-            if len(recent) > self._PRUNE_AT:
-                self._prune(now, window)
+            self.recent[key] = now
+            self._expiry.append((now, key))
         return None
 
-    def _prune(self, now: float, window: float) -> None:
-        self.recent = {k: t for k, t in self.recent.items() if now - t < window}
+    def _expire(self, now: float, window: float) -> None:
+        """Forget orders older than the window: amortised O(1) per order, no periodic sweep (no latency spikes)."""
+        expiry, recent = self._expiry, self.recent
+        while expiry and now - expiry[0][0] >= window:
+            at, key = expiry.popleft()
+            if recent.get(key) == at:
+                del recent[key]
 
 
 def reason_codes() -> Iterable[str]:

@@ -52,7 +52,7 @@ class Leader:
                                               _request_timeout=90)
                 for _ in stream:
                     self.canary_seen = time.monotonic()
-            except Exception as exc:  # noqa: BLE001 - reconnect; a long silence fails the probe
+            except Exception as exc:
                 LOG.warning("lease canary watch failed: %s", exc)
                 time.sleep(2)
 

@@ -62,7 +62,8 @@ class WorkerConfig(ApiModel):
             session=SessionIdentity(namespace=ts.metadata.namespace, name=ts.metadata.name, uid=ts.metadata.uid),
             symbols=list(spec.symbols), broker=spec.broker, strategy=spec.strategy, calendar=spec.calendar,
             clock=spec.clock, on_halt=spec.on_halt, risk_policy_name=spec.risk_policy_ref.name,
-            clock_anchor=ts.metadata.creation_timestamp or dt.datetime.now(dt.UTC),
+            # The API server always sets creationTimestamp; the epoch keeps the hash deterministic without it.
+            clock_anchor=ts.metadata.creation_timestamp or dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
         )
 
     def to_json(self) -> str:

@@ -1,0 +1,54 @@
+"""Unit tests of the pure builders: literal sessions in, manifests out, no client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trading_operator import names
+from trading_operator.api.session import Role, TradingSession
+from trading_operator.build import workers
+from trading_operator.settings import Settings
+
+
+def ts(**spec: Any) -> TradingSession:
+    body = {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"}}
+    body.update(spec)
+    return TradingSession.model_validate({"metadata": {"name": "s", "namespace": "ns", "uid": "u1"}, "spec": body})
+
+
+def test_inference_goes_to_the_gpu_pool_by_default_and_not_with_cpu() -> None:
+    settings = Settings(gpu_node_selector={"pool": "gpu"})
+    gpu = workers.deployment(ts(), Role.INFERENCE, settings)["spec"]["template"]["spec"]
+    assert gpu["nodeSelector"] == {"pool": "gpu"}
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    cpu = workers.deployment(ts(strategy={"name": "model", "model": {"device": "cpu"}}), Role.INFERENCE,
+                             settings)["spec"]["template"]["spec"]
+    assert "nodeSelector" not in cpu and "tolerations" not in cpu
+
+
+def test_config_hash_changes_with_symbols_but_not_with_a_halt() -> None:
+    base = workers.config_hash(ts())
+    assert workers.config_hash(ts(symbols=["AAPL", "MSFT"])) != base
+    assert workers.config_hash(ts(halted=True)) == base
+
+
+def test_suspend_scales_to_zero_and_executor_never_surges() -> None:
+    settings = Settings()
+    assert workers.deployment(ts(), Role.RISK, settings, suspended=True)["spec"]["replicas"] == 0
+    assert workers.deployment(ts(), Role.EXECUTOR, settings)["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_broker_keys_come_from_the_secret_only_for_the_executor() -> None:
+    session = ts(broker={"kind": "alpaca", "credentialsSecretRef": {"name": "keys"}})
+    executor = workers.deployment(session, Role.EXECUTOR, Settings())["spec"]["template"]["spec"]["containers"][0]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in executor["env"] if "valueFrom" in e]
+    assert {r["name"] for r in refs} == {"keys"} and len(refs) == 2
+    strategy = workers.deployment(session, Role.STRATEGY, Settings())["spec"]["template"]["spec"]["containers"][0]
+    assert all("valueFrom" not in e for e in strategy["env"])
+
+
+def test_names_and_labels_come_from_one_place() -> None:
+    dep = workers.deployment(ts(), Role.MARKET_DATA, Settings())
+    assert dep["metadata"]["name"] == names.deployment("s", Role.MARKET_DATA) == "s-market-data"
+    assert dep["spec"]["selector"]["matchLabels"] == names.selector("s", Role.MARKET_DATA)
+    assert workers.config_map(ts())["metadata"]["name"] == names.configmap("s")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -313,3 +314,67 @@ def workers(control_plane: Any, tmp_path: pathlib.Path) -> Iterator[Workers]:
         yield pool
     finally:
         pool.stop_all()
+
+
+class TcpProxy:
+    """A loopback TCP proxy the test can cut: a real network failure between a worker and a server."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def restore(self) -> None:
+        await self.start()
+
+
+@pytest.fixture
+async def apiserver_proxy(control_plane: Any, tmp_path: pathlib.Path) -> AsyncIterator[tuple[TcpProxy, pathlib.Path]]:
+    """A proxy in front of the API server and a kubeconfig that goes through it."""
+    import yaml
+
+    url = urllib.parse.urlparse(control_plane.url)
+    proxy = await TcpProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
+    cfg = yaml.safe_load(control_plane.kubeconfig_path.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path = tmp_path / "kubeconfig-via-proxy"
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        yield proxy, path
+    finally:
+        await proxy.cut()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers.conftest import DEFAULT_POLICY, SessionHandle, WorkerProc, Workers, eventually
+from tests.workers.conftest import DEFAULT_POLICY, SessionHandle, TcpProxy, WorkerProc, Workers, eventually
 from tests.workers.flow import Flow
 from tests.workers.servers import PostgresServer, RedisServer
 from trading_workers.domain import OrderStatus
@@ -237,6 +237,15 @@ async def test_daily_loss_breach_halts_session_through_status_and_halted_executo
     await eventually(risk.ready, timeout=30, what="risk worker ready")
     assert not (session.status().get("halt") or {}).get("active")
 
+    await flow.quote("AAPL", 97.6)  # 9000 x -2.4 = -21.6k on 1M: a 2.16 % loss, past reducePct
+    await eventually(lambda: session.status().get("tradingState") == "Reducing", timeout=20,
+                     what="risk moves the session to Reducing")
+    await eventually(lambda: session.status()["executor"]["tradingState"] == "Reducing", timeout=20,
+                     what="executor enforces Reducing")
+    grow = await flow.intent("grow-while-reducing", "AAPL", "buy", 1)
+    await eventually(lambda: _is_zero(flow.unread()), timeout=10, what="intent consumed")
+    assert {r["client_order_id"]: r["reason"] for r in await journal.rejections()} == {grow: "ReduceOnly"}
+
     await flow.quote("AAPL", 96.0)  # 9000 x -4 = -36k on 1M: a 3.6 % daily loss
     halt = await eventually(lambda: (session.status().get("halt") or {}).get("active") and session.status()["halt"],
                             timeout=20, what="risk halt in status")
@@ -262,6 +271,7 @@ async def test_daily_loss_breach_halts_session_through_status_and_halted_executo
     assert await flow.sent() == sent_before, "a halted executor sent an order"
     rejected = [r for r in await journal.rejections() if r["signal_id"].startswith("after-halt-")]
     assert len(rejected) == 20 and {r["reason"] for r in rejected} == {"TradingHalted"}
+    assert session.status()["halt"]["id"] == halt["id"], "the halt latched; a re-evaluation never replaces it"
 
 
 async def _filled(journal: Any, coid: str) -> bool:
@@ -411,6 +421,32 @@ async def test_postgres_outage_stops_sending_reports_not_ready_and_recovers(
     await eventually(lambda: all_done(flow, n), timeout=90, interval=0.5, what="every intent handled")
     await assert_journal_matches_broker(flow, coids)
     assert executor.alive()
+
+
+async def test_lost_api_server_stops_sending_until_the_session_is_confirmed_again(
+        make_session: Callable[..., SessionHandle], workers: Workers, redis_server: RedisServer,
+        postgres_server: PostgresServer, flows: list[Flow], apiserver_proxy: tuple[TcpProxy, Any]) -> None:
+    """Fail-closed: an executor that cannot see its session (watch lost) sends nothing, and says so."""
+    proxy, kubeconfig = apiserver_proxy
+    session = make_session(symbols=["AAPL"])
+    flow = open_flow(flows, session, redis_server.url, postgres_server.dsn)
+    await flow.quote("AAPL", 100.0)
+    executor = await start_executor(workers, session, redis_server.url, postgres_server.dsn,
+                                    env={"KUBECONFIG": str(kubeconfig)})
+    await flow.intent("before", "AAPL", "buy", 1)
+    await eventually(lambda: _at_least(flow.sent(), 1), timeout=15, what="first order")
+    await proxy.cut()
+    await eventually(executor.not_ready, timeout=20, what="executor not ready without the API server")
+    assert "session" in executor.get("/readyz")[1] or "api server" in executor.get("/readyz")[1]
+    for k in range(5):
+        await flow.intent(f"blind-{k}", "AAPL", "buy", 2 + k)
+    await asyncio.sleep(2)
+    assert await flow.sent() == 1, "an executor that cannot confirm its session sent an order"
+    assert await flow.unread() == 5, "the intents wait on the bus, nothing is lost"
+    await proxy.restore()
+    await eventually(executor.ready, timeout=30, what="executor ready again")
+    await eventually(lambda: _at_least(flow.sent(), 6), timeout=20, what="the waiting intents sent")
+    await eventually(lambda: _is_zero(flow.unread()), timeout=10, what="intents acknowledged")
 
 
 # --------------------------------------------------------------------------- garbage

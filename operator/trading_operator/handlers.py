@@ -208,3 +208,68 @@ def watch_age(**_: Any) -> float:
     if age > CANARY_MAX_AGE:
         raise kopf.PermanentError(f"no watch event from the lease canary for {age:.0f}s")
     return age
+
+
+# ------------------------------------------------------------------ backups
+# A Backup becomes one Job (one-shot) or CronJob (spec.schedule); the run in that Job reports into the
+# Backup's status. Reconciled on every Backup event and every BACKUP_INTERVAL seconds (nextScheduleTime
+# moves on, a Job may fail without the run reporting). Children and the sessions' model URIs come from
+# indexes. See reconcile/backup.py.
+
+from trading_operator.reconcile import backup as backup_reconcile  # noqa: E402
+
+BACKUP_INTERVAL = 15.0
+
+
+@kopf.index("batch", "v1", "jobs", labels={names.LABEL_BACKUP: kopf.PRESENT})
+def backup_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, labels[names.LABEL_BACKUP]): dict(body)}
+
+
+@kopf.index("batch", "v1", "cronjobs", labels={names.LABEL_BACKUP: kopf.PRESENT})
+def backup_cronjobs(namespace: str, labels: kopf.Labels, body: kopf.Body,
+                    **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, labels[names.LABEL_BACKUP]): dict(body)}
+
+
+@kopf.index(G, V, "tradingsessions")
+def session_models(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    return {(namespace, name): str(((spec.get("strategy") or {}).get("model") or {}).get("uri") or "")}
+
+
+async def _reconcile_backup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                            backup_jobs: kopf.Index[tuple[str, str], dict[str, Any]],
+                            backup_cronjobs: kopf.Index[tuple[str, str], dict[str, Any]],
+                            session_models: kopf.Index[tuple[str, str], str]) -> None:
+    snapshot = dict(body)
+    ns, name = snapshot["metadata"]["namespace"], snapshot["metadata"]["name"]
+    session = str((snapshot.get("spec") or {}).get("sessionRef", {}).get("name", ""))
+    cronjob = next(iter(backup_cronjobs.get((ns, name), [])), None)
+    model_uri = next(iter(session_models.get((ns, session), [])), "") or None
+    try:
+        await backup_reconcile.reconcile(
+            snapshot, list(backup_jobs.get((ns, name), [])), cronjob, model_uri, ctx(memo).settings,
+            lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message))
+    except errors.OperatorError as exc:
+        metrics.RECONCILE_FAILURES.labels("Backup", exc.reason).inc()
+        if not isinstance(exc, errors.ApiConflict):
+            logger.warning("backup reconcile failed (%s): %s", exc.reason, exc)
+
+
+@kopf.on.event(G, V, "backups")
+async def backup_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
+                       logger: kopf.Logger, backup_jobs: kopf.Index[tuple[str, str], dict[str, Any]],
+                       backup_cronjobs: kopf.Index[tuple[str, str], dict[str, Any]],
+                       session_models: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        backup_reconcile.forget_metrics(namespace, name)
+        return
+    await _reconcile_backup(body, memo, logger, backup_jobs, backup_cronjobs, session_models)
+
+
+@kopf.timer(G, V, "backups", interval=BACKUP_INTERVAL, initial_delay=BACKUP_INTERVAL)
+async def backup_timer(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                       backup_jobs: kopf.Index[tuple[str, str], dict[str, Any]],
+                       backup_cronjobs: kopf.Index[tuple[str, str], dict[str, Any]],
+                       session_models: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+    await _reconcile_backup(body, memo, logger, backup_jobs, backup_cronjobs, session_models)

@@ -145,7 +145,7 @@ class Cluster:
         return self.get("backups", name).get("status") or {}
 
     def events(self, name: str) -> list[str]:
-        return [e.reason for e in self.core.list_namespaced_event(self.namespace).items
+        return [str(e.reason) for e in self.core.list_namespaced_event(self.namespace).items
                 if e.involved_object.name == name]
 
 

@@ -60,7 +60,7 @@ async def redis_state(url: str, session_key: str) -> dict[bytes, Any]:
         async for key in client.scan_iter(match=prefix + "*"):
             kind = await client.type(key)
             if kind == b"stream":
-                out[key] = [(i, f) for i, f in await client.xrange(key)]
+                out[key] = list(await client.xrange(key) or [])
             elif kind == b"hash":
                 out[key] = await client.hgetall(key)
             else:

@@ -71,6 +71,8 @@ SUBMIT_SECONDS = Histogram("trading_executor_submit_seconds", "Intent handling t
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 READY = Gauge("trading_executor_ready", "1 when the executor may send orders (not counting halts).")
 HALTED = Gauge("trading_executor_halted", "1 while the executor observes a halt.")
+HALTED_CHANGED = Gauge("trading_executor_halted_changed_timestamp_seconds",
+                       "Wall-clock time (Unix s) the halt gate last closed (new orders refused) or opened.")
 
 FLATTEN_PREFIX = "Flatten:"  # a status.halt.reason starting with this asks executors to flatten (RiskPolicy action)
 
@@ -139,13 +141,10 @@ def make_broker(config: WorkerConfig, redis_client: Any, key_prefix: str) -> Bro
         return SimulatedExchange(seed=sim.seed, volatility=sim.volatility, latency_ms=sim.latency_ms,
                                  initial_cash=sim.initial_cash, redis_client=redis_client, key_prefix=key_prefix)
     try:
-        from trading_workers.brokers import alpaca
+        from trading_workers.brokers.alpaca import AlpacaBroker
     except ImportError as exc:
-        raise ConfigError("broker kind alpaca needs trading_workers.brokers.alpaca, which is not installed") from exc
-    factory = getattr(alpaca, "make_broker", None)
-    if factory is None:
-        raise ConfigError("trading_workers.brokers.alpaca provides no make_broker(config)")
-    broker: Broker = factory(config)
+        raise ConfigError(f"broker kind alpaca needs trading_workers.brokers.alpaca (alpaca-py): {exc}") from exc
+    broker: Broker = AlpacaBroker.from_spec(config.broker)  # keys from the environment (the session's Secret)
     return broker
 
 
@@ -211,7 +210,10 @@ class Executor:
         elif self.gate.halted and not gate.halted:
             self._reconciled = False  # resume: reconcile with the broker before the first new order
             log.warning("resume observed: reconciling before sending")
+        flipped = gate.halted != self.gate.halted
         self.gate = gate
+        if flipped:
+            HALTED_CHANGED.set_to_current_time()  # from here on the submit path sees the new gate
         HALTED.set(1 if gate.halted else 0)
         self._obj, self._obj_rv = obj, resource_version(obj)
         self._confirmed_at, self._lost = now, ""
@@ -401,7 +403,10 @@ class Executor:
         """Bring the journal and the broker into agreement (see module docstring)."""
         journal = self._require_journal()
         async with self._fills_lock:
-            self.cursor = await journal.broker_cursor(self.broker.name)
+            # A durable broker cursor (the simulated exchange's fill list lives in Redis) resumes where the
+            # journal left off; an adapter whose cursor is per process starts over, and fill ids dedupe.
+            durable = bool(getattr(self.broker, "durable_cursor", False))
+            self.cursor = await journal.broker_cursor(self.broker.name) if durable else 0
         await self._sync_fills()
         resent = repaired = adopted = 0
         for order in await journal.open_orders():

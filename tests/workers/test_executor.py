@@ -316,6 +316,14 @@ async def test_user_halt_stops_the_next_order(make_session: Callable[..., Sessio
     assert last_sent < refused[0], "an order reached the broker after the executor started refusing"
     assert latency_ms < 1000
 
+    # Resume (the user's halt: spec.halted false): the executor reconciles, then sends again.
+    session.patch_spec({"halted": False, "haltReason": None})
+    await eventually(lambda: session.status()["executor"]["tradingState"] == "Active", timeout=15,
+                     what="executor active again")
+    sent = await flow.sent()
+    await flow.intent("after-resume", "AAPL", "buy", 1)
+    await eventually(lambda: _at_least(flow.sent(), sent + 1), timeout=15, what="an order after the resume")
+
 
 async def _at_least(value: Any, n: int) -> bool:
     return (await value) >= n
@@ -478,3 +486,32 @@ async def test_garbage_on_the_bus_is_logged_counted_and_skipped(
     assert all(e["session"] == session.key and e.get("message_id") for e in logged)
     assert executor.alive() and executor.ready()
     assert len((await flow.broker()).orders) == 1
+
+
+async def test_model_strategy_flow_through_inference_and_strategy_workers(
+        make_session: Callable[..., SessionHandle], workers: Workers, redis_server: RedisServer,
+        postgres_server: PostgresServer, flows: list[Flow]) -> None:
+    """quotes -> inference (torch, cpu) -> signals -> strategy -> intents -> executor -> fills."""
+    session = make_session(symbols=["AAPL", "MSFT"], spec={
+        "broker": {"kind": "simulated", "simulated": {"seed": 3, "volatility": 0.8}},
+        "strategy": {"name": "model", "params": {"threshold": 0.05, "orderQty": 3},
+                     "model": {"uri": "builtin://default", "device": "cpu", "batchSize": 64}}})
+    flow = open_flow(flows, session, redis_server.url, postgres_server.dsn)
+    common: dict[str, Any] = {"redis_url": redis_server.url, "journal_dsn": postgres_server.dsn,
+                              "env": {"TRADING_MD_INTERVAL": "0.05", "TRADING_TORCH_THREADS": "1"}}
+    executor = workers.start("executor", session, **common)
+    inference = workers.start("inference", session, **common)
+    workers.start("strategy", session, **common)
+    workers.start("marketData", session, **common)
+    await eventually(executor.ready, timeout=45, what="executor ready")
+    await eventually(inference.ready, timeout=60, what="model loaded")
+    journal = await flow.journal()
+
+    async def model_orders() -> list[Any]:
+        return [o for o in await journal.orders() if o.status is OrderStatus.FILLED]
+
+    orders = await eventually(model_orders, timeout=90, interval=0.5, what="filled orders from model signals")
+    signals = await flow.bus.latest("signals", 100)
+    assert signals and all(json.loads(f["data"])["kind"] == "model" for _, f in signals)
+    expected = {flow.coid(json.loads(f["data"])["signal_id"]) for _, f in signals}
+    assert {o.client_order_id for o in orders} <= expected, "every order traces back to a model signal"

@@ -267,3 +267,30 @@ def test_cli_parses_roles_and_refuses_unknown() -> None:
     assert (args.role, args.session) == ("executor", "ns/demo")
     with pytest.raises(SystemExit):
         parser().parse_args(["worker", "trader"])
+
+
+def test_make_broker_picks_the_session_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from trading_operator.api.session import BrokerSpec, SecretRef, StrategySpec
+    from trading_operator.api.workerconfig import SessionIdentity, WorkerConfig
+    from trading_workers.brokers.simulated import SimulatedExchange
+    from trading_workers.executor import make_broker
+
+    def config(broker: BrokerSpec) -> WorkerConfig:
+        return WorkerConfig(session=SessionIdentity(namespace="ns", name="s"), symbols=["AAPL"], broker=broker,
+                            strategy=StrategySpec(), calendar={}, clock={}, on_halt="CancelOpenOrders",  # type: ignore[arg-type]
+                            risk_policy_name="p", clock_anchor=dt.datetime.now(dt.UTC))
+
+    sim = make_broker(config(BrokerSpec()), None, "tp:{ns/s}")
+    assert isinstance(sim, SimulatedExchange) and sim.durable_cursor
+    alpaca_spec = BrokerSpec(kind="alpaca", credentials_secret_ref=SecretRef(name="keys"))
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError):
+        make_broker(config(alpaca_spec), None, "tp:{ns/s}")
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKTESTKEYID")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "test-secret-value")
+    broker = make_broker(config(alpaca_spec), None, "tp:{ns/s}")
+    assert broker.name == "alpaca" and getattr(broker, "paper", None) is True
+    assert "test-secret-value" not in repr(broker)

@@ -175,6 +175,7 @@ class SimulatedExchange:
     """An in-process exchange persisted in Redis (see module docstring)."""
 
     name = "simulated"
+    durable_cursor = True  # fills_since cursors index the fill list persisted in Redis: valid across restarts
 
     def __init__(self, *, seed: int = 42, volatility: float = 0.02, latency_ms: float = 0.0,
                  initial_cash: float = 1_000_000.0, liquidity: float = DEFAULT_LIQUIDITY,

@@ -42,6 +42,12 @@ async def test_order_is_journaled_once_per_client_order_id(postgres_server: Post
     assert created and first.status is OrderStatus.NEW
     again, created = await journal.record_new_order(Order("tp-unique-1", "AAPL", Side.BUY, 99), "sig-1")
     assert not created and again.qty == 10  # the existing row wins; no second order
+    found, rejected = await journal.lookup("tp-unique-1")
+    assert found is not None and found.qty == 10 and not rejected
+    await journal.record_rejection(signal_id="sig-2", client_order_id="tp-refused", symbol="GME", side="buy",
+                                   qty=1, limit_price=None, reason="RestrictedSymbol")
+    assert await journal.lookup("tp-refused") == (None, True)
+    assert await journal.lookup("tp-never") == (None, False)
     conn = await asyncpg.connect(postgres_server.dsn)
     try:
         with pytest.raises(asyncpg.UniqueViolationError):

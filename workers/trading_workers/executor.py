@@ -29,7 +29,11 @@ Safety rules, and where they live:
   before a resume) compares every open journal order with the broker:
   orders the broker has are brought up to date, journaled orders the
   broker never received are sent (or cancelled in the journal if the
-  session is halted), broker orders missing from the journal are journaled.
+  session is halted); open broker orders missing from the journal are
+  journaled when the broker is the session's own (simulated), and only
+  reported when it is an account other sessions may share (Alpaca).
+  ``onHalt`` and flattening likewise touch only this session's orders and
+  positions, as the journal knows them.
 * **Policy without restarts.** The RiskPolicy named in the config is read
   whenever ``status.riskPolicy.observedGeneration`` changes (and every
   30 s as a safety net); its generation is reported as
@@ -425,14 +429,19 @@ class Executor:
                     await journal.update_order(order.client_order_id, OrderStatus.CANCELED,
                                                reject_reason="unknown at broker during reconciliation")
         known = {o.client_order_id for o in await journal.open_orders()}
+        session_scoped = bool(getattr(self.broker, "session_scoped", False))
         for at_broker in await self.broker.open_orders():
-            if at_broker.client_order_id not in known and await journal.get_order(at_broker.client_order_id) is None:
-                with log_context(client_order_id=at_broker.client_order_id):
-                    log.error("broker order missing from the journal; adopted")
-                await journal.record_new_order(at_broker, f"broker:{at_broker.client_order_id}")
-                await journal.update_order(at_broker.client_order_id, at_broker.status,
-                                           broker_order_id=at_broker.broker_order_id)
-                adopted += 1
+            if at_broker.client_order_id in known or await journal.get_order(at_broker.client_order_id) is not None:
+                continue
+            with log_context(client_order_id=at_broker.client_order_id):
+                if not session_scoped:  # an account shared with other sessions: not necessarily ours
+                    log.warning("open broker order unknown to this session's journal; left alone")
+                    continue
+                log.error("broker order missing from the journal; adopted")
+            await journal.record_new_order(at_broker, f"broker:{at_broker.client_order_id}")
+            await journal.update_order(at_broker.client_order_id, at_broker.status,
+                                       broker_order_id=at_broker.broker_order_id)
+            adopted += 1
         await self._sync_fills()
         self.open_orders = {o.client_order_id: o for o in await journal.open_orders()}
         self.positions = await journal.positions()
@@ -447,7 +456,10 @@ class Executor:
         action = "FlattenPositions" if gate.flatten else self.config.on_halt
         log.warning("applying onHalt", extra={"action": action, "halt_id": gate.halt_id, "reason": gate.reason})
         if action in ("CancelOpenOrders", "FlattenPositions"):
+            ours = {o.client_order_id for o in await journal.open_orders()}
             for order in await self.broker.open_orders():
+                if order.client_order_id not in ours:  # a shared broker account: other sessions' orders
+                    continue
                 with log_context(client_order_id=order.client_order_id):
                     await self.broker.cancel(order.client_order_id)
                     after = await self.broker.get_order(order.client_order_id)
@@ -457,8 +469,9 @@ class Executor:
                     await journal.update_order(order.client_order_id, OrderStatus.CANCELED,
                                                reject_reason="not sent: session halted")
         if action == "FlattenPositions":
-            account = await self.broker.account()
-            for symbol, position in sorted(account.positions.items()):
+            await self._sync_fills()
+            # This session's positions (the journal's), not the whole broker account's.
+            for symbol, position in sorted((await journal.positions()).items()):
                 if position.qty == 0:
                     continue
                 order = Order(client_order_id(self.config.session.uid, f"flatten:{gate.halt_key}:{symbol}"),
@@ -503,10 +516,12 @@ class Executor:
                 raise TransientError("executor not live")
             started = time.perf_counter()
             journal = self._require_journal()
-            existing = await journal.get_order(coid)
+            existing, rejected = await journal.lookup(coid)
             if existing is not None:  # a redelivered intent: retry with the same id, never a new one
                 if existing.status is OrderStatus.NEW:
                     await self._send_journaled(existing)
+                return
+            if rejected:  # a redelivered intent that was already refused: the verdict stands
                 return
             reason = self.checks.check(intent.symbol, intent.side.sign, intent.qty, intent.limit_price,
                                        self.marks.get(intent.symbol), self._exposure(intent.symbol),

@@ -176,6 +176,7 @@ class SimulatedExchange:
 
     name = "simulated"
     durable_cursor = True  # fills_since cursors index the fill list persisted in Redis: valid across restarts
+    session_scoped = True  # one exchange per session: every order it holds is this session's
 
     def __init__(self, *, seed: int = 42, volatility: float = 0.02, latency_ms: float = 0.0,
                  initial_cash: float = 1_000_000.0, liquidity: float = DEFAULT_LIQUIDITY,

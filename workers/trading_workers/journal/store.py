@@ -162,6 +162,17 @@ class Journal:
                 coid, status.value, broker_order_id, reject_reason, self.session, _allowed_from(status))
         return bool(result.endswith(" 1"))
 
+    async def lookup(self, coid: str) -> tuple[Order | None, bool]:
+        """(the journaled order, whether a pre-trade rejection was journaled) for ``coid``, in one round trip."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow("""
+                SELECT o.*, EXISTS (SELECT 1 FROM rejections r
+                                    WHERE r.session = $2 AND r.client_order_id = $1) AS was_rejected
+                FROM (SELECT 1) AS one
+                LEFT JOIN orders o ON o.client_order_id = $1 AND o.session = $2""", coid, self.session)
+        assert row is not None
+        return (_order(row) if row["client_order_id"] is not None else None), bool(row["was_rejected"])
+
     async def get_order(self, coid: str) -> Order | None:
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT * FROM orders WHERE client_order_id = $1 AND session = $2",
@@ -241,9 +252,12 @@ class Journal:
         return {r["symbol"]: Position(r["symbol"], _f(r["qty"]), _f(r["avg_price"]), _f(r["realized_pnl"]))
                 for r in rows}
 
-    async def fills(self) -> list[Fill]:
+    async def fills(self, since: dt.datetime | None = None) -> list[Fill]:
+        """The session's fills (recorded at or after ``since``, if given), oldest first."""
         async with self._conn() as conn:
-            rows = await conn.fetch("SELECT * FROM fills WHERE session = $1 ORDER BY ts, fill_id", self.session)
+            rows = await conn.fetch("""
+                SELECT * FROM fills WHERE session = $1 AND ($2::timestamptz IS NULL OR created_at >= $2)
+                ORDER BY ts, fill_id""", self.session, since)
         return [Fill(client_order_id=r["client_order_id"], symbol=r["symbol"], side=Side(r["side"]),
                      qty=_f(r["qty"]), price=_f(r["price"]), ts=r["ts"].timestamp(), fill_id=r["fill_id"])
                 for r in rows]

@@ -193,7 +193,7 @@ class RiskWorker:
         await self._read_quotes()
         await self._roll_day()
         positions = await self.journal.positions()
-        fills = await self.journal.fills()
+        fills = await self.journal.fills(since=self.day_start_wall)  # the day's trades: win rate is per day
         figures = self.figures(positions, fills)
         self.last_figures = figures
         EQUITY.set(figures.equity)

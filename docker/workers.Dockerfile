@@ -23,6 +23,11 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c requirements.lock "$extra"
 
 FROM ${PYTHON_IMAGE}
+# pg_dump/pg_restore for `trading-platform backup` (the Backup Jobs run this image). pg_dump must be at
+# least as new as the journal's server (Debian bookworm ships 15, trixie 17); pin a newer one via PGDG if needed.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 trading \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trading
 COPY --from=build /opt/venv /opt/venv

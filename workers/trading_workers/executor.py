@@ -687,6 +687,7 @@ class Executor:
 
 async def run(rt: Runtime) -> None:
     """The executor role."""
+    rt.require_journal_dsn()
     client = bus_mod.connect(rt.settings.redis_url)
     bus = bus_mod.Bus(client, rt.redis_prefix)
     broker = make_broker(rt.config, client, rt.redis_prefix)

@@ -407,6 +407,11 @@ class Runtime:
     def session_now(self) -> dt.datetime:
         return session_now(self.config.clock, self.config.clock_anchor)
 
+    def require_journal_dsn(self) -> str:
+        if not self.settings.journal_dsn:
+            raise ConfigError(f"this role needs the trade journal: set {wc.ENV_JOURNAL_DSN}")
+        return self.settings.journal_dsn
+
     def require_kube(self) -> Kube:
         if self.kube is None:
             raise ConfigError("this role needs the Kubernetes API (KUBECONFIG or in-cluster credentials)")

@@ -269,8 +269,10 @@ class RiskWorker:
                                                      str(entry.get("reason") or ""), at=at)
                 self.transitions_seen = at
 
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_ok < 10
+
     async def run(self) -> None:
-        self.rt.health.add("risk", lambda: (time.monotonic() - self.last_ok < 10, "no successful evaluation in 10s"))
         while not self.rt.stop.is_set():
             try:
                 await self.step()
@@ -286,11 +288,14 @@ class RiskWorker:
 async def run(rt: Runtime) -> None:
     """The risk role."""
     kube = rt.require_kube()
+    dsn = rt.require_journal_dsn()
     client = bus_mod.connect(rt.settings.redis_url)
     bus = bus_mod.Bus(client, rt.redis_prefix)
     journal: Journal | None = None
+    worker: RiskWorker | None = None
+    rt.health.add("risk", lambda: (worker is not None and worker.healthy(), "no successful evaluation in 10s"))
     try:
-        journal = await with_retries(lambda: Journal.open(rt.settings.journal_dsn, rt.session_key), max_delay=300)
+        journal = await with_retries(lambda: Journal.open(dsn, rt.session_key), max_delay=300)
         worker = RiskWorker(rt, bus, journal, SessionStatus(kube, rt.settings.namespace, rt.settings.name))
         await worker.run()
     except DependencyUnavailable:

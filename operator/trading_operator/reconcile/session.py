@@ -360,12 +360,19 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
 
 
 def _comparable(desired: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a desired Deployment worth comparing to the live object."""
+    """The parts of a desired Deployment worth comparing to the live object.
+
+    An absent nodeSelector is left out: the API server drops an empty map, so comparing ``{}`` would
+    find every CPU worker drifted and re-apply it on every reconcile (a moved-off-GPU inference
+    worker still rolls: its config hash, in the template's annotations, changes).
+    """
+    pod = desired["spec"]["template"]["spec"]
+    spec: dict[str, Any] = {"containers": [{k: c[k] for k in ("name", "image", "command", "env")}
+                                           for c in pod["containers"]]}
+    if pod.get("nodeSelector"):
+        spec["nodeSelector"] = pod["nodeSelector"]
     return {"spec": {"replicas": desired["spec"]["replicas"],
-                     "template": {"metadata": desired["spec"]["template"]["metadata"],
-                                  "spec": {"containers": [{k: c[k] for k in ("name", "image", "command", "env")}
-                                                          for c in desired["spec"]["template"]["spec"]["containers"]],
-                                           "nodeSelector": desired["spec"]["template"]["spec"].get("nodeSelector", {})}}}}
+                     "template": {"metadata": desired["spec"]["template"]["metadata"], "spec": spec}}}
 
 
 def _parse_policy(body: dict[str, Any] | None) -> tuple[RiskPolicy | None, str | None]:

@@ -55,6 +55,9 @@ REACT_SECONDS = 30.0
 HISTORY_CAP = 5_001
 
 
+POLICY_REFRESH_SECONDS = 1.0
+
+
 class RiskWorker:
     def __init__(self, rt: Runtime, bus: bus_mod.Bus, journal: Journal, status: SessionStatus, *,
                  eval_interval: float = 1.0, summary_interval: float = 2.0, snapshot_interval: float = 5.0) -> None:
@@ -86,7 +89,9 @@ class RiskWorker:
     # ------------------------------------------------------------ inputs
 
     async def _load_policy(self) -> None:
-        if time.monotonic() - self.policy_read_at < 10:
+        # Re-read at most once a second: a risk owner's change must bind before a resume can race it
+        # (a 10 s cache let a resumed session be re-halted under the limits it had just replaced).
+        if time.monotonic() - self.policy_read_at < POLICY_REFRESH_SECONDS:
             return
         kube = self.rt.require_kube()
         obj = await kube.get_policy(self.rt.settings.namespace, self.config.risk_policy_name)

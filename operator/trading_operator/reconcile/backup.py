@@ -111,7 +111,12 @@ def decide(obs: Observed, settings: Settings) -> Decision:
             events.append(Event(event[0], event[1], message))
 
     next_time: dt.datetime | None = None
+    # Jobs from an earlier Backup of the same name (deleted and re-created, e.g. by an Argo CD hook) are not ours.
+    born = backup.metadata.creation_timestamp.isoformat() if backup.metadata.creation_timestamp else ""
+    jobs = [j for j in obs.jobs if _created(j) >= born.replace("+00:00", "Z")]
     oneshot = next((j for j in obs.jobs if j["metadata"]["name"] == names.backup_job(backup.metadata.name)), None)
+    stale = oneshot is not None and backup.metadata.uid and not any(
+        o.get("uid") == backup.metadata.uid for o in oneshot["metadata"].get("ownerReferences") or [])
     if spec.schedule:
         try:
             next_time = next_run(spec.schedule, now)
@@ -134,14 +139,17 @@ def decide(obs: Observed, settings: Settings) -> Decision:
         if obs.cronjob is not None:
             decision.delete.append(("batch/v1", "cronjobs", obs.cronjob["metadata"]["name"]))
         ran = bool(status.history) or status.phase in ("Running", "Completed", "Failed")
-        if oneshot is None and not ran:
+        if stale and not ran:
+            assert oneshot is not None
+            decision.delete.append(("batch/v1", "jobs", oneshot["metadata"]["name"]))  # created on a later pass
+        elif oneshot is None and not ran:
             decision.apply = build_backup.job(backup, settings, obs.model_uri)
         condition(True, "JobCreated", f"Job {names.backup_job(backup.metadata.name)} runs the backup once",
                   ("Normal", "JobCreated"))
 
     if status.phase is None:
         status.phase = "Pending"
-    newest = max(obs.jobs, key=_created, default=None)
+    newest = max(jobs, key=_created, default=None)
     failure = job_failure(newest) if newest is not None else None
     if failure is not None and status.phase in ("Pending", "Running"):
         job_name = newest["metadata"]["name"] if newest is not None else "?"
@@ -204,7 +212,8 @@ async def reconcile(body: dict[str, Any], jobs: list[dict[str, Any]], cronjob: d
     decision = decide(Observed(backup, jobs, cronjob, model_uri, dt.datetime.now(dt.UTC)), settings)
     for api_version, plural, name in decision.delete:
         await kube.delete(api_version, plural, backup.metadata.namespace, name)
-        post_event(Event("Normal", "Deleted", f"deleted {plural[:-1]} {name}: the Backup is no longer scheduled"))
+        why = "the Backup is no longer scheduled" if plural == "cronjobs" else "left by an earlier Backup of this name"
+        post_event(Event("Normal", "Deleted", f"deleted {plural[:-1]} {name}: {why}"))
     if decision.apply is not None:
         await kube.apply(decision.apply, owner=body)
         kind, name = decision.apply["kind"], decision.apply["metadata"]["name"]

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trading_operator import calendar
+import pydantic
+
+from trading_operator import calendar, kube, metrics, names
 from trading_operator.api import clock as session_clock
 from trading_operator.api import phases
 from trading_operator.api.phases import ORDER_PHASES, Phase
@@ -319,10 +322,6 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                     deployments: dict[Role, dict[str, Any] | None], settings: Settings,
                     post_event: Callable[[Event], None], applied_config: dict[str, str]) -> float:
     """One reconcile of one session; returns seconds until the next periodic one."""
-    import time
-
-    from trading_operator import kube, metrics
-
     started = time.monotonic()
     metrics.RECONCILES.labels("TradingSession").inc()
     ts = TradingSession.model_validate(body)
@@ -376,8 +375,6 @@ def _comparable(desired: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_policy(body: dict[str, Any] | None) -> tuple[RiskPolicy | None, str | None]:
-    import pydantic
-
     if body is None:
         return None, None
     try:
@@ -391,8 +388,6 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
 
     Returns True when the finalizer may be released, False to be called again.
     """
-    from trading_operator import kube, names
-
     ts = TradingSession.model_validate(body)
     ns, name = ts.metadata.namespace, ts.metadata.name
     now = dt.datetime.now(dt.UTC)

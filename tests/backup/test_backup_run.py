@@ -253,7 +253,9 @@ async def test_restore_while_trading_is_refused_and_says_so(
     wrong = backup_cli("restore", "--backup", f"{cluster.namespace}/b", "--session", f"{cluster.namespace}/nope")
     assert wrong.returncode == 3 and "not " + f"{cluster.namespace}/nope" in wrong.stderr
     cluster.patch("tradingsessions", "s", {"spec": {"suspend": True}})
-    ok(backup_cli("restore", "--backup", f"{cluster.namespace}/b", "--session", session, "--targets", "journal"))
+    lacking = backup_cli("restore", "--backup", f"{cluster.namespace}/b", "--session", session, "--targets", "redis")
+    assert lacking.returncode == 3 and "holds no redis" in lacking.stderr
+    ok(backup_cli("restore", "--backup", f"{cluster.namespace}/b", "--session", session))
     assert (await journal_state(journal_db, session))["fills"]["rows"] > 0
 
 

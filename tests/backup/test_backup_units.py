@@ -104,6 +104,21 @@ def test_schedule_next_time_suspend_and_invalid_cron() -> None:
     assert rec.next_run("@daily", NOW) == dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 
 
+def test_a_job_left_by_an_earlier_backup_of_the_same_name_is_replaced_not_trusted() -> None:
+    """A Backup deleted and re-created (an Argo CD PostSync hook) must run again, and not inherit old failures."""
+    b = Backup.model_validate({"metadata": {"name": "b", "namespace": "ns", "uid": "new", "generation": 1,
+                                            "creationTimestamp": "2026-11-23T14:05:00Z"},
+                               "spec": {"sessionRef": {"name": "s"}, "destination": {"pvc": {"claimName": "v"}}}})
+    old_job = {"metadata": {"name": "b-backup", "creationTimestamp": "2026-11-23T14:00:00Z",
+                            "ownerReferences": [{"uid": "old"}]},
+               "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
+    d = rec.decide(rec.Observed(b, [old_job], None, None, NOW), SETTINGS)
+    assert d.delete == [("batch/v1", "jobs", "b-backup")] and d.apply is None
+    assert d.status.phase == "Pending"
+    d = rec.decide(rec.Observed(b, [], None, None, NOW), SETTINGS)  # once it is gone
+    assert d.apply is not None and d.apply["kind"] == "Job"
+
+
 def test_unscheduling_deletes_the_cronjob() -> None:
     cron = build.cronjob(backup(schedule="@hourly"), SETTINGS)
     d = rec.decide(rec.Observed(backup(status={"phase": "Completed"}), [], cron, None, NOW), SETTINGS)

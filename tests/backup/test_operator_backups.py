@@ -88,8 +88,8 @@ def test_a_scheduled_backup_creates_a_cronjob_with_the_schedule_and_suspend_is_h
         "observedGeneration") == 3 and s, what="a new nextScheduleTime")
     nxt = dt.datetime.fromisoformat(status["nextScheduleTime"].replace("Z", "+00:00"))
     assert nxt.minute % 5 == 0 and nxt - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=5)
-    reasons = cluster.events("hourly")
-    assert {"CronJobCreated", "CronJobUpdated", "Suspended", "Scheduled"} <= set(reasons), reasons
+    wait_for(lambda: {"CronJobCreated", "CronJobUpdated", "Suspended", "Scheduled"} <= set(cluster.events("hourly")),
+             what="the operator's Events")
     assert batch.list_namespaced_job(ns).items == []  # a schedule never runs a one-shot Job
 
 
@@ -144,7 +144,7 @@ def test_a_job_that_fails_before_the_run_reports_marks_the_backup_failed(
     status = wait_for(lambda: (s := cluster.status("doomed")).get("phase") == "Failed" and s, timeout=40,
                       what="Failed from the Job's condition (periodic reconcile)")
     assert "BackoffLimitExceeded" in status["history"][-1]["message"]
-    assert "BackupFailed" in cluster.events("doomed")
+    wait_for(lambda: "BackupFailed" in cluster.events("doomed"), what="the BackupFailed Event")  # posted async
 
 
 def test_a_schedule_the_api_accepts_but_cron_cannot_run_is_reported(operator: Any, cluster: Cluster,
@@ -154,4 +154,4 @@ def test_a_schedule_the_api_accepts_but_cron_cannot_run_is_reported(operator: An
     cond = wait_for(lambda: (c := ready(cluster, "odd")).get("reason") == "InvalidSchedule" and c, what="InvalidSchedule")
     assert cond["status"] == "False" and "61 * * * *" in cond["message"]
     assert batch.list_namespaced_cron_job(cluster.namespace).items == []
-    assert "InvalidSchedule" in cluster.events("odd")
+    wait_for(lambda: "InvalidSchedule" in cluster.events("odd"), what="the InvalidSchedule Event")  # posted async

@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     common(restore)
     restore.add_argument("--run", help="run id (default: the newest good run)")
     restore.add_argument("--session", required=True, help="the session to restore, NAMESPACE/NAME (must be the Backup's)")
-    restore.add_argument("--targets", default="journal,redis", help="comma-separated: journal, redis (default both)")
+    restore.add_argument("--targets", help="comma-separated: journal, redis (default: whichever of them the run holds)")
 
 
 def _places(args: argparse.Namespace) -> Places:
@@ -83,9 +83,8 @@ async def _main(args: argparse.Namespace) -> int:
     elif args.backup_command == "verify":
         outcome = await runner.verify_run(api, ns, name, places, args.run)
     else:
-        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-        unknown = set(targets) - {"journal", "redis"}
-        if unknown or not targets:
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+        if targets is not None and (not targets or set(targets) - {"journal", "redis"}):
             from trading_workers.errors import ConfigError
 
             raise ConfigError(f"--targets takes journal and/or redis, got {args.targets!r}")

@@ -270,7 +270,8 @@ def trading_reason(session: dict[str, Any]) -> str | None:
 
 
 async def restore(api: st.BackupApi, namespace: str, name: str, places: Places, run_id: str | None,
-                  session_key: str, targets: list[str]) -> Outcome:
+                  session_key: str, targets: list[str] | None = None) -> Outcome:
+    """Restore the session from a run: ``targets`` (journal, redis), or whichever of them the run holds."""
     body = await api.get(namespace, name)
     backup = Backup.model_validate(body)
     s_ns, s_name = split_key(session_key, "--session")
@@ -289,24 +290,25 @@ async def restore(api: st.BackupApi, namespace: str, name: str, places: Places, 
     if manifest is None or problems:
         raise RestoreRefused(f"run {run_dir.name} does not match its manifest, refusing to restore it: "
                              + "; ".join(str(p) for p in problems))
+    dump = manifest.artifact("journal", ".dump")
+    keys = manifest.artifact("redis", ".jsonl")
+    held = [t for t, art in (("journal", dump), ("redis", keys)) if art is not None]
+    missing = [t for t in targets or [] if t not in held]
+    if missing or not held:
+        raise RestoreRefused(f"run {run_dir.name} holds no {' or '.join(missing or ['journal', 'redis'])} to restore "
+                             f"(it has: {', '.join(manifest.targets)})")
+    targets = targets or held
     log.info("restore started", extra={"run": run_dir.name, "session": session_key, "targets": targets})
     done: list[str] = []
-    if "journal" in targets:
-        dump = manifest.artifact("journal", ".dump")
-        if dump is None:
-            raise RestoreRefused(f"run {run_dir.name} has no journal dump")
+    if "journal" in targets and dump is not None:
         if not places.journal_dsn:
             raise ConfigError("no journal DSN (TRADING_JOURNAL_DSN or --journal-dsn)")
         rows = await postgres.restore_session(run_dir / dump.path, places.journal_dsn, session_key)
         done.append("journal (" + ", ".join(f"{t} {n}" for t, n in rows.items()) + ")")
-    if "redis" in targets:
-        keys = manifest.artifact("redis", ".jsonl")
-        if keys is None:
-            log.warning("the run has no Redis keys; Redis not restored", extra={"run": run_dir.name})
-        else:
-            count = await redis_rdb.restore_session_keys(places.redis_url, session_prefix(s_ns, s_name),
-                                                         run_dir / keys.path)
-            done.append(f"redis ({count} keys)")
+    if "redis" in targets and keys is not None:
+        count = await redis_rdb.restore_session_keys(places.redis_url, session_prefix(s_ns, s_name),
+                                                     run_dir / keys.path)
+        done.append(f"redis ({count} keys)")
     message = f"restored session {session_key} from run {run_dir.name}: " + "; ".join(done)
     await api.event(body, "Normal", "Restored", message)
     log.info("restore finished", extra={"run": run_dir.name, "restored": done})

@@ -268,3 +268,13 @@ def test_finish_records_the_run_prunes_history_and_sets_the_latest_fields() -> N
 def test_restore_is_refused_while_trading(phase: str | None, suspend: bool, refused: bool) -> None:
     session = {"spec": {"suspend": suspend}, "status": {"phase": phase} if phase else {}}
     assert (trading_reason(session) is not None) is refused
+
+
+def test_pg_tools_get_the_password_through_the_environment_not_the_command_line() -> None:
+    from trading_workers.backup.postgres import with_database, without_password
+
+    assert without_password("postgresql://u:p%40ss@db:5432/j?sslmode=require") == (
+        "postgresql://u@db:5432/j?sslmode=require", {"PGPASSWORD": "p@ss"})
+    assert without_password("postgresql://u@db/j") == ("postgresql://u@db/j", {})
+    assert with_database("postgresql://u:pw@db:5432/j?sslmode=require", "tp_verify_1") == (
+        "postgresql://u:pw@db:5432/tp_verify_1?sslmode=require")

@@ -180,9 +180,29 @@ def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any
     return problems
 
 
-async def _run(argv: list[str], what: str) -> str:
+def without_password(dsn: str) -> tuple[str, dict[str, str]]:
+    """The DSN minus its password, and the environment that carries it (``PGPASSWORD``), so no password
+    shows up in the process list."""
+    parts = urllib.parse.urlsplit(dsn)
+    if not parts.password:
+        return dsn, {}
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}@" if user else ""
+    netloc += f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"PGPASSWORD": urllib.parse.unquote(parts.password)}
+
+
+async def _run(argv: list[str], what: str, dsn: str | None = None) -> str:
+    env = None
+    if dsn is not None:
+        clean, extra = without_password(dsn)
+        argv = [a.replace(f"--dbname={dsn}", f"--dbname={clean}") for a in argv]
+        env = {**os.environ, **extra} if extra else None
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+                                                stderr=asyncio.subprocess.PIPE, env=env)
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise JournalBackupError(f"{what} failed (exit {proc.returncode}): {err.decode(errors='replace')[-1500:]}")
@@ -203,7 +223,7 @@ async def dump(dsn: str, out: pathlib.Path) -> dict[str, Any]:
             log.info("journal snapshot taken; dumping", extra={"snapshot": snapshot, "database": database_of(dsn)})
             dumper = asyncio.create_task(_run(
                 [pg_bin("pg_dump"), "--format=custom", f"--snapshot={snapshot}", "--no-password",
-                 f"--file={out}", f"--dbname={dsn}"], "pg_dump"))
+                 f"--file={out}", f"--dbname={dsn}"], "pg_dump", dsn))
             try:
                 tables_ = await snapshot_digests(conn, dsn, str(snapshot))
             finally:
@@ -242,7 +262,7 @@ async def scratch_database(dsn: str, purpose: str) -> AsyncIterator[str]:
 
 async def pg_restore(dump_path: pathlib.Path, dsn: str) -> None:
     await _run([pg_bin("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--no-password",
-                f"--dbname={dsn}", str(dump_path)], "pg_restore")
+                f"--dbname={dsn}", str(dump_path)], "pg_restore", dsn)
 
 
 async def verify(dump_path: pathlib.Path, dsn: str, expected: dict[str, dict[str, Any]]) -> list[str]:

@@ -31,7 +31,6 @@ from trading_operator.api.backup import Backup
 from trading_operator.api.session import TradingSession
 from trading_operator.settings import Settings
 
-SERVICE_ACCOUNT = "trading-worker"   # the chart's worker ServiceAccount: get backups, patch backups/status
 BACKOFF_LIMIT = 2                    # a run is retried twice (a database restart); each try is its own run id
 ACTIVE_DEADLINE_SECONDS = 6 * 3600
 CRON_TIME_ZONE = "Etc/UTC"
@@ -107,7 +106,7 @@ def pod_template(backup: Backup, settings: Settings, model_uri: str | None = Non
     return {
         "metadata": {"labels": names.backup_labels(name, session_name)},
         "spec": {
-            "serviceAccountName": SERVICE_ACCOUNT,
+            "serviceAccountName": settings.worker_service_account,  # get backups, patch backups/status
             "automountServiceAccountToken": True,
             "restartPolicy": "Never",
             "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,

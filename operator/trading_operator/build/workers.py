@@ -1,0 +1,138 @@
+"""The worker Deployments and the session ConfigMap of a TradingSession.
+
+Pods meet the ``restricted`` Pod Security Standard. Inference goes to the
+GPU pool (extended-resource limit, nodeSelector, toleration from settings)
+unless the model says ``device: cpu``. The config hash annotation on the
+pod template makes a config change roll the workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trading_operator import names
+from trading_operator.api import workerconfig as wc
+from trading_operator.api.session import Role, TradingSession
+from trading_operator.settings import Settings
+
+CONFIG_MOUNT = "/etc/trading"
+
+
+def config_map(ts: TradingSession) -> dict[str, Any]:
+    cfg = wc.WorkerConfig.from_session(ts)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.configmap(ts.metadata.name),
+            "namespace": ts.metadata.namespace,
+            "labels": names.labels(ts.metadata.name),
+            "annotations": {names.ANNOTATION_CONFIG_HASH: cfg.digest()},
+        },
+        "data": {wc.CONFIG_KEY: cfg.to_json()},
+    }
+
+
+def config_hash(ts: TradingSession) -> str:
+    return wc.WorkerConfig.from_session(ts).digest()
+
+
+def uses_gpu(ts: TradingSession) -> bool:
+    model = ts.spec.strategy.model
+    return model is None or model.device == "cuda"
+
+
+def desired_replicas(ts: TradingSession, role: Role, suspended: bool) -> int:
+    return 0 if suspended else ts.spec.workers.for_role(role).replicas
+
+
+def _env(ts: TradingSession, role: Role, settings: Settings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": wc.ENV_SESSION, "value": f"{ts.metadata.namespace}/{ts.metadata.name}"},
+        {"name": wc.ENV_ROLE, "value": role.value},
+        {"name": wc.ENV_CONFIG, "value": f"{CONFIG_MOUNT}/{wc.CONFIG_KEY}"},
+        {"name": wc.ENV_REDIS_URL, "value": settings.redis_url},
+        {"name": wc.ENV_JOURNAL_DSN, "value": settings.journal_dsn},
+        {"name": wc.ENV_HTTP_PORT, "value": str(settings.worker_http_port)},
+    ]
+    secret = ts.spec.broker.credentials_secret_ref
+    if role is Role.EXECUTOR and secret is not None:
+        for env_name, key in ((wc.ENV_BROKER_KEY_ID, secret.key_id_key), (wc.ENV_BROKER_SECRET, secret.secret_key_key)):
+            env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
+    return env
+
+
+def _probe(path: str, port: int, period: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2,
+            "failureThreshold": 3}
+
+
+def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bool = False) -> dict[str, Any]:
+    session = ts.metadata.name
+    worker = ts.spec.workers.for_role(role)
+    resources: dict[str, Any] = {k: dict(v) for k, v in worker.resources.wire().items() if v}
+    node_selector = dict(worker.node_selector)
+    tolerations = [t.wire() for t in worker.tolerations]
+    if role is Role.INFERENCE and uses_gpu(ts):
+        resources.setdefault("limits", {})[settings.gpu_resource] = "1"
+        node_selector = {**settings.gpu_node_selector, **node_selector}
+        tolerations = [*settings.gpu_tolerations, *tolerations]
+    container: dict[str, Any] = {
+        "name": names.ROLE_SLUG[role],
+        "image": worker.image or settings.worker_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [*settings.worker_command, "worker", role.value, "--session",
+                    f"{ts.metadata.namespace}/{session}"],
+        "env": _env(ts, role, settings),
+        "ports": [{"name": "http", "containerPort": settings.worker_http_port, "protocol": "TCP"}],
+        "readinessProbe": _probe("/readyz", settings.worker_http_port, 2),
+        "livenessProbe": _probe("/healthz", settings.worker_http_port, 10),
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": settings.worker_service_account,
+        "automountServiceAccountToken": True,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "config", "configMap": {"name": names.configmap(session)}},
+                    {"name": "tmp", "emptyDir": {}}],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    selector = names.selector(session, role)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": names.deployment(session, role), "namespace": ts.metadata.namespace,
+                     "labels": names.labels(session, role)},
+        "spec": {
+            "replicas": desired_replicas(ts, role, suspended),
+            "selector": {"matchLabels": selector},
+            # The executor must never run twice: replace, don't surge.
+            "strategy": {"type": "Recreate"} if role is Role.EXECUTOR else
+            {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {**names.labels(session, role), **selector},
+                             "annotations": {names.ANNOTATION_CONFIG_HASH: config_hash(ts)}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def all_deployments(ts: TradingSession, settings: Settings, suspended: bool = False) -> list[dict[str, Any]]:
+    return [deployment(ts, role, settings, suspended) for role in Role]

@@ -79,7 +79,7 @@ def policies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple
 
 @kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
 def workers(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, labels.get(names.LABEL_SESSION, "")): dict(body)}
+    return {(namespace, labels.get(names.LABEL_SESSION, "")): session_reconcile.trim_deployment(body)}
 
 
 @kopf.index(G, V, "tradingsessions")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -356,6 +356,25 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
             metrics.HALTS.labels(decision.halt_raised).inc()
     metrics.RECONCILE_SECONDS.labels("TradingSession").observe(time.monotonic() - started)
     return decision.requeue_after
+
+
+def trim_deployment(live: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reconcile reads of a live Deployment: its name, what ``_comparable`` compares, readyReplicas.
+
+    The operator indexes every worker Deployment; a full body (managedFields, status conditions,
+    every defaulted field) is ~20x larger, and at 1,000 sessions the index was most of the RSS.
+    """
+    meta, spec = live.get("metadata") or {}, live.get("spec") or {}
+    template = spec.get("template") or {}
+    pod = template.get("spec") or {}
+    kept_pod: dict[str, Any] = {"containers": [{k: c[k] for k in ("name", "image", "command", "env") if k in c}
+                                               for c in pod.get("containers") or []]}
+    if "nodeSelector" in pod:
+        kept_pod["nodeSelector"] = pod["nodeSelector"]
+    return {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+            "spec": {"replicas": spec.get("replicas"),
+                     "template": {"metadata": template.get("metadata") or {}, "spec": kept_pod}},
+            "status": {"readyReplicas": (live.get("status") or {}).get("readyReplicas") or 0}}
 
 
 def _comparable(desired: dict[str, Any]) -> dict[str, Any]:

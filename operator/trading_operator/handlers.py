@@ -142,12 +142,17 @@ async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body
         logger.exception("reconcile crashed: %s", exc)
         return c.settings.reconcile_interval
     status = dict(body).get("status") or {}
-    c.phases[(namespace, name)] = str(status.get("phase") or "")
-    if (status.get("halt") or {}).get("active"):
-        c.halted.add((namespace, name))
-    else:
-        c.halted.discard((namespace, name))
-    _export_gauges(c)
+    key = (namespace, name)
+    phase, halted = str(status.get("phase") or ""), bool((status.get("halt") or {}).get("active"))
+    if c.phases.get(key) != phase or (key in c.halted) != halted:
+        # Gauges are recounted only when this session's phase or halt changed: recounting on every
+        # reconcile was O(sessions) per reconcile, the largest single cost of an idle operator.
+        c.phases[key] = phase
+        if halted:
+            c.halted.add(key)
+        else:
+            c.halted.discard(key)
+        _export_gauges(c)
     return delay
 
 

@@ -71,31 +71,34 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 # ------------------------------------------------------------------ indexes
+# Index and event handlers are async: kopf runs sync handlers in a thread pool, which cost a thread
+# hop per watch event and set the daemons' asyncio.Event from a foreign thread (not thread-safe: the
+# loop is not woken, so a wake-up could wait for the next unrelated loop iteration).
 
 @kopf.index(G, V, "riskpolicies")
-def policies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def policies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
-def workers(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def workers(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, labels.get(names.LABEL_SESSION, "")): session_reconcile.trim_deployment(body)}
 
 
 @kopf.index(G, V, "tradingsessions")
-def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+async def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, str(spec.get("riskPolicyRef", {}).get("name", ""))): name}
 
 
 # ------------------------------------------------------------------ sessions
 
 @kopf.on.event(G, V, "tradingsessions")
-def session_event(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def session_event(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     ctx(memo).wake(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
-def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
 
 

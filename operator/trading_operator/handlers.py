@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from trading_operator import errors, leader, metrics, names
+from trading_operator import errors, kube, leader, metrics, names
 from trading_operator.api import common
 from trading_operator.api.session import Role
 from trading_operator.reconcile import policy as policy_reconcile
@@ -45,6 +45,10 @@ class Context:
     applied_config: dict[str, str] = field(default_factory=dict)
     phases: dict[tuple[str, str], str] = field(default_factory=dict)
     halted: set[tuple[str, str]] = field(default_factory=set)
+    # The newest version of each session this process has seen outside the watch (its own status
+    # write's response, a re-read after a conflict); used until the watch delivers it, so a reconcile
+    # woken in between does not write again from a stale view and lose a 409 round trip.
+    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
         self.wakeups[(namespace, name)].set()
@@ -120,21 +124,46 @@ async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str,
         c.wakeups.pop((namespace, name), None)
         c.phases.pop((namespace, name), None)
         c.halted.discard((namespace, name))
+        c.latest.pop((namespace, name), None)
         _export_gauges(c)
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether ``a`` is a later version than ``b`` (resourceVersions are etcd revisions; else: not newer)."""
+    ra = str((a.get("metadata") or {}).get("resourceVersion") or "")
+    rb = str((b.get("metadata") or {}).get("resourceVersion") or "")
+    return ra.isdigit() and rb.isdigit() and int(ra) > int(rb)
 
 
 async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body,
                           policies: kopf.Index[tuple[str, str], dict[str, Any]],
                           workers: kopf.Index[tuple[str, str], dict[str, Any]], logger: kopf.Logger) -> float:
+    key = (namespace, name)
     snapshot = dict(body)
+    mine = c.latest.get(key)
+    if mine is not None and _newer(mine, snapshot):
+        snapshot = mine  # our own status write (or a re-read), not yet delivered by the watch
+    else:
+        c.latest.pop(key, None)  # the watch has caught up
     policy_name = str(snapshot.get("spec", {}).get("riskPolicyRef", {}).get("name", ""))
     policy_body = next(iter(policies.get((namespace, policy_name), [])), None)
     live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
     deployments = {role: live.get(names.deployment(name, role)) for role in Role}
     try:
-        delay = await session_reconcile.reconcile(
+        delay, written = await session_reconcile.reconcile(
             snapshot, policy_body, deployments, c.settings,
             lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message), c.applied_config)
+    except errors.ApiConflict as exc:
+        # Someone else (executor, risk worker) wrote since our view. Re-read and retry now: retrying on
+        # the same stale view only conflicts again until the watch delivers the newer version.
+        metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
+        try:
+            fresh = await kube.get("tradingsessions", namespace, name)
+        except errors.OperatorError as again:
+            return again.retry_delay if again.retry_delay is not None else c.settings.reconcile_interval
+        if fresh is not None:
+            c.latest[key] = fresh
+        return 0.0
     except errors.OperatorError as exc:
         metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
         if not isinstance(exc, errors.ApiConflict):
@@ -144,8 +173,9 @@ async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body
         metrics.RECONCILE_FAILURES.labels("TradingSession", type(exc).__name__).inc()
         logger.exception("reconcile crashed: %s", exc)
         return c.settings.reconcile_interval
-    status = dict(body).get("status") or {}
-    key = (namespace, name)
+    if written is not None:
+        c.latest[key] = written
+    status = (written or snapshot).get("status") or {}
     phase, halted = str(status.get("phase") or ""), bool((status.get("halt") or {}).get("active"))
     if c.phases.get(key) != phase or (key in c.halted) != halted:
         # Gauges are recounted only when this session's phase or halt changed: recounting on every

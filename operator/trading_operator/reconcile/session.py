@@ -320,8 +320,10 @@ def _premarket_blockers(status: TradingSessionStatus, policy: RiskPolicy | None,
 
 async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                     deployments: dict[Role, dict[str, Any] | None], settings: Settings,
-                    post_event: Callable[[Event], None], applied_config: dict[str, str]) -> float:
-    """One reconcile of one session; returns seconds until the next periodic one."""
+                    post_event: Callable[[Event], None],
+                    applied_config: dict[str, str]) -> tuple[float, dict[str, Any] | None]:
+    """One reconcile of one session; returns seconds until the next periodic one, and the session as
+    written (the status patch's response) if status was written."""
     started = time.monotonic()
     metrics.RECONCILES.labels("TradingSession").inc()
     ts = TradingSession.model_validate(body)
@@ -344,9 +346,10 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     old = TradingSessionStatus.model_validate(body.get("status") or {}).wire()
     new = decision.status.wire()
     old.pop("clock", None)
+    written: dict[str, Any] | None = None
     if {k: v for k, v in new.items() if k != "clock"} != old:
-        await kube.patch_status("tradingsessions", ts.metadata.namespace, ts.metadata.name, new,
-                                ts.metadata.resource_version)
+        written = await kube.patch_status("tradingsessions", ts.metadata.namespace, ts.metadata.name, new,
+                                          ts.metadata.resource_version)
         for event in decision.events:
             post_event(event)
         if decision.transition is not None:
@@ -355,7 +358,7 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
         if decision.halt_raised:
             metrics.HALTS.labels(decision.halt_raised).inc()
     metrics.RECONCILE_SECONDS.labels("TradingSession").observe(time.monotonic() - started)
-    return decision.requeue_after
+    return decision.requeue_after, written
 
 
 def trim_deployment(live: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The operator's few I/O functions against the Kubernetes API.
 
 The official ``kubernetes`` client is synchronous; each call runs in a
-thread (``asyncio.to_thread``) from a connection pool sized for the
+thread of its own pool (``POOL_SIZE`` threads) over a connection pool sized for the
 operator's concurrency. Errors are translated into the operator's error
 taxonomy here, once.
 """
@@ -9,6 +9,7 @@ taxonomy here, once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -48,9 +49,16 @@ def _translate(exc: ApiException) -> errors.OperatorError:
     return errors.ApiUnavailable(f"API error {exc.status}: {exc.reason} {body}")
 
 
+@functools.lru_cache(maxsize=1)
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads the client's calls run in: as many as pooled connections (asyncio.to_thread's default
+    pool has min(32, cpus + 4) threads, 6 on a 2-core node, which capped the operator at 6 calls in flight)."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="kube")
+
+
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(_executor(), functools.partial(fn, *args, **kwargs))
     except ApiException as exc:
         raise _translate(exc) from exc
 

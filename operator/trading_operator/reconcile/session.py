@@ -18,6 +18,7 @@ itself (fast path); this reconcile only honours and latches them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import time
@@ -336,11 +337,16 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     if applied_config.get(key) != cfg_hash:
         await kube.apply(build_workers.config_map(ts), owner=body)
         applied_config[key] = cfg_hash
+    # The ConfigMap first (pods mount it), then every missing or drifted Deployment at once: a new
+    # session's five applies in series were five round trips before its first status write.
+    drifted = []
     for role in Role:
         desired = build_workers.deployment(ts, role, settings, suspended=decision.suspended)
         live = deployments.get(role)
         if live is None or not kube.is_subset(_comparable(desired), live):
-            await kube.apply(desired, owner=body)
+            drifted.append(desired)
+    if drifted:
+        await asyncio.gather(*(kube.apply(d, owner=body) for d in drifted))
 
     # Status: written only when it changed (our own write comes back as an event).
     old = TradingSessionStatus.model_validate(body.get("status") or {}).wire()

@@ -23,15 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not "handler succeeded" per event
-    if settings.leader_election:
-        leader.Leader(settings.lease_name, settings.lease_namespace).acquire()
+    lease = leader.Leader(settings.lease_name, settings.lease_namespace) if settings.leader_election else None
+    if lease is not None:
+        lease.acquire()
     _ = handlers  # registers every handler
-    kopf.run(
-        standalone=True,  # leadership comes from the Lease, not kopf peering
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
-    )
+    try:
+        kopf.run(
+            standalone=True,  # leadership comes from the Lease, not kopf peering
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+        )
+    finally:
+        if lease is not None:
+            lease.release()
     return 0
 
 

@@ -24,7 +24,7 @@ import pytest
 from kubernetes import client
 from kubernetes import config as kconfig
 
-from tests.operator.conftest import api, operator  # noqa: F401 - fixtures: the operator as a subprocess
+from tests.operator.conftest import api  # noqa: F401 - fixture: API helpers
 from tests.workers.conftest import postgres_server, redis_server  # noqa: F401 - fixtures: real servers
 from tests.workers.servers import PostgresServer, RedisServer
 from trading_workers.backup import postgres as pg

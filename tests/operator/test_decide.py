@@ -177,3 +177,12 @@ def test_condition_time_moves_only_when_status_changes() -> None:
     before = {c.type: c.last_transition_time for c in first.status.conditions}
     after = {c.type: c.last_transition_time for c in later.status.conditions}
     assert before == {k: after[k] for k in before}
+
+
+def test_a_new_refusal_reason_is_announced_even_if_the_condition_stays_false() -> None:
+    awaiting = decide(SessionBuilder().halt("Risk", "h-abc").build())
+    assert next(c for c in awaiting.status.conditions if c.type == "Resumable").reason == "AwaitingResume"
+    ts = SessionBuilder().halt("Risk", "h-abc").with_spec(resumeHaltId="h-old").build()
+    ts.status.conditions = awaiting.status.conditions
+    refused = decide(ts)
+    assert "ResumeRefused" in [e.reason for e in refused.events]

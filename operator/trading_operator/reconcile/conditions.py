@@ -1,4 +1,9 @@
-"""metav1.Condition bookkeeping: a condition's lastTransitionTime moves only when its status does."""
+"""metav1.Condition bookkeeping.
+
+A condition's lastTransitionTime moves only when its status does (the
+metav1 contract); ``set_condition`` reports a change of status *or reason*,
+because a new reason (AwaitingResume -> StaleHaltId) is news worth an Event.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,15 @@ from trading_operator.api.common import Condition
 
 def set_condition(conditions: list[Condition], type_: str, status: bool | str, reason: str, message: str,
                   now: dt.datetime, generation: int | None = None) -> bool:
-    """Set one condition in place; return True when its status changed (worth an Event)."""
+    """Set one condition in place; return True when its status or reason changed (worth an Event)."""
     value = status if isinstance(status, str) else ("True" if status else "False")
     for i, cond in enumerate(conditions):
         if cond.type == type_:
-            changed = cond.status != value
+            flipped = cond.status != value
             conditions[i] = Condition(type=type_, status=value, reason=reason, message=message[:4000],  # type: ignore[arg-type]
-                                      last_transition_time=now if changed else cond.last_transition_time,
+                                      last_transition_time=now if flipped else cond.last_transition_time,
                                       observed_generation=generation)
-            return changed
+            return flipped or cond.reason != reason
     conditions.append(Condition(type=type_, status=value, reason=reason, message=message[:4000],  # type: ignore[arg-type]
                                 last_transition_time=now, observed_generation=generation))
     return True

@@ -153,11 +153,19 @@ def proc_rss_mb(pid: int) -> tuple[float, float]:
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every ``with``/``finally`` stops the servers a benchmark started."""
+    """SIGTERM unwinds like Ctrl-C, so every ``with``/``finally`` stops the servers a benchmark started.
+
+    The first SIGTERM or SIGINT raises; later ones are ignored, so a second signal (``timeout`` and a
+    shell both forwarding one, an impatient Ctrl-C) cannot abort the clean-up half way and leave
+    servers behind. Every clean-up step is bounded by its own timeouts.
+    """
     def handler(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def start_profiler(pid: int, out: pathlib.Path, rate: int = 67) -> subprocess.Popen[bytes] | None:

@@ -7,6 +7,7 @@ loudly with the build's message; nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -88,13 +89,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
 
 
-@pytest.fixture(scope="package")
-def operator(control_plane: server.ControlPlane, crds_installed: Kubectl,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
+@contextlib.contextmanager
+def running_operator(control_plane: server.ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
     """The operator, run as in production (``python -m trading_operator``); yields its log file.
 
-    Package-scoped: it runs for the operator and backup test packages only, so the worker tests,
-    which drive session status themselves, never race a live operator.
+    Test packages that need it wrap this in a package-scoped fixture of their own conftest (a
+    package fixture lives as long as the package that *defines* it), so it runs for those packages
+    only and the worker tests, which drive session status themselves, never race a live operator.
     """
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     env = dict(os.environ, KUBECONFIG=str(control_plane.kubeconfig_path),

@@ -15,7 +15,7 @@ import pathlib
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,9 +24,11 @@ import pytest
 from kubernetes import client
 from kubernetes import config as kconfig
 
+from tests.conftest import Kubectl, running_operator
 from tests.operator.conftest import api  # noqa: F401 - fixture: API helpers
 from tests.workers.conftest import postgres_server, redis_server  # noqa: F401 - fixtures: real servers
 from tests.workers.servers import PostgresServer, RedisServer
+from trading_dev.controlplane import server
 from trading_workers.backup import postgres as pg
 from trading_workers.domain import Fill, Order, OrderStatus, OrderType, Side
 from trading_workers.journal import Journal, PnlSnapshot
@@ -171,3 +173,11 @@ def backup_cli(cluster: Cluster, journal_db: str, redis_server: RedisServer,  # 
 
     run.destination = destination  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture(scope="package")
+def operator(control_plane: server.ControlPlane, crds_installed: Kubectl,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
+    """The operator for this test package only (see tests.conftest.running_operator)."""
+    with running_operator(control_plane, tmp_path_factory) as log:
+        yield log

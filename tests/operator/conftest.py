@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
-from tests.conftest import wait_for  # noqa: F401 - re-exported for the tests here
+from tests.conftest import Kubectl, running_operator, wait_for  # noqa: F401 - wait_for re-exported
 from trading_dev.controlplane import server
 
 G, V = "trading.dev", "v1alpha1"
@@ -39,3 +40,11 @@ class Api:
 @pytest.fixture(scope="session")
 def api(control_plane: server.ControlPlane) -> Api:
     return Api(control_plane.kubeconfig_path)
+
+
+@pytest.fixture(scope="package")
+def operator(control_plane: server.ControlPlane, crds_installed: Kubectl,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
+    """The operator for this test package only (see tests.conftest.running_operator)."""
+    with running_operator(control_plane, tmp_path_factory) as log:
+        yield log

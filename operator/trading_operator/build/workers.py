@@ -67,7 +67,9 @@ def _probe(path: str, port: int, period: int) -> dict[str, Any]:
             "failureThreshold": 3}
 
 
-def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bool = False) -> dict[str, Any]:
+def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bool = False,
+               config_digest: str | None = None) -> dict[str, Any]:
+    """``config_digest``: ``config_hash(ts)`` when the caller has it already (it is the same for every role)."""
     session = ts.metadata.name
     worker = ts.spec.workers.for_role(role)
     resources: dict[str, Any] = {k: dict(v) for k, v in worker.resources.wire().items() if v}
@@ -127,7 +129,7 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
             {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": {**names.labels(session, role), **selector},
-                             "annotations": {names.ANNOTATION_CONFIG_HASH: config_hash(ts)}},
+                             "annotations": {names.ANNOTATION_CONFIG_HASH: config_digest or config_hash(ts)}},
                 "spec": pod_spec,
             },
         },

@@ -333,7 +333,7 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     key = f"{ts.metadata.namespace}/{ts.metadata.name}"
 
     # Children: the ConfigMap when its content changed, Deployments when missing or drifted.
-    cfg_hash = build_workers.config_hash(ts)
+    cfg_hash = decision.status.config_hash or build_workers.config_hash(ts)
     if applied_config.get(key) != cfg_hash:
         await kube.apply(build_workers.config_map(ts), owner=body)
         applied_config[key] = cfg_hash
@@ -341,7 +341,7 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     # session's five applies in series were five round trips before its first status write.
     drifted = []
     for role in Role:
-        desired = build_workers.deployment(ts, role, settings, suspended=decision.suspended)
+        desired = build_workers.deployment(ts, role, settings, suspended=decision.suspended, config_digest=cfg_hash)
         live = deployments.get(role)
         if live is None or not kube.is_subset(_comparable(desired), live):
             drifted.append(desired)

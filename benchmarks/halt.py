@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -233,7 +234,7 @@ class Report:
 
 
 def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: float = 420.0,
-        keep: bool = False, log: Callable[[str], None] = print) -> Report:
+        keep: bool = False, operator_path: pathlib.Path | None = None, log: Callable[[str], None] = print) -> Report:
     names = [f"halt-{i}" for i in range(sessions)]
     report = Report(sessions=sessions, halts=halts, all_workers=all_workers)
     deadline = time.monotonic() + timeout
@@ -242,7 +243,10 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
     watches: list[SessionWatch] = []
     try:
         metrics_port = free_port()
-        with LocalPlatform(workdir, operator_env={"TRADING_METRICS_PORT": str(metrics_port)}) as platform:
+        operator_env = {"TRADING_METRICS_PORT": str(metrics_port)}
+        if operator_path is not None:  # another version of the operator (workers stay this checkout's)
+            operator_env["PYTHONPATH"] = os.pathsep.join([str(operator_path), os.environ.get("PYTHONPATH", "")])
+        with LocalPlatform(workdir, operator_env=operator_env) as platform:
             report.setup_s = time.monotonic() - started
             log(f"halt: platform up in {report.setup_s:.1f}s; creating {sessions} sessions")
             api = client.CustomObjectsApi(config.new_client_from_config(str(platform.kubeconfig)))
@@ -369,10 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--all-workers", action="store_true", help="also run market data, strategy and risk")
     parser.add_argument("--timeout", type=float, default=420.0, help="overall time budget, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the platform's logs")
+    parser.add_argument("--operator-path", type=pathlib.Path,
+                        help="run the operator from this directory (the 'operator' folder of another checkout)")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     stop_on_sigterm()
-    report = run(args.sessions, args.halts, args.all_workers, args.timeout, args.keep)
+    report = run(args.sessions, args.halts, args.all_workers, args.timeout, args.keep, args.operator_path)
     print(table(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

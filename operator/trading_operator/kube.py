@@ -24,7 +24,7 @@ from trading_operator import errors, names
 from trading_operator.api import common
 
 T = TypeVar("T")
-POOL_SIZE = 32
+POOL_SIZE = 16
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,8 +68,12 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
             "uid": body["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
-async def apply(manifest: dict[str, Any], owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Server-side apply under the operator's field manager (creates or puts back what drifted)."""
+async def apply(manifest: dict[str, Any], owner: dict[str, Any] | None = None) -> None:
+    """Server-side apply under the operator's field manager (creates or puts back what drifted).
+
+    The response (the whole object) is not decoded: nobody reads it, and at 1,000 sessions decoding
+    5,000 Deployments was a measurable share of the operator's CPU and transient memory.
+    """
     manifest = dict(manifest)
     if owner is not None:
         manifest["metadata"] = {**manifest["metadata"], "ownerReferences": [owner_reference(owner)]}
@@ -79,12 +83,12 @@ async def apply(manifest: dict[str, Any], owner: dict[str, Any] | None = None) -
         "/api/v1" if group_version == "v1" else f"/apis/{group_version}")
     plural = {"Deployment": "deployments", "ConfigMap": "configmaps", "Job": "jobs", "CronJob": "cronjobs"}[kind]
     path = f"{base}/namespaces/{ns}/{plural}/{name}"
-    return await _raw("PATCH", path, manifest, content_type="application/apply-patch+yaml",
-                      query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")])
+    await _raw("PATCH", path, manifest, content_type="application/apply-patch+yaml",
+               query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")], decode=False)
 
 
 async def _raw(method: str, path: str, body: Any, content_type: str = "application/json",
-               query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+               query: list[tuple[str, str]] | None = None, decode: bool = True) -> dict[str, Any]:
     api = api_client()
 
     def call() -> dict[str, Any]:
@@ -95,7 +99,7 @@ async def _raw(method: str, path: str, body: Any, content_type: str = "applicati
         data = resp.read()
         if resp.status >= 400:
             raise ApiException(status=resp.status, reason=resp.reason or "", body=(data or b"").decode(errors="replace"))
-        return json.loads(data) if data else {}
+        return json.loads(data) if data and decode else {}
 
     return await _call(call)
 

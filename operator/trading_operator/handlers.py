@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from trading_operator.settings import Settings
 G, V = common.GROUP, common.VERSION
 LOG = logging.getLogger(__name__)
 CANARY_MAX_AGE = 60.0
+NEW_SESSIONS = 2 * kube.POOL_SIZE  # sessions set up concurrently (each has up to 5 calls in flight)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Context:
     # write's response, a re-read after a conflict); used until the watch delivers it, so a reconcile
     # woken in between does not write again from a stale view and lose a 409 round trip.
     latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(NEW_SESSIONS))
 
     def wake(self, namespace: str, name: str) -> None:
         self.wakeups[(namespace, name)].set()
@@ -97,8 +100,12 @@ async def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: An
 # ------------------------------------------------------------------ sessions
 
 @kopf.on.event(G, V, "tradingsessions")
-async def session_event(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    ctx(memo).wake(namespace, name)
+async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    c = ctx(memo)
+    mine = c.latest.get((namespace, name))
+    if mine is not None and not _newer(mine, body):
+        del c.latest[(namespace, name)]  # the watch caught up: drop our copy now, not at the next reconcile
+    c.wake(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
@@ -128,7 +135,7 @@ async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str,
         _export_gauges(c)
 
 
-def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether ``a`` is a later version than ``b`` (resourceVersions are etcd revisions; else: not newer)."""
     ra = str((a.get("metadata") or {}).get("resourceVersion") or "")
     rb = str((b.get("metadata") or {}).get("resourceVersion") or "")
@@ -149,21 +156,30 @@ async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body
     policy_body = next(iter(policies.get((namespace, policy_name), [])), None)
     live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
     deployments = {role: live.get(names.deployment(name, role)) for role in Role}
+    # A session without a status yet is being set up (ConfigMap, five Deployments, first status): at most
+    # NEW_SESSIONS of those at once, so 1,000 sessions created together do not hold 1,000 half-done
+    # reconciles (manifests, models, queued calls) in memory. Sessions already running never wait here.
+    admission = c.admission if not snapshot.get("status") else contextlib.nullcontext()
     try:
-        delay, written = await session_reconcile.reconcile(
-            snapshot, policy_body, deployments, c.settings,
-            lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message), c.applied_config)
-    except errors.ApiConflict as exc:
-        # Someone else (executor, risk worker) wrote since our view. Re-read and retry now: retrying on
-        # the same stale view only conflicts again until the watch delivers the newer version.
-        metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
-        try:
-            fresh = await kube.get("tradingsessions", namespace, name)
-        except errors.OperatorError as again:
-            return again.retry_delay if again.retry_delay is not None else c.settings.reconcile_interval
-        if fresh is not None:
-            c.latest[key] = fresh
-        return 0.0
+        async with admission:
+            for attempt in (1, 2):
+                try:
+                    delay, written = await session_reconcile.reconcile(
+                        snapshot, policy_body, deployments, c.settings,
+                        lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message),
+                        c.applied_config, children=attempt == 1)  # a 409 comes from the status write only
+                    break
+                except errors.ApiConflict as exc:
+                    # Someone else (kopf's finalizer, the executor, the risk worker) wrote since our view.
+                    # Re-read and retry now: retrying on the same stale view only conflicts again until
+                    # the watch delivers the newer version.
+                    metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
+                    fresh = await kube.get("tradingsessions", namespace, name)
+                    if fresh is None:
+                        return c.settings.reconcile_interval
+                    c.latest[key] = snapshot = fresh
+                    if attempt == 2:
+                        return 0.0
     except errors.OperatorError as exc:
         metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
         if not isinstance(exc, errors.ApiConflict):

@@ -321,10 +321,11 @@ def _premarket_blockers(status: TradingSessionStatus, policy: RiskPolicy | None,
 
 async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                     deployments: dict[Role, dict[str, Any] | None], settings: Settings,
-                    post_event: Callable[[Event], None],
-                    applied_config: dict[str, str]) -> tuple[float, dict[str, Any] | None]:
+                    post_event: Callable[[Event], None], applied_config: dict[str, str],
+                    children: bool = True) -> tuple[float, dict[str, Any] | None]:
     """One reconcile of one session; returns seconds until the next periodic one, and the session as
-    written (the status patch's response) if status was written."""
+    written (the status patch's response) if status was written. ``children=False`` skips the
+    ConfigMap and Deployments (a retry of a status write that lost a race: they were just applied)."""
     started = time.monotonic()
     metrics.RECONCILES.labels("TradingSession").inc()
     ts = TradingSession.model_validate(body)
@@ -334,13 +335,13 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
 
     # Children: the ConfigMap when its content changed, Deployments when missing or drifted.
     cfg_hash = decision.status.config_hash or build_workers.config_hash(ts)
-    if applied_config.get(key) != cfg_hash:
+    if children and applied_config.get(key) != cfg_hash:
         await kube.apply(build_workers.config_map(ts), owner=body)
         applied_config[key] = cfg_hash
     # The ConfigMap first (pods mount it), then every missing or drifted Deployment at once: a new
     # session's five applies in series were five round trips before its first status write.
     drifted = []
-    for role in Role:
+    for role in Role if children else ():
         desired = build_workers.deployment(ts, role, settings, suspended=decision.suspended, config_digest=cfg_hash)
         live = deployments.get(role)
         if live is None or not kube.is_subset(_comparable(desired), live):

@@ -335,7 +335,7 @@ def _noop_seen(port: int) -> dict[str, int]:
 
 def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: bool = False,
         profile: pathlib.Path | None = None, operator_path: pathlib.Path | None = None,
-        log: Callable[[str], None] = print) -> Report:
+        baseline: bool = True, log: Callable[[str], None] = print) -> Report:
     report = Report(sessions=sessions, idle_s=idle)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tp-bench-scale-"))
     cp = server.ControlPlane(workdir=workdir / "cp", keep_workdir=keep)
@@ -357,28 +357,29 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
         server_pids = [p.pid for p in cp._procs]  # etcd, kube-apiserver
 
         # ---------------------------------------------------------------- baseline: no-op kopf + plain writes
-        port = server.free_port()
-        noop = _spawn([sys.executable, "-m", "benchmarks.noop_operator"], dict(env, NOOP_METRICS_PORT=str(port)),
-                      workdir / "noop.log")
-        procs.append(noop)
-        deadline = time.monotonic() + 60
-        while True:  # up when its metrics answer and it has seen the policy (its watches are running)
-            if noop.poll() is not None:
-                raise RuntimeError(f"no-op operator exited with {noop.returncode}; see {workdir / 'noop.log'}")
+        if baseline:
+            port = server.free_port()
+            noop = _spawn([sys.executable, "-m", "benchmarks.noop_operator"], dict(env, NOOP_METRICS_PORT=str(port)),
+                          workdir / "noop.log")
+            procs.append(noop)
+            deadline = time.monotonic() + 60
+            while True:  # up when its metrics answer and it has seen the policy (its watches are running)
+                if noop.poll() is not None:
+                    raise RuntimeError(f"no-op operator exited with {noop.returncode}; see {workdir / 'noop.log'}")
+                with contextlib.suppress(OSError):
+                    if _scrape(port).get('noop_seen{kind="policies"}', 0) >= 1:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no-op operator did not start within 60 s")
+                time.sleep(0.2)
+            log(f"scale: baseline: no-op kopf operator up (RSS {proc_rss_mb(noop.pid)[0]:.0f} MiB); a plain client "
+                f"makes the operator's writes for {sessions} sessions")
+            _measure(report.noop, noop, server_pids, lambda: _plain_client_writes(names, cp.kubeconfig_path, policy),
+                     custom, sessions, idle, timeout, profile, log)
             with contextlib.suppress(OSError):
-                if _scrape(port).get('noop_seen{kind="policies"}', 0) >= 1:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("no-op operator did not start within 60 s")
-            time.sleep(0.2)
-        log(f"scale: baseline: no-op kopf operator up (RSS {proc_rss_mb(noop.pid)[0]:.0f} MiB); a plain client "
-            f"makes the operator's writes for {sessions} sessions")
-        _measure(report.noop, noop, server_pids, lambda: _plain_client_writes(names, cp.kubeconfig_path, policy),
-                 custom, sessions, idle, timeout, profile, log)
-        with contextlib.suppress(OSError):
-            report.noop.counts.update(_noop_seen(port))
-        _stop(noop)
-        _delete_all(api_client)
+                report.noop.counts.update(_noop_seen(port))
+            _stop(noop)
+            _delete_all(api_client)
 
         # ---------------------------------------------------------------- the real operator
         op_env = dict(env, PYTHONPATH=os.pathsep.join([str(operator_path), env.get("PYTHONPATH", "")])
@@ -459,10 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--operator-path", type=pathlib.Path,
                         help="run the operator from this directory (the 'operator' folder of another checkout, "
                              "e.g. a git worktree of an older commit) to compare versions")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline (quicker experiments)")
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args(argv)
     stop_on_sigterm()
-    report = run(args.sessions, args.idle, args.timeout, args.keep, args.profile, args.operator_path)
+    report = run(args.sessions, args.idle, args.timeout, args.keep, args.profile, args.operator_path,
+                 not args.no_baseline)
     print(table(report))
     for who in ("operator", "baseline"):
         for phase in ("ramp", "rest"):

@@ -22,17 +22,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from trading_dev.controlplane.server import free_port
+
 START_TIMEOUT = 30.0
 
 
 class ServerError(RuntimeError):
     """A test server could not be started."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(path: pathlib.Path) -> str:

@@ -29,6 +29,7 @@ from trading_operator.api import backup as backup_api
 from trading_operator.api import workerconfig as wc
 from trading_operator.api.backup import Backup
 from trading_operator.api.session import TradingSession
+from trading_operator.build import security
 from trading_operator.settings import Settings
 
 BACKOFF_LIMIT = 2                    # a run is retried twice (a database restart); each try is its own run id
@@ -95,13 +96,7 @@ def pod_template(backup: Backup, settings: Settings, model_uri: str | None = Non
         "command": command(backup, settings),
         "env": env,
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security.container_security(),
     }
     return {
         "metadata": {"labels": names.backup_labels(name, session_name)},
@@ -109,8 +104,7 @@ def pod_template(backup: Backup, settings: Settings, model_uri: str | None = Non
             "serviceAccountName": settings.worker_service_account,  # get backups, patch backups/status
             "automountServiceAccountToken": True,
             "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": security.pod_security(),
             "containers": [container],
             "volumes": volumes,
         },

@@ -13,6 +13,7 @@ from typing import Any
 from trading_operator import names
 from trading_operator.api import workerconfig as wc
 from trading_operator.api.session import Role, TradingSession
+from trading_operator.build import security
 from trading_operator.settings import Settings
 
 CONFIG_MOUNT = "/etc/trading"
@@ -91,13 +92,7 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
         "livenessProbe": _probe("/healthz", settings.worker_http_port, 10),
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": security.container_security(),
     }
     if resources:
         container["resources"] = resources
@@ -105,8 +100,7 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
         "serviceAccountName": settings.worker_service_account,
         "automountServiceAccountToken": True,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": security.pod_security(),
         "containers": [container],
         "volumes": [{"name": "config", "configMap": {"name": names.configmap(session)}},
                     {"name": "tmp", "emptyDir": {}}],

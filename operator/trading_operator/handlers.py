@@ -102,15 +102,23 @@ async def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: An
 @kopf.on.event(G, V, "tradingsessions")
 async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     c = ctx(memo)
-    mine = c.latest.get((namespace, name))
+    key = (namespace, name)
+    mine = c.latest.get(key)
     if mine is not None and not _newer(mine, body):
-        del c.latest[(namespace, name)]  # the watch caught up: drop our copy now, not at the next reconcile
+        del c.latest[key]  # the watch caught up: drop our copy now, not at the next reconcile
+        if _version(mine) == _version(body):
+            return  # the echo of our own status write: the daemon already reconciled from this version
     c.wake(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
-async def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
+async def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    # ADDED (or listed) Deployments are the operator's own creations: the index has them, and the session
+    # reconcile that created them needs nothing more. Changes (ready replicas, hand edits) and deletions wake.
+    if type in ("MODIFIED", "DELETED"):
+        ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
+
+
 
 
 @kopf.daemon(G, V, "tradingsessions", cancellation_timeout=5.0)
@@ -135,10 +143,13 @@ async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str,
         _export_gauges(c)
 
 
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether ``a`` is a later version than ``b`` (resourceVersions are etcd revisions; else: not newer)."""
-    ra = str((a.get("metadata") or {}).get("resourceVersion") or "")
-    rb = str((b.get("metadata") or {}).get("resourceVersion") or "")
+    ra, rb = _version(a), _version(b)
     return ra.isdigit() and rb.isdigit() and int(ra) > int(rb)
 
 

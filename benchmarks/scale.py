@@ -80,7 +80,7 @@ ROLES = 5
 GOAL_SECONDS = 60.0
 GOAL_RSS_MB = 300.0
 COMMAND = ".venv/bin/python -m benchmarks scale"
-POOL = 32  # trading_operator.kube.POOL_SIZE: the operator's calls in flight
+POOL = 16  # trading_operator.kube.POOL_SIZE: the operator's API threads
 SATURDAY = "2026-11-21T12:00:00Z"  # a Saturday: Initializing until Monday, on a speed-1 simulated clock
 
 

@@ -80,11 +80,14 @@ def table(rows: Sequence[dict[str, Any]], *, with_command: bool = True) -> str:
 
     out = [line(header), line(["-" * w for w in widths])]
     out += [line(b) for b in body]
-    baselines = sorted({(r["figure"], r.get("baseline_label", "")) for r in rows if r.get("baseline_label")})
-    if baselines:
+    by_label: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("baseline_label"):
+            by_label.setdefault(r["baseline_label"], []).append(r["figure"])
+    if by_label:
         out.append("")
         out.append("baselines (measured in the same run):")
-        out += [f"  {f}: {label}" for f, label in baselines]
+        out += [f"  {label}  <- {'; '.join(figures)}" for label, figures in by_label.items()]
     return "\n".join(out)
 
 

@@ -33,17 +33,11 @@ from trading_operator import names
 from trading_operator.api.backup import Backup, BackupRun, BackupStatus
 from trading_operator.build import backup as build_backup
 from trading_operator.kube import is_subset
-from trading_operator.reconcile.conditions import get_condition, set_condition
+from trading_operator.reconcile.conditions import Event, get_condition, set_condition
 from trading_operator.settings import Settings
 
 OWNED_FIELDS = ("phase", "observedGeneration", "nextScheduleTime", "conditions", "history")
 
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""metav1.Condition bookkeeping.
+"""What a reconcile says: metav1.Condition bookkeeping, and the Events it posts.
 
 A condition's lastTransitionTime moves only when its status does (the
 metav1 contract); ``set_condition`` reports a change of status *or reason*,
@@ -8,8 +8,18 @@ because a new reason (AwaitingResume -> StaleHaltId) is news worth an Event.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from trading_operator.api.common import Condition
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event a reconcile decided to post (after its status write succeeded)."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
 
 
 def set_condition(conditions: list[Condition], type_: str, status: bool | str, reason: str, message: str,

@@ -44,19 +44,13 @@ from trading_operator.api.session import (
     WorkerCount,
 )
 from trading_operator.build import workers as build_workers
-from trading_operator.reconcile.conditions import get_condition, is_true, set_condition
+from trading_operator.reconcile.conditions import Event, get_condition, is_true, set_condition
 from trading_operator.settings import Settings
 
 MAX_TRANSITIONS = 20
 # The calendar's own cycle: how a session walks forward when the calendar is several steps ahead.
 CYCLE = [Phase.INITIALIZING, Phase.PRE_MARKET, Phase.MARKET_OPEN, Phase.MARKET_CLOSE, Phase.AFTER_HOURS]
 
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass

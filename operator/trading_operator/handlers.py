@@ -119,8 +119,6 @@ async def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, typ
         ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
 
 
-
-
 @kopf.daemon(G, V, "tradingsessions", cancellation_timeout=5.0)
 async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
                          policies: kopf.Index[tuple[str, str], dict[str, Any]],

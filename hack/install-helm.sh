@@ -20,17 +20,7 @@ if [ -x "$TARGET" ]; then
   exit 0
 fi
 
-# GO may name the toolchain explicitly; otherwise PATH, then the usual install locations.
-GO="${GO:-$(command -v go || true)}"
-for candidate in /usr/local/go/bin/go /usr/lib/go/bin/go; do
-  [ -n "$GO" ] && break
-  [ -x "$candidate" ] && GO="$candidate"
-done
-if [ -z "$GO" ] || [ ! -x "$GO" ]; then
-  echo "install-helm: the Go toolchain was not found on PATH; install Go (1.24 or newer)" >&2
-  echo "install-helm: (make sysdeps installs it from Debian's packages) to build helm $HELM_VERSION" >&2
-  exit 1
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/find-go.sh" install-helm "helm $HELM_VERSION"
 
 # Helm's own Makefile stamps the Kubernetes version its client-go speaks into the binary (the
 # default capabilities of `helm template` and `helm lint`); without it they assume v1.20.

@@ -14,15 +14,7 @@ if [ -x "$TARGET" ]; then
   exit 0
 fi
 
-GO="${GO:-$(command -v go || true)}"
-for candidate in /usr/local/go/bin/go /usr/lib/go/bin/go; do
-  [ -n "$GO" ] && break
-  [ -x "$candidate" ] && GO="$candidate"
-done
-if [ -z "$GO" ] || [ ! -x "$GO" ]; then
-  echo "install-promql-check: the Go toolchain was not found on PATH; install Go (1.23 or newer)" >&2
-  exit 1
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/find-go.sh" install-promql-check "the PromQL checker"
 
 mkdir -p "$CACHE/bin"
 LOG="$CACHE/build-promql-check.log"

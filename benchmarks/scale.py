@@ -47,7 +47,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +69,7 @@ from benchmarks.common import (
     stop_on_sigterm,
     stop_profiler,
 )
+from trading_dev import procs
 from trading_dev.controlplane import server
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -177,16 +177,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: pathlib.Path) -> subproces
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    procs.stop_group(proc, grace=30)
 
 
 def _scrape(port: int) -> dict[str, float]:

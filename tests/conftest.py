@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from trading_dev import procs
 from trading_dev.controlplane import server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -112,12 +112,6 @@ def running_operator(control_plane: server.ControlPlane, tmp_path_factory: pytes
         time.sleep(1.0)  # kopf's watches start right after leadership
         yield log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        procs.stop_group(proc, grace=15)
         if os.environ.get("TRADING_TEST_SHOW_OPERATOR_LOG"):
             print(log.read_text()[-20000:])

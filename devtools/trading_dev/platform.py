@@ -8,12 +8,10 @@ reverse order, and removes its temporary directories.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,8 +19,8 @@ from types import TracebackType
 
 import asyncpg  # noqa: F401 - imported here so a missing dependency fails before anything starts
 
+from trading_dev import procs, services
 from trading_dev import runtime as local_runtime
-from trading_dev import services
 from trading_dev.controlplane import server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -125,15 +123,7 @@ class LocalPlatform:
         if self.runtime is not None:
             self.runtime.stop()
             self.runtime = None
-        if self.operator is not None and self.operator.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.operator.pid, signal.SIGTERM)
-            try:
-                self.operator.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.operator.pid, signal.SIGKILL)
-                self.operator.wait(timeout=5)
+        procs.stop_group(self.operator, grace=15)
         for part in (self.postgres, self.redis):
             if part is not None:
                 part.stop()

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import pathlib
-import signal
 import subprocess
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from trading_dev import procs
 from trading_dev.controlplane import server
 
 LOG = logging.getLogger("trading_dev.runtime")
@@ -89,16 +89,7 @@ class Replica:
         return self.ready
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        procs.stop_group(self.proc, grace)
 
 
 @dataclass

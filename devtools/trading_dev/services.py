@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from trading_dev.controlplane.server import free_port
@@ -177,3 +178,27 @@ class PostgresServer:
 def server_dir(prefix: str) -> pathlib.Path:
     """A directory the postgres user can enter (pytest's tmp dirs are private to root)."""
     return pathlib.Path(tempfile.mkdtemp(prefix=f"tp-{prefix}-"))
+
+
+@contextlib.contextmanager
+def running_redis(prefix: str = "redis") -> Iterator[RedisServer]:
+    """A started Redis in a fresh directory, stopped and removed on exit."""
+    workdir = server_dir(prefix)
+    redis = RedisServer(workdir)
+    try:
+        yield redis.start()
+    finally:
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_postgres(prefix: str = "pg") -> Iterator[PostgresServer]:
+    """A started throw-away PostgreSQL cluster, stopped and removed on exit."""
+    workdir = server_dir(prefix)
+    postgres = PostgresServer(workdir)
+    try:
+        yield postgres.init().start()
+    finally:
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -11,7 +11,6 @@ import asyncio
 import inspect
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,8 @@ from kubernetes import client
 from kubernetes import config as kconfig
 
 from tests.workers.flow import Flow
-from tests.workers.servers import PostgresServer, RedisServer, free_port, server_dir
+from tests.workers.servers import PostgresServer, RedisServer, free_port
+from trading_dev import services
 from trading_operator.api.session import TradingSession
 from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers.bus import session_prefix
@@ -39,46 +39,26 @@ from trading_workers.journal import Journal
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    workdir = server_dir("redis")
-    server = RedisServer(workdir).start()
-    try:
+    with services.running_redis("redis") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    workdir = server_dir("pg")
-    server = PostgresServer(workdir).init().start()
-    try:
+    with services.running_postgres("pg") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    workdir = server_dir("redis-own")
-    server = RedisServer(workdir).start()
-    try:
+    with services.running_redis("redis-own") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
-    workdir = server_dir("pg-own")
-    server = PostgresServer(workdir).init().start()
-    try:
+    with services.running_postgres("pg-own") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ process is started in its own process group and stopped by its pid.
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -28,6 +26,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from trading_dev import procs
 from trading_dev.controlplane import build, pki
 
 READY_TIMEOUT = 60.0
@@ -167,15 +166,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            procs.stop_group(proc, grace=10)
         self._procs.clear()
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -7,13 +7,18 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
+TP_CACHE ?= $(or $(TRADING_DEV_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/trading-platform)
+# kubectl of the cluster's own Kubernetes version (built by node-binaries) before the machine's.
+export PATH := $(TP_CACHE)/path:$(PATH)
+KUBERNETES_OLDEST = $(shell sed -n 's/^KUBERNETES_OLDEST = "\(.*\)"/\1/p' devtools/trading_dev/controlplane/build.py)
 
-.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster lint typecheck test test-unit demo bench clean helm chart-crds chart-schema argocd-cm promql-check
+.PHONY: help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
 	@echo "make demo     - run the whole platform locally on the embedded defaults"
-	@echo "make cluster  - run the local control plane (kube-apiserver + etcd) until Ctrl-C"
+	@echo "make cluster  - run a real single-node cluster (kubelet, containerd, ...) until Ctrl-C"
+	@echo "make cluster-api - run the API-server-only control plane (kube-apiserver + etcd) until Ctrl-C"
 	@echo "make crds     - regenerate crds/ from the pydantic models"
 
 # System packages the tests and the demo start for real: Redis, PostgreSQL, Lua.
@@ -28,11 +33,20 @@ $(STAMP): pyproject.toml requirements.lock
 
 pydeps: $(STAMP)
 
-deps: sysdeps pydeps controlplane helm promql-check
+deps: sysdeps pydeps controlplane node-deps node-binaries helm promql-check
 
-# kube-apiserver and etcd built from Go modules, cached outside the repo.
+# kube-apiserver of the oldest and the newest supported Kubernetes minor, and etcd, built from Go
+# modules and cached outside the repo (docs/decisions/0006-supported-kubernetes-and-a-real-node.md).
 controlplane: pydeps
-	@$(PY) -m trading_dev.controlplane.build --print-paths
+	@$(PY) -m trading_dev.controlplane.build --print-paths --all-supported
+
+# What a real node needs: containerd, runc, CNI plugins, iptables, conntrack, debootstrap (Debian),
+# and kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl (Go modules, cached).
+node-deps: sysdeps
+	@bash hack/install-node-deps.sh
+
+node-binaries: pydeps
+	@$(PY) -m trading_dev.controlplane.build --print-paths --node
 
 # helm built from Go modules (go install), cached outside the repo; see hack/install-helm.sh.
 helm: sysdeps
@@ -60,7 +74,12 @@ crds: pydeps
 crds-check: pydeps
 	$(PY) -m trading_operator.crdgen --out crds --check
 
+# A real single-node cluster in the foreground (CLUSTER_ARGS=--no-gpu: no GPU pool on the node).
 cluster: deps
+	$(PY) -m trading_dev.cluster --kubeconfig .dev/kubeconfig $(CLUSTER_ARGS)
+
+# The API-server-only control plane (kube-apiserver + etcd), as the fast tests use it.
+cluster-api: deps
 	$(PY) -m trading_dev.controlplane --kubeconfig .dev/kubeconfig
 
 lint: pydeps
@@ -71,6 +90,13 @@ typecheck: pydeps
 
 test: deps lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider
+	@$(MAKE) --no-print-directory test-oldest
+
+# The CRDs and the chart against the oldest supported Kubernetes minor too (the suite above runs on
+# the newest): the API-server-only tests that exercise the API server's own validation.
+test-oldest: deps
+	TRADING_DEV_KUBERNETES_VERSION=$(KUBERNETES_OLDEST) $(VENV)/bin/pytest -p no:cacheprovider \
+	  tests/test_crds_cluster.py tests/deploy/test_chart_cluster.py
 
 test-unit: pydeps
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not cluster and not services and not e2e"

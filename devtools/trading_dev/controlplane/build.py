@@ -28,8 +28,18 @@ import subprocess
 import sys
 import tempfile
 
-KUBERNETES_VERSION = "v1.33.13"
-ETCD_VERSION = "v3.5.35"
+# The supported Kubernetes minors (docs/decisions/0006-supported-kubernetes-and-a-real-node.md): the
+# newest is the default control plane; the oldest is tested too (CRDs and chart on both ends).
+KUBERNETES_NEWEST = "v1.37.2"
+KUBERNETES_OLDEST = "v1.35.4"
+SUPPORTED_VERSIONS = (KUBERNETES_OLDEST, KUBERNETES_NEWEST)
+KUBERNETES_VERSION = os.environ.get("TRADING_DEV_KUBERNETES_VERSION") or KUBERNETES_NEWEST
+# The real single-node cluster's version: see node_version().
+KUBERNETES_NODE = KUBERNETES_NEWEST
+ETCD_VERSION = "v3.6.16"
+# The node components (kubelet, kube-controller-manager, kube-scheduler, kube-proxy), built from the
+# same module as kube-apiserver, with a kubectl of the same version (the machine's may be minors behind).
+NODE_COMPONENTS = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
 # Bump when the build recipe changes, so a cached binary built the old way is not reused.
 RECIPE = "r2"
 
@@ -49,8 +59,8 @@ def binary_path(name: str, version: str) -> pathlib.Path:
     return cache_dir() / "bin" / f"{name}-{version}-{RECIPE}"
 
 
-def kube_apiserver_path() -> pathlib.Path:
-    return binary_path("kube-apiserver", KUBERNETES_VERSION)
+def kube_apiserver_path(version: str = "") -> pathlib.Path:
+    return binary_path("kube-apiserver", version or KUBERNETES_VERSION)
 
 
 def etcd_path() -> pathlib.Path:
@@ -102,24 +112,33 @@ def _version_ldflags(version: str) -> str:
 
 
 def _build_module(name: str, version: str, module: str, package: str, extra_replaces: bool) -> pathlib.Path:
-    target = binary_path(name, version)
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # One build at a time per binary: concurrent test sessions wait for the first one.
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
+    return _build_many({name: package}, version, module, extra_replaces)[name]
+
+
+def _build_many(packages: dict[str, str], version: str, module: str,
+                extra_replaces: bool) -> dict[str, pathlib.Path]:
+    """Build several main packages of one module in one ``go build`` (they share compiled packages)."""
+    targets = {name: binary_path(name, version) for name in packages}
+    if all(t.exists() for t in targets.values()):
+        return targets
+    first = next(iter(targets.values()))
+    first.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time per set of binaries: concurrent test sessions wait for the first one.
+    with open(first.parent / f".{first.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.exists():
-            return target
-        return _build_locked(target, name, version, module, package, extra_replaces)
+        if all(t.exists() for t in targets.values()):
+            return targets
+        _build_locked(targets, packages, version, module, extra_replaces)
+    return targets
 
 
-def _build_locked(target: pathlib.Path, name: str, version: str, module: str, package: str,
-                  extra_replaces: bool) -> pathlib.Path:
+def _build_locked(targets: dict[str, pathlib.Path], packages: dict[str, str], version: str, module: str,
+                  extra_replaces: bool) -> None:
     go = _go()
+    name = "+".join(packages)
     log = cache_dir() / f"build-{name}-{version}.log"
     log.write_text("")
-    with tempfile.TemporaryDirectory(prefix=f"build-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="build-") as tmp:
         work = pathlib.Path(tmp)
         _run([go, "mod", "init", f"trading.dev/build/{name}"], work, log)
         if extra_replaces:
@@ -128,46 +147,90 @@ def _build_locked(target: pathlib.Path, name: str, version: str, module: str, pa
             for mod, ver in sorted(staging_replaces(gomod, version).items()):
                 _run([go, "mod", "edit", f"-replace={mod}={mod}@{ver}"], work, log)
         _run([go, "mod", "edit", f"-require={module}@{version}"], work, log)
-        (work / "tools.go").write_text(f'//go:build tools\n\npackage tools\n\nimport _ "{package}"\n')
+        imports = "".join(f'import _ "{pkg}"\n' for pkg in packages.values())
+        (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\n{imports}")
         _run([go, "mod", "tidy"], work, log)
-        partial = target.parent / (target.name + ".partial")
+        out = work / "out"
+        out.mkdir()
         ldflags = "-s -w" + (" " + _version_ldflags(version) if extra_replaces else "")
-        _run([go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(partial), package], work, log)
-        partial.rename(target)
-    return target
+        # One package: `-o FILE`. Several: `go build -o DIR/` writes each command under the last element
+        # of its import path (cmd/kubelet -> kubelet).
+        single = len(packages) == 1
+        dest = str(out / next(iter(packages))) if single else str(out) + "/"
+        _run([go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", dest, *packages.values()], work, log)
+        for binary, pkg in packages.items():
+            partial = targets[binary].parent / (targets[binary].name + ".partial")
+            shutil.move(str(out / (binary if single else pkg.rsplit("/", 1)[-1])), partial)
+            partial.rename(targets[binary])
 
 
 def build_etcd() -> pathlib.Path:
     return _build_module("etcd", ETCD_VERSION, "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3", False)
 
 
-def build_kube_apiserver() -> pathlib.Path:
+def build_kube_apiserver(version: str = "") -> pathlib.Path:
     return _build_module(
         "kube-apiserver",
-        KUBERNETES_VERSION,
+        version or KUBERNETES_VERSION,
         "k8s.io/kubernetes",
         "k8s.io/kubernetes/cmd/kube-apiserver",
         True,
     )
 
 
-def ensure_binaries() -> tuple[pathlib.Path, pathlib.Path]:
+def node_version() -> str:
+    """The version of the real node's cluster (control plane and node components alike)."""
+    return os.environ.get("TRADING_DEV_NODE_KUBERNETES_VERSION") or KUBERNETES_NODE
+
+
+def build_node_components(version: str = "") -> dict[str, pathlib.Path]:
+    """kubelet, kube-controller-manager, kube-scheduler, kube-proxy and kubectl of one version, in one build."""
+    packages = {name: f"k8s.io/kubernetes/cmd/{name}" for name in NODE_COMPONENTS}
+    return _build_many(packages, version or KUBERNETES_VERSION, "k8s.io/kubernetes", True)
+
+
+def link_kubectl(version: str = "") -> pathlib.Path:
+    """``<cache>/path/kubectl`` -> the built kubectl; the Makefile puts that directory first on PATH, so
+    the tests and the demo use a kubectl of the server's version (the machine's may be minors behind)."""
+    binary = build_node_components(version)["kubectl"]
+    link_dir = cache_dir() / "path"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    tmp = link_dir / f".kubectl.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(binary)
+    tmp.rename(link_dir / "kubectl")
+    return link_dir / "kubectl"
+
+
+def ensure_binaries(version: str = "") -> tuple[pathlib.Path, pathlib.Path]:
     """Return (kube-apiserver, etcd), building whichever is not cached yet."""
-    return build_kube_apiserver(), build_etcd()
+    return build_kube_apiserver(version), build_etcd()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print-paths", action="store_true", help="print the cached binary paths")
+    parser.add_argument("--version", action="append", default=[],
+                        help="a Kubernetes version to build (repeatable; default: the default version)")
+    parser.add_argument("--all-supported", action="store_true",
+                        help="kube-apiserver of every supported version (the oldest and the newest minor)")
+    parser.add_argument("--node", action="store_true",
+                        help="also the node components (kubelet, controller-manager, scheduler, proxy)")
     args = parser.parse_args(argv)
+    versions = list(SUPPORTED_VERSIONS) if args.all_supported else (args.version or [KUBERNETES_VERSION])
+    paths: list[pathlib.Path] = []
     try:
-        apiserver, etcd = ensure_binaries()
+        for version in versions:
+            paths += ensure_binaries(version)
+        if args.node:
+            paths += build_node_components(node_version()).values()
+            paths.append(link_kubectl(node_version()))
     except BuildError as exc:
         print(f"control-plane build failed: {exc}", file=sys.stderr)
         return 1
     if args.print_paths:
-        print(apiserver)
-        print(etcd)
+        for path in dict.fromkeys(paths):
+            print(path)
     return 0
 
 

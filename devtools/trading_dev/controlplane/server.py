@@ -110,6 +110,9 @@ class ControlPlane:
             # No controller-manager creates service-account tokens, as in envtest.
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
+            # No Pod can route to the loopback address this server advertises, and 1.37 refuses to
+            # publish it as the `kubernetes` Service's endpoint: publish none, as envtest does.
+            "--endpoint-reconciler-type=none",
             "--v=0",
         ])
         self.url = f"https://127.0.0.1:{api_port}"

@@ -1,0 +1,123 @@
+"""Write a container image as a docker-archive tarball, with the standard library only.
+
+No registry and no Docker here: an image is a root filesystem (one layer) plus a
+config, packed in the format ``docker save`` writes, which ``ctr images import``
+reads. The layer is written deterministically (sorted names, zero times, owners
+as given), so the same inputs give the same image digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import stat
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of an OCI image config the tooling sets (the Dockerfile's ENTRYPOINT, USER, ...)."""
+
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    user: str = ""
+    env: list[str] = field(default_factory=lambda: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    workdir: str = ""
+    exposed_ports: list[int] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def layer_from_dir(root: pathlib.Path, out: pathlib.Path, exclude: Iterable[str] = ()) -> None:
+    """Tar a root filesystem into ``out`` (uncompressed), paths relative to ``/``."""
+    skip = {e.strip("/") for e in exclude}
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = os.path.relpath(dirpath, root)
+            dirnames.sort()
+            kept = []
+            for d in dirnames:
+                rel = os.path.normpath(os.path.join(rel_dir, d))
+                if rel in skip:
+                    continue
+                kept.append(d)
+                full = os.path.join(dirpath, d)
+                tar.add(full, arcname=rel, recursive=False, filter=_reset)
+            dirnames[:] = [d for d in kept if not os.path.islink(os.path.join(dirpath, d))]
+            for f in sorted(filenames):
+                rel = os.path.normpath(os.path.join(rel_dir, f))
+                if rel in skip:
+                    continue
+                full = os.path.join(dirpath, f)
+                mode = os.lstat(full).st_mode
+                if stat.S_ISSOCK(mode):
+                    continue
+                tar.add(full, arcname=rel, recursive=False, filter=_reset)
+
+
+def layer_from_files(files: dict[str, tuple[bytes, int]], out: pathlib.Path, dirs: Iterable[str] = ()) -> None:
+    """A layer of a few files: {path: (content, mode)}, owned by root, plus empty directories."""
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d.strip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d.strip("/") == "tmp" else 0o755
+            tar.addfile(info)
+        for path, (content, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size, info.mode = len(content), mode
+            tar.addfile(info, io.BytesIO(content))
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_archive(layer: pathlib.Path, config: ImageConfig, reference: str, out: pathlib.Path) -> str:
+    """Pack one layer and its config as a docker archive tagged ``reference``; returns the image id."""
+    diff_id = _sha256(layer)
+    container_config: dict[str, object] = {"Env": config.env}
+    if config.entrypoint:
+        container_config["Entrypoint"] = config.entrypoint
+    if config.cmd:
+        container_config["Cmd"] = config.cmd
+    if config.user:
+        container_config["User"] = config.user
+    if config.workdir:
+        container_config["WorkingDir"] = config.workdir
+    if config.exposed_ports:
+        container_config["ExposedPorts"] = {f"{p}/tcp": {} for p in config.exposed_ports}
+    if config.labels:
+        container_config["Labels"] = config.labels
+    image_config = {
+        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "config": container_config,
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "trading_dev.cluster.oci"}],
+    }
+    config_bytes = json.dumps(image_config, sort_keys=True, separators=(",", ":")).encode()
+    image_id = hashlib.sha256(config_bytes).hexdigest()
+    manifest = [{"Config": f"{image_id}.json", "RepoTags": [reference], "Layers": [f"{diff_id}/layer.tar"]}]
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(partial, "w") as tar:
+        for name, data in ((f"{image_id}.json", config_bytes),
+                           ("manifest.json", json.dumps(manifest).encode())):
+            info = _reset(tarfile.TarInfo(name))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(layer, arcname=f"{diff_id}/layer.tar", filter=_reset)
+    partial.rename(out)
+    return image_id

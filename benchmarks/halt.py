@@ -61,6 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from kubernetes import client, config, watch
 
 from benchmarks.common import figure, pct, stop_on_sigterm
@@ -93,7 +94,7 @@ def manifests(sessions: Sequence[str], all_workers: bool) -> str:
                               "riskPolicyRef": {"name": POLICY},
                               "clock": {"mode": "simulated", "speed": 1, "start": MARKET_OPEN_AT},
                               "workers": workers, "onHalt": "CancelOpenOrders"}})
-    return "\n---\n".join(json.dumps(d) for d in docs)
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 # ------------------------------------------------------------------ observing

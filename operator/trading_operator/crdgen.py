@@ -145,11 +145,15 @@ AGE = _col("Age", ".metadata.creationTimestamp", "date")
 KINDS: list[Kind] = [
     Kind(api.TradingSession, api.TradingSessionSpec, api.TradingSessionStatus, "tradingsessions", ["ts", "tsess"], [
         _col("Phase", ".status.phase", description="Session phase"),
-        _col("Halted", ".status.halt.active", "boolean", "A halt is in force"),
-        _col("Source", ".status.halt.source", description="Who raised the halt"),
-        _col("State", ".status.tradingState", description="Active, Reducing or Halted"),
+        _col("Ready", '.status.conditions[?(@.type=="Ready")].reason',
+             description="Trading, or why not: Halted, Reducing, Suspended, OutOfHours, PreMarketChecksFailing, ..."),
+        _col("Halt", ".status.halt.source", description="Who raised the halt in force (empty when none)"),
+        _col("Suspended", ".spec.suspend", "boolean", "Maintenance mode"),
         _col("Orders", ".status.summary.orders", "integer", "Orders sent today"),
         _col("PnL%", ".status.summary.dailyPnlPct", "number", "Daily P&L, percent"),
+        _col("Clock", ".status.clock", description="Session clock (simulated clocks run ahead of wall time)",
+             priority=1),
+        _col("State", ".status.tradingState", description="Active, Reducing or Halted", priority=1),
         _col("Next", ".status.nextTransition.phase", description="Next calendar phase", priority=1),
         _col("At", ".status.nextTransition.at", description="When the next phase starts", priority=1),
         _col("Policy", ".spec.riskPolicyRef.name", description="RiskPolicy", priority=1),

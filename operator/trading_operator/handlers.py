@@ -249,6 +249,18 @@ async def policy_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Me
         metrics.RECONCILE_FAILURES.labels("RiskPolicy", exc.reason).inc()
 
 
+@kopf.on.delete(G, V, "riskpolicies")
+async def policy_deleted(namespace: str, name: str, body: kopf.Body,
+                         sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+    """In-use protection: the finalizer holds a RiskPolicy while sessions still reference it."""
+    users = sorted(sessions_by_policy.get((namespace, name), []))
+    if users:
+        message = (f"deletion waits: TradingSessions still use this RiskPolicy: {', '.join(users[:20])}"
+                   f"{' …' if len(users) > 20 else ''}; they do not trade until it is deleted or restored")
+        kopf.event(body, type="Warning", reason="PolicyInUse", message=message)
+        raise kopf.TemporaryError(message, delay=5)
+
+
 @kopf.timer(G, V, "riskpolicies", interval=10.0, idle=5.0)
 async def policy_sessions(body: kopf.Body, namespace: str, name: str,
                           sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:

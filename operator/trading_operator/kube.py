@@ -120,6 +120,12 @@ async def patch_status(plural: str, namespace: str, name: str, status: dict[str,
                       content_type="application/merge-patch+json")
 
 
+async def namespace_labels(namespace: str) -> dict[str, str]:
+    """The labels of a namespace (the live-trading gate reads ``trading.dev/live``)."""
+    ns = await _call(client.CoreV1Api(api_client()).read_namespace, namespace)
+    return dict((ns.metadata.labels if ns.metadata is not None else None) or {})
+
+
 async def get(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return await _raw("GET", f"/apis/{common.API_VERSION}/namespaces/{namespace}/{plural}/{name}", None)

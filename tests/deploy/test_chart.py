@@ -51,7 +51,8 @@ def test_default_render(helm: Helm) -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["CustomResourceDefinition"] * 3 + ["ServiceAccount"] * 3 + ["ClusterRole"] * 3
                            + ["ClusterRoleBinding"] * 3 + ["Role"] * 2 + ["RoleBinding"] * 2
-                           + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "Pod"])
+                           + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "Pod"]
+                           + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2)
     for doc in docs:
         meta = doc["metadata"]
         assert len(meta["name"]) <= 63 or doc["kind"] == "CustomResourceDefinition", meta["name"]

@@ -44,6 +44,23 @@ class SessionBuilder:
         self.status["executor"] = report
         return self
 
+    def risk(self, *breaches: tuple[str, str], stale: list[str] | None = None, tripped: bool = False,
+             at: str = "2026-11-23T14:59:55Z") -> SessionBuilder:
+        """The risk worker's report: (rule, action) breaches, stale symbols, circuit breaker."""
+        self.status["risk"] = {
+            "breaches": [{"rule": r, "action": a, "value": 1.0, "threshold": 1.0, "message": f"{r} over"}
+                         for r, a in breaches],
+            "data": {"maxAgeSeconds": 1.0, "limitSeconds": 60, "staleSymbols": stale or []},
+            "circuitBreaker": {"tripped": tripped, "reason": "VIX at 60 >= 50" if tripped else "",
+                               "limitScale": 0.3 if tripped else None},
+            "updatedAt": at}
+        return self
+
+    def reducing(self, source: str = "Risk", rule: str = "concentration", rid: str = "r-abc") -> SessionBuilder:
+        self.status["reducing"] = {"source": source, "rule": rule, "reason": "test", "id": rid,
+                                   "since": "2026-11-23T14:00:00Z"}
+        return self
+
     def build(self) -> TradingSession:
         return TradingSession.model_validate({
             "metadata": {"name": "s", "namespace": "ns", "generation": 3,
@@ -79,13 +96,44 @@ def test_mid_day_session_walks_forward_one_legal_step_at_a_time() -> None:
 
 
 def test_premarket_checklist_blocks_market_open_until_the_executor_reports_the_broker() -> None:
-    ts = SessionBuilder().phase("PreMarket").executor(brokerConnected=False).build()
+    ts = SessionBuilder().phase("PreMarket").executor(brokerConnected=False).risk().build()
     d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()})
     assert d.status.phase == Phase.PRE_MARKET
     cond = next(c for c in d.status.conditions if c.type == "PreMarketChecks")
     assert cond.status == "False" and "broker reachable" in cond.message
-    ts = SessionBuilder().phase("PreMarket").executor(brokerConnected=True).build()
+    # While it fails, no order is sent: the trading state is Halted and Ready says why.
+    assert d.status.trading_state == "Halted"
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "PreMarketChecksFailing")
+    ts = SessionBuilder().phase("PreMarket").executor(brokerConnected=True).risk().build()
     assert decide(ts, deployments={Role.EXECUTOR: ready_deployment()}).status.phase == Phase.MARKET_OPEN
+
+
+def test_premarket_checklist_needs_fresh_data_and_names_the_stale_symbols() -> None:
+    ts = SessionBuilder().phase("PreMarket").executor(brokerConnected=True).risk(stale=["AAPL"]).build()
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()})
+    assert d.status.phase == Phase.PRE_MARKET
+    fresh = next(c for c in d.status.conditions if c.type == "DataFresh")
+    assert (fresh.status, fresh.reason) == ("False", "QuotesStale") and "AAPL" in fresh.message
+    cond = next(c for c in d.status.conditions if c.type == "PreMarketChecks")
+    assert "market data fresh" in cond.message
+    old = SessionBuilder().phase("PreMarket").executor(brokerConnected=True).risk(at="2026-11-23T14:00:00Z").build()
+    fresh = next(c for c in decide(old, deployments={Role.EXECUTOR: ready_deployment()}).status.conditions
+                 if c.type == "DataFresh")
+    assert (fresh.status, fresh.reason) == ("Unknown", "RiskReportStale")
+
+
+def test_premarket_checklist_is_not_claimed_before_pre_market() -> None:
+    d = decide(SessionBuilder().build())
+    cond = next(c for c in d.status.conditions if c.type == "PreMarketChecks")
+    assert (cond.status, cond.reason) == ("Unknown", "NotEvaluated")
+
+
+def test_a_session_blocked_in_pre_market_leaves_it_when_the_day_ends() -> None:
+    ts = SessionBuilder().phase("PreMarket").executor(brokerConnected=False).risk().build()
+    evening = dt.datetime(2026, 11, 23, 22, 0, tzinfo=UTC)  # 17:00 New York: after the close
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()}, now=evening)
+    assert d.transition == (Phase.PRE_MARKET, Phase.INITIALIZING)
 
 
 def test_user_halt_is_raised_with_an_id_and_an_event() -> None:
@@ -123,19 +171,96 @@ def test_stale_resume_id_is_refused_and_the_halt_stays() -> None:
 
 def test_resume_naming_the_halt_clears_it_into_the_calendar_phase() -> None:
     d = decide(SessionBuilder().halt("Risk", "h-abc").with_spec(resumeHaltId="h-abc").build())
-    assert d.status.halt is not None and not d.status.halt.active
+    assert d.status.halt is None and d.status.last_halt is not None and d.status.last_halt.id == "h-abc"
     assert d.status.phase == Phase.MARKET_OPEN and "Resumed" in [e.reason for e in d.events]
 
 
 def test_resume_is_blocked_until_the_executor_handled_the_halt_and_risk_is_within_limits() -> None:
-    builder = SessionBuilder().halt("Risk", "h-abc").with_spec(resumeHaltId="h-abc").executor(haltHandled="h-zzz")
-    builder.status["conditions"] = [{"type": "RiskBreached", "status": "True", "reason": "DailyLossHalt",
-                                     "message": "", "lastTransitionTime": "2026-11-23T14:00:00Z"}]
+    builder = (SessionBuilder().halt("Risk", "h-abc").with_spec(resumeHaltId="h-abc").executor(haltHandled="h-zzz")
+               .risk(("dailyLoss", "Halt")))
     d = decide(builder.build(), deployments={Role.EXECUTOR: ready_deployment()})
     cond = next(c for c in d.status.conditions if c.type == "Resumable")
     assert cond.reason == "ResumeBlocked"
-    assert "risk limits still breached" in cond.message and "executor has not reconciled" in cond.message
+    assert "risk limits still breached: dailyLoss (Halt)" in cond.message and "executor has not reconciled" in cond.message
     assert d.status.halt is not None and d.status.halt.active
+
+
+def test_an_alert_never_blocks_a_resume() -> None:
+    ts = SessionBuilder().halt("User").with_spec(halted=False).risk(("winRateFloor", "Alert")).build()
+    d = decide(ts)
+    assert d.status.halt is None, [c for c in d.status.conditions if c.type == "Resumable"]
+    alert = next(c for c in d.status.conditions if c.type == "RiskAlert")
+    breached = next(c for c in d.status.conditions if c.type == "RiskBreached")
+    assert (alert.status, breached.status) == ("True", "False") and "winRateFloor" in alert.message
+
+
+def test_reducing_latch_survives_reconciles_and_is_cleared_only_by_name_within_limits() -> None:
+    ts = SessionBuilder().phase("MarketOpen").reducing(rid="r-abc").risk(("concentration", "Reduce")).build()
+    for _ in range(3):
+        d = decide(ts)
+        assert d.status.trading_state == "Reducing" and d.status.reducing is not None
+        ts.status = d.status
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "Reducing")
+    # Named, but the rule is still beyond its limit: blocked, and the message names the rule.
+    blocked = decide(SessionBuilder().phase("MarketOpen").reducing(rid="r-abc").risk(("concentration", "Reduce"))
+                     .with_spec(clearReducingId="r-abc").build())
+    cond = next(c for c in blocked.status.conditions if c.type == "Reducing")
+    assert cond.reason == "ClearBlocked" and "concentration" in cond.message and blocked.status.reducing is not None
+    # A wrong id is refused; the right one within limits clears it.
+    wrong = decide(SessionBuilder().phase("MarketOpen").reducing(rid="r-abc").risk()
+                   .with_spec(clearReducingId="r-zzz").build())
+    assert wrong.status.reducing is not None and "ClearRefused" in [e.reason for e in wrong.events]
+    cleared = decide(SessionBuilder().phase("MarketOpen").reducing(rid="r-abc").risk()
+                     .with_spec(clearReducingId="r-abc").build())
+    assert cleared.status.reducing is None and cleared.status.last_reducing is not None
+    assert cleared.status.trading_state == "Active"
+
+
+def test_leftover_resume_id_of_a_cleared_halt_is_not_a_refusal() -> None:
+    builder = SessionBuilder().halt("Risk", "h-new2").with_spec(resumeHaltId="h-abc")
+    builder.status["lastHalt"] = {"active": False, "source": "Risk", "reason": "old", "id": "h-abc"}
+    d = decide(builder.build())
+    cond = next(c for c in d.status.conditions if c.type == "Resumable")
+    assert cond.reason == "AwaitingResume" and "ResumeRefused" not in [e.reason for e in d.events]
+
+
+def test_a_later_user_halt_does_not_repeat_the_previous_reason_as_new() -> None:
+    builder = SessionBuilder().phase("MarketOpen").with_spec(halted=True, haltReason="lunch")
+    builder.status["lastHalt"] = {"active": False, "source": "User", "reason": "lunch", "id": "h-old"}
+    d = decide(builder.build())
+    assert d.status.halt is not None and "unchanged since halt h-old" in (d.status.halt.reason or "")
+
+
+def test_suspend_says_so_in_ready_and_workers() -> None:
+    d = decide(SessionBuilder().phase("MarketOpen").with_spec(suspend=True).build())
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    workers = next(c for c in d.status.conditions if c.type == "WorkersAvailable")
+    assert (ready.status, ready.reason) == ("False", "Suspended")
+    assert (workers.status, workers.reason) == ("False", "Suspended")
+
+
+def test_live_trading_needs_the_policy_and_the_namespace_label() -> None:
+    ts = SessionBuilder().phase("MarketOpen").with_spec(broker={"kind": "alpaca", "paper": False,
+                                                               "credentialsSecretRef": {"name": "k"}}).build()
+    ts.spec.workers.executor.replicas = 1
+    allow = RiskPolicy.model_validate({"metadata": {"name": "p", "generation": 2}, "spec": {"allowLive": True}})
+    for pol, labels in ((policy(), {"trading.dev/live": "enabled"}), (allow, {}), (allow, None)):
+        d = rs.decide(rs.Observed(ts, pol, None, {}, OPEN, labels), SETTINGS)
+        cond = next(c for c in d.status.conditions if c.type == "LiveTradingAllowed")
+        assert (cond.status, cond.reason) == ("False", "LiveTradingNotAllowed")
+        assert not d.executor_allowed and d.status.workers["executor"].desired == 0
+        assert d.status.trading_state == "Halted"
+    d = rs.decide(rs.Observed(ts, allow, None, {}, OPEN, {"trading.dev/live": "enabled"}), SETTINGS)
+    assert d.executor_allowed and d.status.workers["executor"].desired == 1
+
+
+def test_a_policy_that_disappears_while_in_use_halts_the_session() -> None:
+    builder = SessionBuilder().phase("MarketOpen")
+    builder.status["riskPolicy"] = {"name": "p", "observedGeneration": 2}
+    d = rs.decide(rs.Observed(builder.build(), None, None, {}, OPEN), SETTINGS, halt_id=lambda: "h-new")
+    assert d.status.halt is not None and d.status.halt.source == "Operator"
+    assert "disappeared" in (d.status.halt.reason or "") and d.status.phase == Phase.HALTED
 
 
 def test_lost_executor_halts_in_a_trading_phase() -> None:

@@ -111,7 +111,6 @@ def test_halt_and_resume_by_halt_id(api: Api, operator: Any, namespace: str) -> 
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("h", workers=ZERO_WORKERS))
     wait_for(lambda: status(api, namespace, "h").get("phase"))
-    before = status(api, namespace, "h")["phase"]
     api.patch(namespace, "tradingsessions", "h", {"spec": {"halted": True, "haltReason": "drill"}})
     wait_for(lambda: status(api, namespace, "h").get("phase") == "Halted", timeout=10)
     halt = status(api, namespace, "h")["halt"]
@@ -125,8 +124,12 @@ def test_halt_and_resume_by_halt_id(api: Api, operator: Any, namespace: str) -> 
     wait_for(lambda: "ResumeRefused" in [e.reason for e in api.events(namespace, "h")])
 
     api.patch(namespace, "tradingsessions", "h", {"spec": {"resumeHaltId": halt["id"]}})
-    wait_for(lambda: status(api, namespace, "h")["halt"]["active"] is False, timeout=10, what="resume")
-    wait_for(lambda: status(api, namespace, "h")["phase"] == before)
+    wait_for(lambda: "halt" not in status(api, namespace, "h"), timeout=10, what="resume")
+    assert status(api, namespace, "h")["lastHalt"]["id"] == halt["id"]
+    # Back into the phase the calendar dictates now (not necessarily the one before the halt).
+    wait_for(lambda: status(api, namespace, "h")["phase"] != "Halted", timeout=10, what="left Halted")
+    last = status(api, namespace, "h")["transitions"][-1]
+    assert last["from"] == "Halted" and last["reason"] == f"resumed from halt {halt['id']}", last
     assert "Resumed" in [e.reason for e in api.events(namespace, "h")]
     assert_legal(api, namespace, "h")
 
@@ -147,7 +150,7 @@ def test_policy_mode_halted_halts_every_session_and_latches(api: Api, operator: 
     assert status(api, namespace, "a")["halt"]["active"] is True
     halt_id = status(api, namespace, "a")["halt"]["id"]
     api.patch(namespace, "tradingsessions", "a", {"spec": {"resumeHaltId": halt_id}})
-    wait_for(lambda: status(api, namespace, "a")["halt"]["active"] is False, timeout=10)
+    wait_for(lambda: "halt" not in status(api, namespace, "a"), timeout=10)
     assert status(api, namespace, "b")["halt"]["active"] is True
     assert_legal(api, namespace, "a")
 
@@ -206,3 +209,34 @@ def test_delete_runs_the_finalizer_and_removes_workers(api: Api, operator: Any, 
     wait_for(gone, timeout=20, what="finalizer released")
     wait_for(lambda: not api.apps.list_namespaced_deployment(
         namespace, label_selector=f"{names.LABEL_SESSION}=bye").items, timeout=10, what="workers deleted")
+
+
+def test_a_policy_in_use_is_protected_from_deletion(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy("held"))
+    api.create(namespace, "tradingsessions", session("user", "held", workers=ZERO_WORKERS))
+    wait_for(lambda: condition(api, namespace, "user", "PolicyApplied").get("status") == "True", timeout=15)
+    wait_for(lambda: api.get(namespace, "riskpolicies", "held")["metadata"].get("finalizers"), timeout=15,
+             what="the policy's finalizer")
+    api.custom.delete_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "riskpolicies", "held")
+    wait_for(lambda: "PolicyInUse" in [e.reason for e in api.events(namespace, "held")], timeout=15,
+             what="PolicyInUse event naming the session")
+    event = next(e for e in api.events(namespace, "held") if e.reason == "PolicyInUse")
+    assert "user" in event.message
+    assert api.get(namespace, "riskpolicies", "held")["metadata"].get("deletionTimestamp")
+    cond = wait_for(lambda: condition(api, namespace, "user", "PolicyApplied").get("reason") == "PolicyDeleting"
+                    and condition(api, namespace, "user", "PolicyApplied"), timeout=15)
+    assert cond["status"] == "False"
+    ready = condition(api, namespace, "user", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PolicyDeleting")
+    assert status(api, namespace, "user")["tradingState"] == "Halted"
+    # Once no session uses it, the deletion completes.
+    api.custom.delete_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "tradingsessions", "user")
+
+    def gone() -> bool:
+        try:
+            api.get(namespace, "riskpolicies", "held")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, timeout=30, what="the policy deleted once unused")

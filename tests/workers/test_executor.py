@@ -238,8 +238,9 @@ async def test_daily_loss_breach_halts_session_through_status_and_halted_executo
     assert not (session.status().get("halt") or {}).get("active")
 
     await flow.quote("AAPL", 97.6)  # 9000 x -2.4 = -21.6k on 1M: a 2.16 % loss, past reducePct
-    await eventually(lambda: session.status().get("tradingState") == "Reducing", timeout=20,
-                     what="risk moves the session to Reducing")
+    reducing = await eventually(lambda: session.status().get("reducing"), timeout=20,
+                                what="risk latches Reducing")
+    assert reducing["source"] == "Risk" and reducing["rule"] == "dailyLoss"
     await eventually(lambda: session.status()["executor"]["tradingState"] == "Reducing", timeout=20,
                      what="executor enforces Reducing")
     grow = await flow.intent("grow-while-reducing", "AAPL", "buy", 1)
@@ -253,8 +254,8 @@ async def test_daily_loss_breach_halts_session_through_status_and_halted_executo
     assert re.fullmatch(r"h-[a-z0-9]+", halt["id"])
     obj = session.get()
     assert obj["spec"].get("halted") is False, "an automatic halt is never written to spec"
-    breached = next(c for c in obj["status"]["conditions"] if c["type"] == "RiskBreached")
-    assert breached["status"] == "True" and breached["reason"] == "DailyLossHalt"
+    breaches = {(b["rule"], b["action"]) for b in obj["status"]["risk"]["breaches"]}
+    assert ("dailyLoss", "Halt") in breaches and halt["rule"] == "dailyLoss" and halt["action"] == "Halt"
     assert any(e["rule"] == "dailyLoss" and e["action"] == "Halt" for e in await journal.risk_events())
 
     # The executor stops, cancels the resting order (onHalt default), and says which halt it handled.

@@ -1,7 +1,8 @@
-"""Status writes of the risk worker against the real API server: halts latch, Reducing, conditions, summary."""
+"""Worker status writes against the real API server: the shared transactions latch, never touch spec."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -9,40 +10,62 @@ from typing import Any
 import pytest
 
 from tests.workers.conftest import SessionHandle
-from trading_workers.risk.status import SessionStatus
+from trading_operator.api import transactions
+from trading_operator.api.status import HaltAction, HaltSource, ReducingSource
 from trading_workers.runtime import Kube
+from trading_workers.session_status import EventRecorder, SessionStatus
 
 pytestmark = pytest.mark.cluster
 
 
-async def test_halt_latches_and_never_touches_spec(make_session: Callable[..., SessionHandle], control_plane: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_latches_through_the_shared_transactions(make_session: Callable[..., SessionHandle], control_plane: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig_path))
     session = make_session(symbols=["AAPL"])
     writer = SessionStatus(Kube(), session.namespace, session.name)
 
-    await writer.request_reducing(reason="daily loss 2.1% >= 2%", condition_reason="DailyLossReduce")
+    (rid, changed), _ = await writer.transact(lambda st, now: transactions.request_reducing(
+        st, source=ReducingSource.RISK, reason="daily loss 2.1% >= 2%", now=now, rule="dailyLoss"))
+    assert changed and re.fullmatch(r"r-[a-z0-9]{10}", rid)
+    (again, changed), _ = await writer.transact(lambda st, now: transactions.request_reducing(
+        st, source=ReducingSource.RISK, reason="other", now=now, rule="concentration"))
+    assert (again, changed) == (rid, False), "a latch in force is never overwritten"
     status = session.status()
-    assert status["tradingState"] == "Reducing"
-    assert status["phase"] == "MarketOpen", "the phase is the operator's, untouched"
+    assert status["reducing"]["rule"] == "dailyLoss" and status["phase"] == "MarketOpen"
 
-    first = await writer.raise_halt(source="Risk", reason="daily loss 3.2% >= 3%", condition_reason="DailyLossHalt")
+    (first, _), _ = await writer.transact(lambda st, now: transactions.raise_halt(
+        st, source=HaltSource.RISK, reason="daily loss 3.2% >= 3%", now=now, rule="dailyLoss"))
     assert re.fullmatch(r"h-[a-z0-9]{1,60}", first)
-    second = await writer.raise_halt(source="Risk", reason="drawdown 11% >= 10%", condition_reason="MaxDrawdownHalt")
-    assert second == first
+    (second, _), _ = await writer.transact(lambda st, now: transactions.raise_halt(
+        st, source=HaltSource.RISK, reason="drawdown 11% >= 10%", now=now, action=HaltAction.FLATTEN,
+        rule="maxDrawdown"))
+    assert second == first, "one halt in force; a Flatten escalates it under the same id"
     obj = session.get()
-    assert obj["status"]["halt"]["reason"] == "daily loss 3.2% >= 3%" and obj["status"]["halt"]["source"] == "Risk"
+    assert obj["status"]["halt"]["action"] == "Flatten" and obj["status"]["halt"]["source"] == "Risk"
     assert obj["spec"]["halted"] is False
-    cond = [c for c in obj["status"]["conditions"] if c["type"] == "RiskBreached"]
-    assert len(cond) == 1 and cond[0]["reason"] == "MaxDrawdownHalt" and cond[0]["status"] == "True"
 
-    # Someone else's condition survives our read-modify-write of the list.
-    session.patch_status({"conditions": [*obj["status"]["conditions"], {
-        "type": "Ready", "status": "True", "reason": "Fine", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
-    await writer.clear_breach()
-    conds = {c["type"]: c for c in session.status()["conditions"]}
-    assert conds["RiskBreached"]["status"] == "False" and conds["Ready"]["reason"] == "Fine"
-    assert session.status()["halt"]["active"] is True, "clearing the breach does not resume: halts latch"
+    # A concurrent writer's field survives: only the fields the transaction changed are written.
+    session.patch_status({"summary": {"orders": 3}})
+    await writer.transact(lambda st, now: transactions.clear_reducing(st, now))
+    status = session.status()
+    assert "reducing" not in status and status["lastReducing"]["id"] == rid
+    assert status["summary"]["orders"] == 3 and status["halt"]["active"] is True
 
-    await writer.write_summary({"orders": 3, "fills": 2, "dailyPnlPct": -3.2})
-    assert session.status()["summary"]["orders"] == 3
+
+async def test_events_are_deduplicated_and_counted(make_session: Callable[..., SessionHandle], control_plane: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig_path))
+    session = make_session(symbols=["AAPL"])
+    kube = Kube()
+    recorder = EventRecorder(kube, session.namespace, session.name, "risk")
+    for _ in range(3):
+        await recorder.record("Warning", "RiskBreached", "concentration (Reduce): 60% >= 30%")
+    await recorder.record("Normal", "BreachCleared", "concentration (Reduce) back within its limit")
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api_client)
+    events = await asyncio.to_thread(core.list_namespaced_event, session.namespace,
+                                     field_selector=f"involvedObject.name={session.name}")
+    by_reason = {e.reason: e for e in events.items}
+    assert by_reason["RiskBreached"].count == 3 and by_reason["BreachCleared"].count == 1
+    assert len([e for e in events.items if e.reason == "RiskBreached"]) == 1

@@ -18,7 +18,6 @@ from trading_workers.executor import derive_gate
 from trading_workers.pretrade import TradingState
 from trading_workers.risk import metrics
 from trading_workers.risk.engine import Figures, evaluate, worst
-from trading_workers.risk.status import upsert_condition
 from trading_workers.runtime import JsonFormatter, Settings, log_context, redact
 from trading_workers.strategy import make_strategy
 
@@ -133,11 +132,15 @@ def test_every_portfolio_rule_fires_with_its_action() -> None:
     assert evaluate(Limits(), CircuitBreaker(), quiet) == []
 
 
-def test_condition_upsert_keeps_transition_time_when_status_is_unchanged() -> None:
-    first = upsert_condition([{"type": "Ready", "status": "True"}], "RiskBreached", "True", "DailyLossHalt", "x", 3)
-    assert {c["type"] for c in first} == {"Ready", "RiskBreached"}
-    again = upsert_condition(first, "RiskBreached", "True", "DailyLossHalt", "y", 3)
-    assert again[-1]["lastTransitionTime"] == first[-1]["lastTransitionTime"] and again[-1]["message"] == "y"
+def test_every_rule_can_be_disabled_the_same_way() -> None:
+    f = figures(daily_pnl_pct=-5.0, drawdown_pct=20.0, exposures={"A": 600.0, "B": 400.0}, concentration_pct=60.0,
+                var_pct=9.0, var_scenarios=100, margin_usage_pct=95.0, win_rate_pct=10.0, closed_trades=50,
+                correlation=0.99, index_drop_pct=8.0, stale_symbols=("A",), max_quote_age=120.0)
+    assert len(evaluate(Limits(), CircuitBreaker(), f)) == 9
+    off = Limits.model_validate({name: {"enabled": False} for name in {
+        "dailyLoss", "maxDrawdown", "concentration", "var", "marginUsage", "winRateFloor", "correlationSpike",
+        "dataFreshness"}})
+    assert evaluate(off, CircuitBreaker(enabled=False), f) == []
 
 
 # --------------------------------------------------------------------------- the halt gate
@@ -160,7 +163,6 @@ def test_gate_open_only_when_live_and_in_an_order_phase() -> None:
 @pytest.mark.parametrize(("spec", "status", "policy", "key"), [
     ({"halted": True, "haltReason": "x"}, {}, None, "spec:4"),
     ({}, {"halt": {"active": True, "source": "Risk", "reason": "daily loss", "id": "h-abc"}}, None, "h-abc"),
-    ({}, {"tradingState": "Halted"}, None, "state:4"),
     ({}, {}, "Halted", "policy"),
 ])
 def test_every_halt_source_closes_the_gate(spec: dict[str, object], status: dict[str, object],
@@ -169,11 +171,23 @@ def test_every_halt_source_closes_the_gate(spec: dict[str, object], status: dict
     assert gate.halted and gate.state is TradingState.HALTED and gate.halt_key == key
 
 
+def test_a_gate_that_is_not_a_halt_refuses_orders_without_on_halt() -> None:
+    gate = derive_gate(session(status={"tradingState": "Halted", "conditions": [
+        {"type": "Ready", "status": "False", "reason": "PreMarketChecksFailing", "message": "broker"}]}))
+    assert gate.halted and gate.halt_key is None and "PreMarketChecksFailing" in gate.reason
+
+
 def test_gate_reducing_and_flatten_and_deleted() -> None:
     assert derive_gate(session(status={"tradingState": "Reducing"})).state is TradingState.REDUCING
+    assert derive_gate(session(status={"reducing": {"id": "r-1", "source": "Risk"}})).state is TradingState.REDUCING
     assert derive_gate(session(), "Reducing").state is TradingState.REDUCING
-    flatten = derive_gate(session(status={"halt": {"active": True, "reason": "Flatten: drawdown", "id": "h-1"}}))
+    flatten = derive_gate(session(status={"halt": {"active": True, "action": "Flatten", "reason": "drawdown",
+                                                   "id": "h-1"}}))
     assert flatten.flatten and flatten.halt_id == "h-1"
+    # The action is a field: a reason that merely starts with "Flatten:" flattens nothing.
+    assert not derive_gate(session(status={"halt": {"active": True, "reason": "Flatten: x", "id": "h-2"}})).flatten
+    tripped = derive_gate(session(status={"risk": {"circuitBreaker": {"tripped": True, "limitScale": 0.3}}}))
+    assert tripped.limit_scale == 0.3 and not tripped.halted
     assert derive_gate(None).halted
     inactive = derive_gate(session(status={"halt": {"active": False, "id": "h-old"}}))
     assert not inactive.halted

@@ -244,8 +244,13 @@ class Bus:
 
     async def read_after(self, stream: str, last_id: str, *, count: int = 256,
                          block_ms: int = 1000) -> list[tuple[str, Fields]]:
-        """Entries after ``last_id`` without a consumer group (for state that is rebuilt, e.g. marks)."""
-        reply: Any = await self._call(self.client.xread({self.key(stream): last_id}, count=count, block=block_ms))
+        """Entries after ``last_id`` without a consumer group (for state that is rebuilt, e.g. marks).
+
+        ``block_ms=0`` means do not wait (Redis itself reads BLOCK 0 as "wait forever": a silent feed
+        would stall the caller until its socket timed out).
+        """
+        block = block_ms if block_ms > 0 else None
+        reply: Any = await self._call(self.client.xread({self.key(stream): last_id}, count=count, block=block))
         if not reply:
             return []
         return [(str(mid), dict(fields)) for mid, fields in reply[0][1]]

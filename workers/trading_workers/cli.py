@@ -91,11 +91,15 @@ class InferenceIO:
         await self.bus.publish(bus_mod.SIGNALS, bus_mod.encode_signal(signal))
 
     async def request_reducing(self, reason: str) -> None:
-        from trading_workers.risk.status import SessionStatus
+        """The inference guard: latch Reducing (source Inference) through the shared status transaction."""
+        from trading_operator.api import transactions
+        from trading_operator.api.status import ReducingSource
+        from trading_workers.session_status import SessionStatus
 
         kube = self.rt.require_kube()
-        await SessionStatus(kube, self.rt.settings.namespace, self.rt.settings.name).request_reducing(
-            reason=reason, condition_reason="InferenceGuard")
+        await SessionStatus(kube, self.rt.settings.namespace, self.rt.settings.name).transact(
+            lambda st, now: transactions.request_reducing(st, source=ReducingSource.INFERENCE, reason=reason,
+                                                          now=now, rule="inferenceGuard"))
 
 
 async def _inference(rt: Runtime) -> None:

@@ -15,9 +15,19 @@ Safety rules, and where they live:
   synchronously right before calling the broker. A halt is a halt whether
   it comes from spec (the user), status.halt (risk, policy, operator),
   status.tradingState, a phase that does not allow orders, or the
-  RiskPolicy's mode. After stopping, ``onHalt`` is applied
-  (CancelOpenOrders / FlattenPositions / None) and the halt's id is
-  reported as ``status.executor.haltHandled``.
+  RiskPolicy's mode. After a halt (spec, status.halt, policy mode)
+  ``onHalt`` is applied (CancelOpenOrders / FlattenPositions / None, or
+  flattening when ``status.halt.action`` is Flatten) and the halt's id is
+  reported as ``status.executor.haltHandled``; a gate that is not a halt
+  (out of hours, failing pre-market checks, a missing policy) refuses new
+  orders and leaves open ones alone. ``status.reducing`` (a latch) or the
+  policy's mode Reducing allow only exposure-reducing orders; a tripped
+  market circuit breaker (``status.risk.circuitBreaker``) scales the
+  per-order limits by its ``limitScale``.
+* **Live trading only when cleared.** A non-paper broker is not even
+  connected unless the RiskPolicy allows live trading and the operator
+  has set ``LiveTradingAllowed=True`` (which also needs the namespace
+  label); otherwise ``/readyz`` says why and nothing is sent.
 * **Fail-closed.** The executor only consumes intents while it can confirm
   the session (watch or status write within ``stale_after``), Redis, the
   journal and the broker are reachable, its RiskPolicy is loaded, and it
@@ -54,6 +64,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from trading_operator.api.phases import ORDER_PHASES
 from trading_operator.api.riskpolicy import RiskPolicySpec
+from trading_operator.api.status import ConditionType, HaltAction, Reason
 from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.base import Broker, BrokerError, OrderRejected
@@ -78,7 +89,6 @@ HALTED = Gauge("trading_executor_halted", "1 while the executor observes a halt.
 HALTED_CHANGED = Gauge("trading_executor_halted_changed_timestamp_seconds",
                        "Wall-clock time (Unix s) the halt gate last closed (new orders refused) or opened.")
 
-FLATTEN_PREFIX = "Flatten:"  # a status.halt.reason starting with this asks executors to flatten (RiskPolicy action)
 
 
 # --------------------------------------------------------------------------- the gate (pure)
@@ -90,13 +100,23 @@ class Gate:
     halted: bool                 # no new orders
     state: TradingState          # Active / Reducing / Halted
     reason: str
-    halt_key: str | None         # identifies the halt onHalt was applied for (None: not a halt, e.g. closed phase)
+    halt_key: str | None         # identifies the halt onHalt was applied for (None: a gate, not a halt)
     halt_id: str | None          # status.halt.id, when the halt has one
-    flatten: bool                # the halt asks to flatten positions
+    flatten: bool                # the halt's action is Flatten
     observed_policy_generation: int | None
+    limit_scale: float = 1.0     # < 1 while the market circuit breaker is tripped
+    live_cleared: bool = False   # the operator's LiveTradingAllowed condition is True for this generation
 
 
 CLOSED = Gate(True, TradingState.HALTED, "session not observed yet", None, None, False, None)
+
+
+def _live_cleared(status: dict[str, Any], generation: int) -> bool:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == ConditionType.LIVE_TRADING_ALLOWED:
+            return bool(cond.get("status") == "True" and cond.get("reason") == Reason.LIVE_ALLOWED
+                        and cond.get("observedGeneration") == generation)
+    return False
 
 
 def derive_gate(obj: dict[str, Any] | None, policy_mode: str | None = None) -> Gate:
@@ -108,25 +128,33 @@ def derive_gate(obj: dict[str, Any] | None, policy_mode: str | None = None) -> G
     halt = status.get("halt") or {}
     policy_ref = status.get("riskPolicy") or {}
     observed = policy_ref.get("observedGeneration")
-    halt_id = halt.get("id") if halt.get("active") else None
     phase = status.get("phase")
-    flatten = bool(halt.get("active")) and str(halt.get("reason") or "").startswith(FLATTEN_PREFIX)
     generation = (obj.get("metadata") or {}).get("generation", 0)
+    breaker = (status.get("risk") or {}).get("circuitBreaker") or {}
+    scale = float(breaker.get("limitScale") or 1.0) if breaker.get("tripped") else 1.0
+    live = _live_cleared(status, generation)
     if halt.get("active"):
+        halt_id = halt.get("id")
         reason = f"{halt.get('source') or 'unknown'} halt: {halt.get('reason') or ''}".strip()
-        return Gate(True, TradingState.HALTED, reason, halt_id or f"status:{halt.get('since')}", halt_id, flatten,
-                    observed)
+        return Gate(True, TradingState.HALTED, reason, halt_id or f"status:{halt.get('since')}", halt_id,
+                    halt.get("action") == HaltAction.FLATTEN, observed, scale, live)
     if spec.get("halted"):
         return Gate(True, TradingState.HALTED, f"user halt: {spec.get('haltReason') or ''}".strip(),
-                    f"spec:{generation}", None, False, observed)
-    if status.get("tradingState") == "Halted":
-        return Gate(True, TradingState.HALTED, "trading state Halted", f"state:{generation}", None, False, observed)
+                    f"spec:{generation}", None, False, observed, scale, live)
     if policy_mode == "Halted":
-        return Gate(True, TradingState.HALTED, "RiskPolicy mode Halted", "policy", None, False, observed)
+        return Gate(True, TradingState.HALTED, "RiskPolicy mode Halted", "policy", None, False, observed, scale, live)
+    if status.get("tradingState") == TradingState.HALTED:
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), {})
+        why = f"{ready.get('reason')}: {ready.get('message')}" if ready else "trading state Halted"
+        return Gate(True, TradingState.HALTED, why, None, None, False, observed, scale, live)
     if phase not in {p.value for p in ORDER_PHASES}:
-        return Gate(True, TradingState.HALTED, f"phase {phase} does not allow orders", None, None, False, observed)
-    reducing = status.get("tradingState") == "Reducing" or policy_mode == "Reducing"
-    return Gate(False, TradingState.REDUCING if reducing else TradingState.ACTIVE, "", None, None, False, observed)
+        return Gate(True, TradingState.HALTED, f"phase {phase} does not allow orders", None, None, False, observed,
+                    scale, live)
+    reducing = (status.get("reducing") is not None or status.get("tradingState") == TradingState.REDUCING
+                or policy_mode == "Reducing")
+    return Gate(False, TradingState.REDUCING if reducing else TradingState.ACTIVE, "", None, None, False, observed,
+                scale, live)
 
 
 @runtime_checkable
@@ -185,6 +213,9 @@ class Executor:
         self._policy_observed: int | None = None
         self._policy_read_at = 0.0
         self._policy_error: str | None = "not loaded yet"
+        self._controls: Any = None          # the policy's OrderControls
+        self._allow_live = False
+        self._applied_scale = 1.0
         # dependencies
         self._redis_ok = False
         self._journal_ok = False
@@ -251,6 +282,8 @@ class Executor:
             out.append("broker unreachable")
         if self._policy_error:
             out.append(f"risk policy: {self._policy_error}")
+        if (live := self.live_refusal()) is not None:
+            out.append(live)
         if not self._reconciled:
             out.append("not reconciled with the broker")
         return out
@@ -258,7 +291,17 @@ class Executor:
     def _may_send(self) -> bool:
         """Sending allowed, reconciliation aside (reconciliation itself re-sends unsent orders)."""
         return (not self.gate.halted and self.session_confirmed() and self._redis_ok and self._journal_ok
-                and self._broker_ok and self._policy_error is None)
+                and self._broker_ok and self._policy_error is None and self.live_refusal() is None)
+
+    def live_refusal(self) -> str | None:
+        """Why a live (non-paper) broker endpoint may not be used (None: paper, or cleared)."""
+        if self.config.broker.paper:
+            return None
+        if not self._allow_live:
+            return "live endpoint refused: the RiskPolicy does not allow live trading"
+        if not self.gate.live_cleared:
+            return "live endpoint refused: the operator has not cleared live trading (LiveTradingAllowed)"
+        return None
 
     def ready(self) -> tuple[bool, str]:
         blockers = self.blockers()
@@ -308,6 +351,7 @@ class Executor:
         broker_checked = 0.0
         broker_connected = False
         has_ping = callable(getattr(self.broker, "ping", None))
+        has_warned_live = False
         while True:
             redis_ok = await self.bus.ping()
             if self.journal is None:
@@ -321,7 +365,12 @@ class Executor:
             broker_ok = self._broker_ok
             now = time.monotonic()
             try:
-                if not broker_connected:
+                if not broker_connected and (refusal := self.live_refusal()) is not None:
+                    broker_ok = False  # never connect to a live endpoint this executor was not cleared for
+                    if self._broker_ok or not has_warned_live:
+                        log.error("live broker not connected", extra={"reason": refusal})
+                        has_warned_live = True
+                elif not broker_connected:
                     await self.broker.connect()
                     broker_connected = broker_ok = True
                     broker_checked = now
@@ -362,10 +411,13 @@ class Executor:
     async def _control_loop(self) -> None:
         while True:
             await self._wait_changed(1.0)
-            if not (self.session_confirmed() and self._redis_ok and self._journal_ok and self._broker_ok):
+            if not self.session_confirmed():
                 continue
             try:
+                # The policy first: it decides, among other things, whether a live broker may be connected.
                 await self._maybe_load_policy()
+                if not (self._redis_ok and self._journal_ok and self._broker_ok):
+                    continue
                 if not self._reconciled:
                     await self.reconcile()
                 gate = self.gate
@@ -395,7 +447,9 @@ class Executor:
             self._policy_error = f"RiskPolicy {name} invalid: {exc}"
             return
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        self.checks.update_limits(CheckLimits.from_controls(spec.order_controls))
+        self._controls, self._allow_live = spec.order_controls, spec.allow_live
+        self._applied_scale = self.gate.limit_scale
+        self.checks.update_limits(CheckLimits.from_controls(spec.order_controls, self._applied_scale))
         if generation != self._policy_generation or spec.mode != self._policy_mode:
             log.info("risk policy applied", extra={"policy": name, "generation": generation, "mode": spec.mode})
             self._report_now.set()
@@ -523,6 +577,11 @@ class Executor:
                 return
             if rejected:  # a redelivered intent that was already refused: the verdict stands
                 return
+            if self.gate.limit_scale != self._applied_scale and self._controls is not None:
+                # The market circuit breaker tripped or reset: per-order limits scale with it.
+                self._applied_scale = self.gate.limit_scale
+                self.checks.update_limits(CheckLimits.from_controls(self._controls, self._applied_scale))
+                log.warning("per-order limits scaled", extra={"scale": self._applied_scale})
             reason = self.checks.check(intent.symbol, intent.side.sign, intent.qty, intent.limit_price,
                                        self.marks.get(intent.symbol), self._exposure(intent.symbol),
                                        len(self.open_orders), self.trading_state())

@@ -8,6 +8,11 @@ step ``k`` is the price at ``clock start + k * step``: a restarted worker
 (or a second replica) computes the same price for the same step, and the
 idempotency key ``<symbol>:<step>`` lets consumers drop repeats.
 
+Besides the session's symbols it publishes the RiskPolicy's market circuit
+breaker references (``circuitBreaker.indexSymbol`` and ``volatilitySymbol``),
+re-read every ``POLICY_REFRESH_SECONDS``, so the risk worker can measure the
+index drop and the volatility level without the user trading them.
+
 For Alpaca the quotes come from Alpaca's data stream, which belongs to the
 Alpaca adapter (``trading_workers.brokers.alpaca.run_market_data``).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 
 from prometheus_client import Counter, Gauge
 
@@ -32,6 +38,23 @@ ENV_INTERVAL = "TRADING_MD_INTERVAL"
 QUOTES = Counter("trading_market_data_quotes_total", "Quotes published.")
 STEP = Gauge("trading_market_data_step", "Last price-process step published.")
 MAX_CATCH_UP = 3  # after a pause, publish at most this many past steps; older ones are history
+POLICY_REFRESH_SECONDS = 30.0
+
+
+async def reference_symbols(rt: Runtime) -> list[str]:
+    """The circuit breaker's index and volatility symbols from the session's RiskPolicy (none if unreadable)."""
+    if rt.kube is None:
+        return []
+    from trading_operator.api.riskpolicy import RiskPolicySpec
+    from trading_workers.errors import TradingError
+
+    try:
+        obj = await rt.kube.get_policy(rt.settings.namespace, rt.config.risk_policy_name)
+        breaker = RiskPolicySpec.model_validate(obj.get("spec") or {}).circuit_breaker
+    except (TradingError, ValueError) as exc:
+        log.warning("circuit breaker symbols unknown", extra={"error": str(exc)})
+        return []
+    return [breaker.index_symbol, breaker.volatility_symbol] if breaker.enabled else []
 
 
 def interval_seconds() -> float:
@@ -68,15 +91,20 @@ async def run(rt: Runtime) -> None:
     ok = {"ready": False}
     rt.health.add("bus", lambda: (ok["ready"], "redis unreachable"))
     last_step = -1
+    symbols = list(cfg.symbols)
+    policy_read = -math.inf
     try:
         while not rt.stop.is_set():
+            if time.monotonic() - policy_read > POLICY_REFRESH_SECONDS:
+                policy_read = time.monotonic()
+                symbols = list(dict.fromkeys([*cfg.symbols, *await reference_symbols(rt)]))
             now = rt.session_now()
             current = max(0, math.floor((now - origin).total_seconds() / step_seconds))
             first = max(last_step + 1, current - MAX_CATCH_UP + 1)
             try:
                 for step in range(first, current + 1):
                     ts = origin.timestamp() + step * step_seconds
-                    for symbol in cfg.symbols:
+                    for symbol in symbols:
                         quote = Quote(symbol=symbol, price=process.price(symbol, step), ts=ts, seq=step + 1)
                         await bus.publish(bus_mod.MARKET_DATA, bus_mod.encode_quote(quote))
                         QUOTES.inc()

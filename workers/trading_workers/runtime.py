@@ -246,6 +246,16 @@ class Kube:
         return await self._call("get_policy", lambda: self.custom().get_namespaced_custom_object(
             GROUP, VERSION, namespace, POLICIES, name, _request_timeout=10))
 
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        core = self._client_mod.CoreV1Api(self.api_client)
+        await self._call("create_event", lambda: core.create_namespaced_event(namespace, body,  # type: ignore[arg-type]
+                                                                              _request_timeout=10))
+
+    async def patch_event(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        core = self._client_mod.CoreV1Api(self.api_client)
+        await self._call("patch_event", lambda: core.patch_namespaced_event(name, namespace, body,
+                                                                           _request_timeout=10))
+
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
         core = self._client_mod.CoreV1Api(self.api_client)
         cm = await self._call("read_configmap", lambda: core.read_namespaced_config_map(name, namespace,

@@ -135,5 +135,5 @@ The operator's rules on namespaced resources: exactly the calls it makes. Bound 
   verbs: [get]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
 {{- end }}

@@ -26,6 +26,9 @@ Extensions (argued in docs/decisions/0002-state-machine-extensions.md):
   only MarketOpen.
 * Error is reachable from every phase: the operator must be able to say
   "I cannot run this session" from anywhere.
+* PreMarket -> Initializing: a day whose pre-market checklist never passed
+  ends without opening (the session waits for the next day rather than
+  sitting in an order phase overnight).
 * No shortcut from Initializing into the trading day: a session started
   mid-day walks forward one step per reconcile, so the pre-market checklist
   (PreMarket -> MarketOpen gate) is always on the path.
@@ -69,6 +72,7 @@ def _extended() -> dict[Phase, frozenset[Phase]]:
         if phase is not P.ERROR:
             table[phase].add(P.ERROR)
     table[P.HALTED] |= _CALENDAR_PHASES
+    table[P.PRE_MARKET].add(P.INITIALIZING)
     return {k: frozenset(v) for k, v in table.items()}
 
 

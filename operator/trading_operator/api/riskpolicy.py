@@ -18,8 +18,14 @@ from trading_operator.api.common import ApiModel, cel, object_default, rules
 from trading_operator.api.session import SYMBOL_PATTERN
 
 Action = Literal["Alert", "Reduce", "Halt", "Flatten"]
-ACTION_DESCRIPTION = ("What a breach does: Alert (Event + metric), Reduce (only exposure-reducing orders), "
-                      "Halt (stop new orders; latched), Flatten (halt and close positions).")
+ACTION_DESCRIPTION = ("What a breach does: Alert (Event, RiskAlert condition and metric; blocks nothing), "
+                      "Reduce (only exposure-reducing orders; latched in status.reducing until cleared), "
+                      "Halt (stop new orders and apply onHalt; latched), Flatten (halt and close positions).")
+ENABLED_DESCRIPTION = "Whether the rule is evaluated (every rule can be switched off the same way)."
+
+
+def _enabled() -> bool:
+    return pydantic.Field(default=True, description=ENABLED_DESCRIPTION)  # type: ignore[no-any-return]
 
 
 def _pct(default: float, description: str) -> float:
@@ -31,7 +37,7 @@ class PctRule(ApiModel):
 
     threshold_pct: float = _pct(5.0, "Threshold in percent (0 < x <= 100).")
     action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
-    enabled: bool = pydantic.Field(default=True, description="Whether the rule is evaluated.")
+    enabled: bool = _enabled()
 
 
 class DailyLoss(ApiModel):
@@ -45,6 +51,7 @@ class DailyLoss(ApiModel):
     reduce_pct: float = _pct(2.0, "Loss (percent) at which the session moves to Reducing.")
     halt_pct: float = _pct(3.0, "Loss (percent) at which the session halts (latched).")
     halt_action: Action = pydantic.Field(default="Halt", description=ACTION_DESCRIPTION)
+    enabled: bool = _enabled()
 
 
 class VaRRule(ApiModel):
@@ -54,19 +61,35 @@ class VaRRule(ApiModel):
     confidence: float = pydantic.Field(default=0.95, ge=0.5, lt=1, description="Confidence level (e.g. 0.95).")
     lookback: int = pydantic.Field(default=250, ge=20, le=5000, description="Observations in the historical window.")
     action: Action = pydantic.Field(default="Reduce", description=ACTION_DESCRIPTION)
+    enabled: bool = _enabled()
 
 
 class WinRateFloor(ApiModel):
+    """Share of winning round trips over the day."""
+
     min_pct: float = _pct(40.0, "Minimum share of winning round trips, percent.")
     min_trades: int = pydantic.Field(default=20, ge=1, le=100_000,
                                      description="Round trips before the floor is evaluated.")
     action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
+    enabled: bool = _enabled()
 
 
 class CorrelationSpike(ApiModel):
+    """Average pairwise correlation of the positions' returns."""
+
     threshold: float = pydantic.Field(default=0.9, gt=0, le=1,
                                       description="Average pairwise correlation of positions that counts as a spike.")
     action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
+    enabled: bool = _enabled()
+
+
+class DataFreshness(ApiModel):
+    """A silent feed: a traded symbol with no quote for longer than maxAgeSeconds (runbook: 60 s)."""
+
+    max_age_seconds: float = pydantic.Field(default=60.0, ge=1, le=86_400,
+                                            description="Age of a symbol's last quote beyond which it is stale.")
+    action: Action = pydantic.Field(default="Halt", description=ACTION_DESCRIPTION)
+    enabled: bool = _enabled()
 
 
 def _rule(default_pct: float, action: str, description: str) -> PctRule:
@@ -90,6 +113,9 @@ class Limits(ApiModel):
                                                   description="Win-rate floor.")
     correlation_spike: CorrelationSpike = pydantic.Field(
         default_factory=CorrelationSpike, json_schema_extra=object_default(CorrelationSpike), description="Correlation spike.")
+    data_freshness: DataFreshness = pydantic.Field(
+        default_factory=DataFreshness, json_schema_extra=object_default(DataFreshness),
+        description="Silent feed: evaluated while the phase allows orders.")
 
 
 class OrderControls(ApiModel):
@@ -113,13 +139,25 @@ class OrderControls(ApiModel):
 
 
 class CircuitBreaker(ApiModel):
-    """Market-wide circuit breaker: an index drop or a VIX spike scales limits down."""
+    """Market-wide circuit breaker: an index drop from the prior close, or a volatility index spike.
 
-    enabled: bool = pydantic.Field(default=True, description="Whether the breaker is evaluated.")
-    index_symbol: str = pydantic.Field(default="SPY", pattern=SYMBOL_PATTERN, description="Index proxy.")
-    index_drop_pct: float = _pct(7.0, "Intraday index drop that trips the breaker.")
-    vix_level: float = pydantic.Field(default=50.0, gt=0, le=200, description="VIX level that trips the breaker.")
-    limit_scale: float = pydantic.Field(default=0.3, gt=0, le=1, description="Factor applied to limits when tripped.")
+    While tripped, its action applies (Reduce by default, latched like any Reduce) and the per-order
+    notional, position and rate limits are multiplied by limitScale; status.risk.circuitBreaker shows
+    the scaled limits.
+    """
+
+    enabled: bool = _enabled()
+    index_symbol: str = pydantic.Field(default="SPY", pattern=SYMBOL_PATTERN, max_length=16,
+                                       description="Index proxy whose drop from the prior close trips the breaker.")
+    index_drop_pct: float = _pct(7.0, "Drop of the index proxy from the prior close that trips the breaker, percent.")
+    volatility_symbol: str = pydantic.Field(
+        default="VIX", pattern=SYMBOL_PATTERN, max_length=16,
+        description="Symbol whose quote is the volatility index level (the market-data worker publishes it).")
+    vix_level: float = pydantic.Field(default=50.0, gt=0, le=1000,
+                                      description="Volatility index level that trips the breaker.")
+    limit_scale: float = pydantic.Field(default=0.3, gt=0, le=1,
+                                        description="Factor applied to per-order notional, position and rate limits "
+                                                    "while tripped.")
     action: Action = pydantic.Field(default="Reduce", description=ACTION_DESCRIPTION)
 
 
@@ -132,7 +170,9 @@ class RiskPolicySpec(ApiModel):
                     "Reducing (only exposure-reducing orders), Halted (halt every session; latched).")
     allow_live: bool = pydantic.Field(
         default=False,
-        description="Allow live (non-paper) trading. Also needs the namespace label trading.dev/live=enabled.")
+        description="Allow live (non-paper) trading for sessions that name this policy. Also needs the "
+                    "namespace label trading.dev/live=enabled; without both, a non-paper session is refused at "
+                    "admission (chart policy) and by the operator and the executor.")
     limits: Limits = pydantic.Field(default_factory=Limits, json_schema_extra=object_default(Limits),
                                     description="Portfolio limits.")
     order_controls: OrderControls = pydantic.Field(default_factory=OrderControls, json_schema_extra=object_default(OrderControls),

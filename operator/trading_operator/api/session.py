@@ -17,6 +17,7 @@ import pydantic
 from trading_operator.api import common
 from trading_operator.api.common import ApiModel, cel, object_default, rules
 from trading_operator.api.phases import Phase
+from trading_operator.api.status import HaltAction, HaltSource, ReducingSource, RuleAction, TradingState
 
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9]{0,9}([./][A-Z0-9]{1,5})?$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -70,8 +71,10 @@ class BrokerSpec(ApiModel):
                     "alpaca: Alpaca's trading API through alpaca-py.")
     paper: bool = pydantic.Field(
         default=True,
-        description="Trade on the broker's paper (simulated money) endpoint. Live trading (false) "
-                    "also needs the RiskPolicy's allowLive and the namespace label trading.dev/live=enabled.")
+        description="Trade on the broker's paper (simulated money) endpoint. Live trading (false) needs the "
+                    "RiskPolicy's allowLive and the namespace label trading.dev/live=enabled: without both the "
+                    "chart's admission policy refuses the session, the operator holds its executor at zero "
+                    "replicas (LiveTradingAllowed=False) and the executor never connects to the live endpoint.")
     credentials_secret_ref: SecretRef | None = pydantic.Field(
         default=None, description="Secret with the broker's API keys (required for alpaca).")
     simulated: SimulatedExchange = pydantic.Field(
@@ -237,6 +240,10 @@ class TradingSessionSpec(ApiModel):
         default=None, max_length=64, pattern=r"^h-[a-z0-9]{1,60}$",
         description="To resume from an automatic halt (Risk, Policy, Operator), set this to status.halt.id. "
                     "A stale or wrong id is refused, so an old command cannot clear a newer halt.")
+    clear_reducing_id: str | None = pydantic.Field(
+        default=None, max_length=64, pattern=r"^r-[a-z0-9]{1,60}$",
+        description="To clear a latched Reducing state, set this to status.reducing.id. Refused while the rule "
+                    "that raised it is still breached; a stale or wrong id is refused.")
     on_halt: Literal["CancelOpenOrders", "FlattenPositions", "None"] = pydantic.Field(
         default="CancelOpenOrders", description="What executors do with open orders/positions when halted.")
     suspend: bool = pydantic.Field(
@@ -254,15 +261,81 @@ class TradingSessionSpec(ApiModel):
 # ---------------------------------------------------------------- status
 
 class HaltStatus(ApiModel):
-    """The latched halt, if any."""
+    """A halt. ``status.halt`` is present only while it is in force; a cleared one moves to ``status.lastHalt``."""
 
-    active: bool = pydantic.Field(default=False, description="Whether a halt is in force.")
-    source: Literal["User", "Risk", "Policy", "Operator"] | None = pydantic.Field(
-        default=None, description="Who raised the halt.")
+    active: bool = pydantic.Field(default=False, description="Whether the halt is in force.")
+    source: HaltSource | None = pydantic.Field(default=None, description="Who raised the halt: User, Risk, Policy, Operator.")
+    action: HaltAction = pydantic.Field(
+        default=HaltAction.HALT,
+        description="Halt: stop new orders and apply spec.onHalt. Flatten: stop new orders and close positions.")
+    rule: str | None = pydantic.Field(default=None, max_length=64,
+                                      description="The RiskPolicy rule that raised it (source Risk).")
     reason: str | None = pydantic.Field(default=None, max_length=1024, description="Why.")
     since: dt.datetime | None = pydantic.Field(default=None, description="When the halt was raised.")
     id: str | None = pydantic.Field(default=None, max_length=64,
                                     description="Halt id; name it in spec.resumeHaltId to resume.")
+    cleared_at: dt.datetime | None = pydantic.Field(default=None, description="When it was cleared (lastHalt only).")
+
+
+class ReducingStatus(ApiModel):
+    """A latched Reducing state: only exposure-reducing orders until a human clears it (spec.clearReducingId)."""
+
+    source: ReducingSource = pydantic.Field(description="Who raised it: Risk, Inference or CircuitBreaker.")
+    rule: str | None = pydantic.Field(default=None, max_length=64, description="The rule or guard that raised it.")
+    reason: str = pydantic.Field(default="", max_length=1024, description="Why.")
+    since: dt.datetime | None = pydantic.Field(default=None, description="When it was raised.")
+    id: str = pydantic.Field(max_length=64, description="Name it in spec.clearReducingId to clear the latch.")
+    cleared_at: dt.datetime | None = pydantic.Field(default=None, description="When it was cleared (lastReducing only).")
+
+
+class BreachStatus(ApiModel):
+    """One RiskPolicy rule beyond its limit, as the risk worker last saw it."""
+
+    rule: str = pydantic.Field(max_length=64, description="Rule (dailyLoss, concentration, dataFreshness, ...).")
+    action: RuleAction = pydantic.Field(description="The action the policy attaches to it.")
+    value: float = pydantic.Field(description="Measured value.")
+    threshold: float = pydantic.Field(description="Limit.")
+    message: str = pydantic.Field(default="", max_length=1024, description="Human-readable detail.")
+    since: dt.datetime | None = pydantic.Field(default=None, description="When the rule entered breach.")
+
+
+class ScaledLimits(ApiModel):
+    """Per-order limits while the circuit breaker is tripped (the policy's, times limitScale)."""
+
+    max_order_notional: float = pydantic.Field(description="USD.")
+    max_position_notional: float = pydantic.Field(description="USD.")
+    max_orders_per_second: float = pydantic.Field(description="Orders per second.")
+
+
+class CircuitBreakerStatus(ApiModel):
+    tripped: bool = pydantic.Field(default=False, description="Whether the market circuit breaker is tripped.")
+    reason: str = pydantic.Field(default="", max_length=1024, description="What tripped it.")
+    since: dt.datetime | None = pydantic.Field(default=None, description="When it tripped.")
+    index_drop_pct: float | None = pydantic.Field(default=None, description="Index drop from the prior close, percent.")
+    volatility_level: float | None = pydantic.Field(default=None, description="Last volatility index level.")
+    limit_scale: float | None = pydantic.Field(default=None, description="Factor applied to the per-order limits.")
+    scaled_limits: ScaledLimits | None = pydantic.Field(default=None,
+                                                        description="Per-order limits in force while tripped.")
+
+
+class DataFreshnessStatus(ApiModel):
+    max_age_seconds: float | None = pydantic.Field(default=None, ge=0,
+                                                   description="Age of the stalest symbol's last quote, seconds.")
+    limit_seconds: float = pydantic.Field(default=60.0, description="Age beyond which a symbol is stale.")
+    stale_symbols: list[str] = pydantic.Field(default_factory=list, max_length=500,
+                                              description="Symbols with no quote within the limit.")
+
+
+class RiskReport(ApiModel):
+    """What the risk worker reports: the rules in breach, the circuit breaker, data freshness."""
+
+    breaches: list[BreachStatus] = pydantic.Field(default_factory=list, max_length=32,
+                                                  description="Rules beyond their limits right now.")
+    circuit_breaker: CircuitBreakerStatus | None = pydantic.Field(default=None, description="Market circuit breaker.")
+    data: DataFreshnessStatus | None = pydantic.Field(default=None, description="Quote freshness per symbol.")
+    policy_generation: int | None = pydantic.Field(default=None, ge=0,
+                                                   description="RiskPolicy generation evaluated.")
+    updated_at: dt.datetime | None = pydantic.Field(default=None, description="When reported (wall time).")
 
 
 class Transition(ApiModel):
@@ -304,7 +377,7 @@ class ExecutorReport(ApiModel):
     """What the executor reports about itself (written by the executor, read by the operator)."""
 
     heartbeat: dt.datetime | None = pydantic.Field(default=None, description="Last heartbeat (wall time).")
-    trading_state: Literal["Active", "Reducing", "Halted"] | None = pydantic.Field(
+    trading_state: TradingState | None = pydantic.Field(
         default=None, description="Trading state the executor enforces right now.")
     policy_generation: int | None = pydantic.Field(default=None, ge=0,
                                                    description="RiskPolicy generation the executor enforces.")
@@ -329,15 +402,27 @@ class TradingSessionStatus(ApiModel):
         description="Session phase. The API server refuses transitions not in the state machine.",
         json_schema_extra={"x-kubernetes-validations": []},  # filled by crdgen from phases.TRANSITIONS
     )
-    trading_state: Literal["Active", "Reducing", "Halted"] | None = pydantic.Field(
-        default=None, description="What executors may do: Active, Reducing (only exposure-reducing orders), Halted.")
+    trading_state: TradingState | None = pydantic.Field(
+        default=None, description="What executors may do: Active, Reducing (only exposure-reducing orders), "
+                                  "Halted (no new orders: a halt, or a gate such as out of hours or failing "
+                                  "pre-market checks; the Ready condition says which).")
     observed_generation: int | None = pydantic.Field(default=None, ge=0,
                                                      description="Spec generation last reconciled.")
     conditions: list[common.Condition] = pydantic.Field(
         default_factory=list, max_length=32,
-        description="Ready, WorkersAvailable, Halted, RiskBreached, BrokerConnected, DataFresh, PolicyApplied, ...",
+        description="Ready (True only while trading normally; the reason says why not), WorkersAvailable, Halted, "
+                    "Reducing, RiskBreached (a Reduce/Halt/Flatten rule beyond its limit), RiskAlert (an Alert "
+                    "rule), BrokerConnected, DataFresh, PolicyApplied, PreMarketChecks, Resumable, Suspended, "
+                    "LiveTradingAllowed, CircuitBreaker. Types and reasons: trading_operator.api.status.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
-    halt: HaltStatus | None = pydantic.Field(default=None, description="The latched halt.")
+    halt: HaltStatus | None = pydantic.Field(default=None, description="The halt in force (absent when none).")
+    last_halt: HaltStatus | None = pydantic.Field(default=None, description="The last halt that was cleared.")
+    reducing: ReducingStatus | None = pydantic.Field(default=None,
+                                                     description="The latched Reducing state (absent when none).")
+    last_reducing: ReducingStatus | None = pydantic.Field(default=None,
+                                                          description="The last Reducing latch that was cleared.")
+    risk: RiskReport | None = pydantic.Field(default=None, description="Breaches, circuit breaker, data freshness "
+                                                                       "(risk worker).")
     transitions: list[Transition] = pydantic.Field(default_factory=list, max_length=50,
                                                    description="Recent phase transitions, newest last.")
     workers: dict[str, WorkerCount] = pydantic.Field(default_factory=dict,

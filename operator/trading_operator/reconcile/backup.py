@@ -31,9 +31,10 @@ from croniter import croniter
 
 from trading_operator import names
 from trading_operator.api.backup import Backup, BackupRun, BackupStatus
+from trading_operator.api.status import get_condition, set_condition
 from trading_operator.build import backup as build_backup
 from trading_operator.kube import is_subset
-from trading_operator.reconcile.conditions import Event, get_condition, set_condition
+from trading_operator.reconcile.conditions import Event
 from trading_operator.settings import Settings
 
 OWNED_FIELDS = ("phase", "observedGeneration", "nextScheduleTime", "conditions", "history")

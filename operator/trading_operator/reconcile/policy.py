@@ -14,7 +14,7 @@ import pydantic
 
 from trading_operator import kube, metrics
 from trading_operator.api.riskpolicy import RiskPolicySpec, RiskPolicyStatus
-from trading_operator.reconcile.conditions import set_condition
+from trading_operator.api.status import set_condition
 
 
 def decide(body: dict[str, Any], sessions: list[str], now: dt.datetime) -> RiskPolicyStatus:

@@ -1,26 +1,30 @@
-"""TradingSession reconcile: workers, halts, the calendar-driven phase, status.
+"""TradingSession reconcile: workers, halts, latches, the calendar-driven phase, status.
 
-``decide`` is pure: given the session, its policy, its live Deployments and
-the time, it returns the status to write and the Events to post. The steps,
-in order:
+``decide`` is pure: given the session, its policy, its live Deployments,
+the namespace's labels and the time, it returns the status to write and
+the Events to post. It reads as named steps, each a small function over a
+``_Draft`` (the status being built and the Events it earned):
 
-1. policy      — is the referenced RiskPolicy there and valid? (PolicyApplied)
-2. workers     — ready/desired per role (WorkersAvailable); suspend is refused while orders are open
-3. halt        — raise (user switch, policy kill switch, lost executor), keep (latched), or clear
-                 (a resume that names the active halt, once the guards pass)
-4. phase       — Halted while a halt is active; otherwise the calendar's phase, one legal step
-                 at a time, with the pre-market checklist gating PreMarket -> MarketOpen
-5. trading state, next transition, Ready, observedGeneration
+1. policy      — is the referenced RiskPolicy there, valid, not being deleted? (PolicyApplied)
+2. live gate   — a non-paper session needs the policy's allowLive and the namespace label (LiveTradingAllowed);
+                 without both its executor is scaled to zero and nothing trades
+3. workers     — ready/desired per role (WorkersAvailable); suspend is refused while orders are open
+4. risk        — RiskBreached / RiskAlert / CircuitBreaker / DataFresh from the risk worker's report
+5. halt        — raise (user switch, policy kill switch, lost executor, policy gone), keep (latched), or
+                 clear (a resume that names the halt, once the guards pass)
+6. reducing    — keep the latch a worker raised; clear it when a human names it and its rule is within limits
+7. phase       — Halted while a halt is in force; otherwise the calendar's phase, one legal step at a
+                 time; the pre-market checklist gates PreMarket -> MarketOpen and orders in PreMarket
+8. trading state, Ready, next transition, observedGeneration
 
-Risk halts are not raised here: the risk worker writes them into status
-itself (fast path); this reconcile only honours and latches them.
+The operator never undoes what a worker raised: halts and Reducing latches
+are cleared only by ``clear_halt``/``clear_reducing`` after a human named them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ import pydantic
 
 from trading_operator import calendar, kube, metrics, names
 from trading_operator.api import clock as session_clock
-from trading_operator.api import phases
+from trading_operator.api import phases, transactions
 from trading_operator.api.phases import ORDER_PHASES, Phase
 from trading_operator.api.riskpolicy import RiskPolicy
 from trading_operator.api.session import (
@@ -43,14 +47,33 @@ from trading_operator.api.session import (
     Transition,
     WorkerCount,
 )
+from trading_operator.api.status import (
+    ConditionType as C,
+)
+from trading_operator.api.status import (
+    HaltSource,
+    ReducingSource,
+    TradingState,
+    get_condition,
+    new_halt_id,
+    set_condition,
+)
+from trading_operator.api.status import (
+    Reason as R,
+)
 from trading_operator.build import workers as build_workers
-from trading_operator.reconcile.conditions import Event, get_condition, is_true, set_condition
+from trading_operator.reconcile.conditions import Event
 from trading_operator.settings import Settings
 
 MAX_TRANSITIONS = 20
 # The calendar's own cycle: how a session walks forward when the calendar is several steps ahead.
 CYCLE = [Phase.INITIALIZING, Phase.PRE_MARKET, Phase.MARKET_OPEN, Phase.MARKET_CLOSE, Phase.AFTER_HOURS]
+LIVE_LABEL = "trading.dev/live"
+LIVE_LABEL_VALUE = "enabled"
+# A risk report older than this (wall seconds) no longer vouches for the data's freshness.
+RISK_REPORT_MAX_AGE = 30.0
 
+__all__ = ["Decision", "Observed", "decide", "new_halt_id", "reconcile"]
 
 
 @dataclass
@@ -60,6 +83,7 @@ class Observed:
     policy_error: str | None
     deployments: dict[Role, dict[str, Any] | None]
     wall: dt.datetime
+    namespace_labels: Mapping[str, str] | None = None  # None: not read (only needed for a non-paper session)
 
 
 @dataclass
@@ -70,10 +94,36 @@ class Decision:
     transition: tuple[Phase | None, Phase] | None = None
     halt_raised: str | None = None
     requeue_after: float = 30.0
+    executor_allowed: bool = True   # False: the live-trading gate holds the executor at zero replicas
 
 
-def new_halt_id() -> str:
-    return "h-" + secrets.token_hex(5)
+@dataclass
+class _Draft:
+    """The status being decided and what the steps found along the way."""
+
+    obs: Observed
+    status: TradingSessionStatus
+    now: dt.datetime
+    generation: int
+    events: list[Event] = field(default_factory=list)
+    policy_ok: bool = False
+    live_ok: bool = True
+    live_blockers: list[str] = field(default_factory=list)
+    suspended: bool = False
+    workers_ok: bool = False
+    missing: list[str] = field(default_factory=list)
+    executor_desired: int = 0
+    data_fresh: bool | None = None
+    halt_raised: str | None = None
+
+    def condition(self, type_: C, ok: bool | str, reason: R, message: str,
+                  event: tuple[str, R] | None = None) -> None:
+        changed = set_condition(self.status.conditions, type_, ok, reason, message, self.now, self.generation)
+        if changed and event is not None:
+            self.events.append(Event(event[0], str(event[1]), message))
+
+    def event(self, type_: str, reason: R, message: str) -> None:
+        self.events.append(Event(type_, str(reason), message))
 
 
 def _ready(dep: dict[str, Any] | None) -> int:
@@ -81,201 +131,419 @@ def _ready(dep: dict[str, Any] | None) -> int:
 
 
 def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_halt_id) -> Decision:
-    ts, now = obs.session, obs.wall
-    spec, gen = ts.spec, ts.metadata.generation
-    status = ts.status.model_copy(deep=True)
-    conds = status.conditions
-    events: list[Event] = []
+    d = _Draft(obs, obs.session.status.model_copy(deep=True), obs.wall, obs.session.metadata.generation)
+    _policy_step(d)
+    _live_gate_step(d)
+    _workers_step(d)
+    _risk_step(d)
+    _halt_step(d, settings, halt_id)
+    _reducing_step(d)
+    transition, where, blocked, target = _phase_step(d)
+    _trading_state_step(d, blocked, calendar_known=where is not None)
+    status, spec = d.status, obs.session.spec
+    anchor = obs.session.metadata.creation_timestamp or obs.wall
+    if where is not None:
+        status.next_transition = NextTransition(phase=where.next_phase.value, at=where.next_at)
+    status.observed_generation = d.generation
+    status.config_hash = build_workers.config_hash(obs.session)
 
-    def condition(type_: str, ok: bool | str, reason: str, message: str, event: tuple[str, str] | None = None) -> None:
-        changed = set_condition(conds, type_, ok, reason, message, now, gen)
-        if changed and event is not None:
-            events.append(Event(event[0], event[1], message))
+    requeue = settings.reconcile_interval * 5
+    if transition is not None:
+        requeue = 0.0
+    elif where is not None and target is not Phase.HALTED and status.phase == target:
+        wall_next = session_clock.wall_at(spec.clock, anchor, where.next_at)
+        requeue = max(0.0, min(requeue, (wall_next - obs.wall).total_seconds()))
+    if blocked or (status.halt is not None and not d.missing):
+        requeue = min(requeue, settings.reconcile_interval)
+    if status.risk is not None:  # a risk report that stops coming must turn DataFresh Unknown
+        requeue = min(requeue, RISK_REPORT_MAX_AGE / 2)
+    return Decision(status=status, suspended=d.suspended, events=d.events, transition=transition,
+                    halt_raised=d.halt_raised, requeue_after=requeue, executor_allowed=d.live_ok)
 
-    # 1. policy --------------------------------------------------------------------------
-    policy = obs.policy
+
+# ---------------------------------------------------------------------------- 1. policy
+
+def _policy_step(d: _Draft) -> None:
+    spec, policy = d.obs.session.spec, d.obs.policy
     if policy is None:
-        reason = "PolicyInvalid" if obs.policy_error else "PolicyNotFound"
-        message = obs.policy_error or f"RiskPolicy {spec.risk_policy_ref.name!r} not found; the session does not trade"
-        condition("PolicyApplied", False, reason, message, ("Warning", reason))
-        status.risk_policy = PolicyStatusRef(name=spec.risk_policy_ref.name, observed_generation=0)
+        reason = R.POLICY_INVALID if d.obs.policy_error else R.POLICY_NOT_FOUND
+        message = d.obs.policy_error or f"RiskPolicy {spec.risk_policy_ref.name!r} not found; the session does not trade"
+        d.condition(C.POLICY_APPLIED, False, reason, message, ("Warning", reason))
+        previous = d.status.risk_policy
+        d.status.risk_policy = PolicyStatusRef(name=spec.risk_policy_ref.name,
+                                               observed_generation=previous.observed_generation if previous else 0)
+        return
+    if policy.metadata.deletion_timestamp is not None:
+        d.condition(C.POLICY_APPLIED, False, R.POLICY_DELETING,
+                    f"RiskPolicy {policy.metadata.name} is being deleted; the session does not trade",
+                    ("Warning", R.POLICY_DELETING))
     else:
-        condition("PolicyApplied", True, "PolicyApplied",
-                  f"RiskPolicy {policy.metadata.name} generation {policy.metadata.generation} ({policy.spec.mode})",
-                  ("Normal", "PolicyApplied"))
-        status.risk_policy = PolicyStatusRef(name=policy.metadata.name, observed_generation=policy.metadata.generation,
-                                             mode=policy.spec.mode)
+        d.condition(C.POLICY_APPLIED, True, R.POLICY_APPLIED,
+                    f"RiskPolicy {policy.metadata.name} generation {policy.metadata.generation} ({policy.spec.mode})",
+                    ("Normal", R.POLICY_APPLIED))
+        d.policy_ok = True
+    d.status.risk_policy = PolicyStatusRef(name=policy.metadata.name, observed_generation=policy.metadata.generation,
+                                           mode=policy.spec.mode)
 
-    # 2. workers -------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------- 2. live-trading gate
+
+def _live_gate_step(d: _Draft) -> None:
+    spec, policy = d.obs.session.spec, d.obs.policy
+    if spec.broker.paper:
+        d.condition(C.LIVE_TRADING_ALLOWED, True, R.PAPER, f"paper trading on the {spec.broker.kind} broker")
+        return
+    blockers = []
+    if policy is None or not policy.spec.allow_live:
+        blockers.append(f"RiskPolicy {spec.risk_policy_ref.name} does not set allowLive: true")
+    labels = d.obs.namespace_labels or {}
+    if labels.get(LIVE_LABEL) != LIVE_LABEL_VALUE:
+        blockers.append(f"namespace {d.obs.session.metadata.namespace} lacks the label {LIVE_LABEL}={LIVE_LABEL_VALUE}")
+    d.live_blockers = blockers
+    if blockers:
+        d.live_ok = False
+        d.condition(C.LIVE_TRADING_ALLOWED, False, R.LIVE_TRADING_NOT_ALLOWED,
+                    "live trading refused (executor held at 0 replicas): " + "; ".join(blockers),
+                    ("Warning", R.LIVE_TRADING_REFUSED))
+    else:
+        d.condition(C.LIVE_TRADING_ALLOWED, True, R.LIVE_ALLOWED,
+                    "live trading allowed by the RiskPolicy and the namespace label", ("Normal", R.LIVE_ALLOWED))
+
+
+# ---------------------------------------------------------------------------- 3. workers
+
+def _workers_step(d: _Draft) -> None:
+    spec, status = d.obs.session.spec, d.status
     open_orders = status.executor.open_orders if status.executor else 0
-    suspended = spec.suspend and open_orders == 0
-    if spec.suspend and not suspended:
-        condition("Suspended", False, "OpenOrders",
-                  f"suspend refused: {open_orders} orders are open; halt and let the executor cancel them first",
-                  ("Warning", "SuspendRefused"))
+    d.suspended = spec.suspend and open_orders == 0
+    if spec.suspend and not d.suspended:
+        d.condition(C.SUSPENDED, False, R.OPEN_ORDERS,
+                    f"suspend refused: {open_orders} orders are open; halt and let the executor cancel them first",
+                    ("Warning", R.SUSPEND_REFUSED))
     elif spec.suspend:
-        condition("Suspended", True, "Suspended", "maintenance mode: every worker scaled to zero",
-                  ("Normal", "Suspended"))
-    elif get_condition(conds, "Suspended") is not None:
-        condition("Suspended", False, "Running", "not suspended", ("Normal", "Unsuspended"))
+        d.condition(C.SUSPENDED, True, R.SUSPENDED, "maintenance mode: every worker scaled to zero",
+                    ("Normal", R.SUSPENDED))
+    elif get_condition(status.conditions, C.SUSPENDED) is not None:
+        d.condition(C.SUSPENDED, False, R.RUNNING, "not suspended", ("Normal", R.UNSUSPENDED))
     status.workers = {}
     for role in Role:
-        desired = 0 if suspended else spec.workers.for_role(role).replicas
-        status.workers[role.value] = WorkerCount(ready=min(_ready(obs.deployments.get(role)), desired), desired=desired)
-    missing = [f"{r} {c.ready}/{c.desired}" for r, c in status.workers.items() if c.ready < c.desired]
-    workers_ok = not missing
-    condition("WorkersAvailable", workers_ok, "AllReady" if workers_ok else "WorkersNotReady",
-              "all workers ready" if workers_ok else "not ready: " + ", ".join(missing))
-    executor_desired = status.workers[Role.EXECUTOR.value].desired
+        desired = 0 if d.suspended else spec.workers.for_role(role).replicas
+        if role is Role.EXECUTOR and not d.live_ok:
+            desired = 0
+        status.workers[role.value] = WorkerCount(ready=min(_ready(d.obs.deployments.get(role)), desired),
+                                                 desired=desired)
+    d.missing = [f"{r} {c.ready}/{c.desired}" for r, c in status.workers.items() if c.ready < c.desired]
+    d.workers_ok = not d.missing
+    if d.suspended:
+        d.condition(C.WORKERS_AVAILABLE, False, R.SUSPENDED, "suspended: every worker scaled to zero")
+    else:
+        d.condition(C.WORKERS_AVAILABLE, d.workers_ok, R.ALL_READY if d.workers_ok else R.WORKERS_NOT_READY,
+                    "all workers ready" if d.workers_ok else "not ready: " + ", ".join(d.missing))
+    d.executor_desired = status.workers[Role.EXECUTOR.value].desired
     report = status.executor
-    if executor_desired and report is not None and report.broker_connected is not None:
-        condition("BrokerConnected", report.broker_connected, "Connected" if report.broker_connected else "Disconnected",
-                  f"executor reports the {spec.broker.kind} broker "
-                  + ("reachable" if report.broker_connected else "unreachable"))
+    if d.executor_desired and report is not None and report.broker_connected is not None:
+        ok = report.broker_connected
+        d.condition(C.BROKER_CONNECTED, ok, R.CONNECTED if ok else R.DISCONNECTED,
+                    f"executor reports the {spec.broker.kind} broker " + ("reachable" if ok else "unreachable"))
 
-    # 3. halt ----------------------------------------------------------------------------
-    halt = status.halt or HaltStatus()
-    raised: str | None = None
-    if not halt.active:
-        source, reason = _halt_cause(obs, status, settings, executor_desired)
+
+# ---------------------------------------------------------------------------- 4. risk report
+
+def _risk_step(d: _Draft) -> None:
+    status = d.status
+    risk = status.risk
+    blocking = transactions.blocking_breaches(status)
+    alerts = transactions.alert_breaches(status)
+    if blocking:
+        d.condition(C.RISK_BREACHED, True, R.LIMITS_BREACHED, transactions.describe(blocking))
+    else:
+        d.condition(C.RISK_BREACHED, False, R.WITHIN_LIMITS,
+                    "no Reduce, Halt or Flatten rule is beyond its limit" if risk else "no risk report yet")
+    if alerts:
+        d.condition(C.RISK_ALERT, True, R.ALERTING, transactions.describe(alerts))
+    else:
+        d.condition(C.RISK_ALERT, False, R.NO_ALERT, "no Alert rule is beyond its limit")
+    breaker = risk.circuit_breaker if risk else None
+    if breaker is not None and breaker.tripped:
+        limits = breaker.scaled_limits
+        scaled = (f"; per-order limits scaled by {breaker.limit_scale:g}: order notional {limits.max_order_notional:,.0f}, "
+                  f"position {limits.max_position_notional:,.0f}, rate {limits.max_orders_per_second:g}/s"
+                  if limits is not None and breaker.limit_scale is not None else "")
+        d.condition(C.CIRCUIT_BREAKER, True, R.TRIPPED, f"{breaker.reason}{scaled}")
+    else:
+        d.condition(C.CIRCUIT_BREAKER, False, R.NOT_TRIPPED, "market circuit breaker not tripped")
+    # DataFresh: from the risk worker's per-symbol quote ages, as long as the report itself is recent.
+    risk_desired = status.workers.get(Role.RISK.value, WorkerCount()).desired
+    if risk is None or risk.data is None:
+        d.data_fresh = None
+        d.condition(C.DATA_FRESH, "Unknown", R.NO_RISK_REPORT,
+                    "no quote-age report from the risk worker" + ("" if risk_desired else " (risk has 0 replicas)"))
+    elif risk.updated_at is None or (d.now - risk.updated_at).total_seconds() > RISK_REPORT_MAX_AGE:
+        d.data_fresh = None
+        d.condition(C.DATA_FRESH, "Unknown", R.RISK_REPORT_STALE,
+                    f"the risk worker's last report is older than {RISK_REPORT_MAX_AGE:.0f}s")
+    elif risk.data.stale_symbols:
+        d.data_fresh = False
+        age = risk.data.max_age_seconds
+        d.condition(C.DATA_FRESH, False, R.QUOTES_STALE,
+                    f"no quote within {risk.data.limit_seconds:g}s for: {', '.join(risk.data.stale_symbols[:20])}"
+                    + (f" (stalest {age:.0f}s)" if age is not None else ""),
+                    ("Warning", R.QUOTES_STALE))
+    else:
+        d.data_fresh = True
+        d.condition(C.DATA_FRESH, True, R.QUOTES_FRESH,
+                    f"every symbol quoted within {risk.data.limit_seconds:g}s", ("Normal", R.QUOTES_FRESH))
+
+
+# ---------------------------------------------------------------------------- 5. halt
+
+def _halt_step(d: _Draft, settings: Settings, halt_id: Callable[[], str]) -> None:
+    status = d.status
+    if status.halt is not None and not status.halt.active:
+        transactions.clear_halt(status, d.now)  # a pre-vocabulary status: an inactive halt is history
+    if status.halt is None:
+        source, reason = _halt_cause(d, settings)
         if source is not None:
-            halt = HaltStatus(active=True, source=source, reason=reason, since=now, id=halt_id())  # type: ignore[arg-type]
-            raised = source
-            events.append(Event("Warning", "Halted", f"halt {halt.id} raised by {source}: {reason}"))
+            reason = _fresh_user_reason(status, source, reason)
+            hid, _ = transactions.raise_halt(status, source=source, reason=reason, now=d.now, halt_id=halt_id)
+            d.halt_raised = source
+            d.event("Warning", R.HALTED, f"halt {hid} raised by {source}: {reason}")
     else:
-        halt, resume_events = _maybe_resume(obs, status, halt, executor_desired, workers_ok, now, condition)
-        events.extend(resume_events)
-    status.halt = halt
-    if halt.active:
-        condition("Halted", True, f"HaltedBy{halt.source}", f"halt {halt.id}: {halt.reason}")
+        _maybe_resume(d)
+    halt = status.halt
+    if halt is not None:
+        d.condition(C.HALTED, True, R(f"HaltedBy{halt.source}"),
+                    f"halt {halt.id} ({halt.action}): {halt.reason}")
     else:
-        condition("Halted", False, "NotHalted", "no halt in force")
+        d.condition(C.HALTED, False, R.NOT_HALTED, "no halt in force")
 
-    # 4. phase ---------------------------------------------------------------------------
+
+def _fresh_user_reason(status: TradingSessionStatus, source: HaltSource, reason: str) -> str:
+    """A user halt whose spec.haltReason was not changed since the last one must not repeat an old reason."""
+    last = status.last_halt
+    if source == HaltSource.USER and last is not None and last.source == HaltSource.USER and last.reason == reason:
+        return f"halted by user (spec.haltReason is unchanged since halt {last.id}: {reason})"
+    return reason
+
+
+def _halt_cause(d: _Draft, settings: Settings) -> tuple[HaltSource | None, str]:
+    obs, status = d.obs, d.status
+    spec = obs.session.spec
+    if spec.halted:
+        return HaltSource.USER, spec.halt_reason or "halted by user"
+    if obs.policy is not None and obs.policy.spec.mode == "Halted":
+        return HaltSource.POLICY, f"RiskPolicy {obs.policy.metadata.name} mode is Halted"
+    applied_before = status.risk_policy is not None and status.risk_policy.observed_generation > 0
+    if applied_before and obs.policy is None and not obs.policy_error:
+        return HaltSource.OPERATOR, f"RiskPolicy {spec.risk_policy_ref.name} disappeared while in use"
+    report = status.executor
+    if (d.executor_desired and status.phase in ORDER_PHASES and report is not None and report.heartbeat is not None
+            and (obs.wall - report.heartbeat).total_seconds() > settings.executor_stale_seconds):
+        age = (obs.wall - report.heartbeat).total_seconds()
+        return HaltSource.OPERATOR, f"executor lost: no heartbeat for {age:.0f}s"
+    return None, ""
+
+
+def _maybe_resume(d: _Draft) -> None:
+    obs, status = d.obs, d.status
+    spec, halt = obs.session.spec, status.halt
+    assert halt is not None
+    named = spec.resume_halt_id
+    last = status.last_halt
+    if named and named != halt.id and not (last is not None and named == last.id):
+        d.condition(C.RESUMABLE, False, R.STALE_HALT_ID,
+                    f"resumeHaltId {named} does not name the active halt {halt.id}; refused",
+                    ("Warning", R.RESUME_REFUSED))
+        return
+    requested = named == halt.id or (halt.source == HaltSource.USER and not spec.halted)
+    if not requested:
+        d.condition(C.RESUMABLE, False, R.AWAITING_RESUME,
+                    "resume with: kubectl patch tradingsession "
+                    f"{obs.session.metadata.name} --type=merge -p "
+                    + ("'{\"spec\":{\"halted\":false}}'" if halt.source == HaltSource.USER else
+                       f"'{{\"spec\":{{\"halted\":false,\"resumeHaltId\":\"{halt.id}\"}}}}'"))
+        return
+    blockers = []
+    if spec.halted:
+        blockers.append("spec.halted is still true")
+    if not d.workers_ok:
+        blockers.append("workers not ready: " + ", ".join(d.missing))
+    if obs.policy is None:
+        blockers.append("RiskPolicy missing or invalid")
+    elif obs.policy.spec.mode == "Halted":
+        blockers.append("RiskPolicy mode is Halted")
+    blocking = transactions.blocking_breaches(status)
+    if blocking:
+        blockers.append("risk limits still breached: " + transactions.describe(blocking))
+    report = status.executor
+    if d.executor_desired and (report is None or report.halt_handled != halt.id):
+        blockers.append("executor has not reconciled open orders for this halt")
+    if blockers:
+        d.condition(C.RESUMABLE, False, R.RESUME_BLOCKED, "resume blocked: " + "; ".join(blockers),
+                    ("Warning", R.RESUME_BLOCKED))
+        return
+    cleared = transactions.clear_halt(status, d.now)
+    assert cleared is not None
+    d.condition(C.RESUMABLE, True, R.RESUMED, f"halt {cleared.id} cleared")
+    d.event("Normal", R.RESUMED, f"halt {cleared.id} ({cleared.source}: {cleared.reason}) cleared")
+
+
+# ---------------------------------------------------------------------------- 6. reducing
+
+def _reducing_step(d: _Draft) -> None:
+    obs, status = d.obs, d.status
+    spec, latch = obs.session.spec, status.reducing
+    named = spec.clear_reducing_id
+    if latch is not None and named:
+        last = status.last_reducing
+        if named != latch.id:
+            if not (last is not None and named == last.id):
+                d.condition(C.REDUCING, True, R.CLEAR_REFUSED,
+                            f"clearReducingId {named} does not name the Reducing latch {latch.id}; refused",
+                            ("Warning", R.CLEAR_REFUSED))
+                return
+        else:
+            blockers = _reducing_blockers(status, latch.source, latch.rule)
+            if blockers:
+                d.condition(C.REDUCING, True, R.CLEAR_BLOCKED,
+                            f"Reducing {latch.id} stays: " + "; ".join(blockers), ("Warning", R.CLEAR_BLOCKED))
+                return
+            cleared = transactions.clear_reducing(status, d.now)
+            assert cleared is not None
+            d.event("Normal", R.REDUCING_CLEARED, f"Reducing {cleared.id} ({cleared.source} {cleared.rule or ''}: "
+                                                  f"{cleared.reason}) cleared")
+            latch = None
+    if latch is not None:
+        d.condition(C.REDUCING, True, R.REDUCING_LATCHED,
+                    f"Reducing {latch.id} raised by {latch.source}"
+                    + (f" rule {latch.rule}" if latch.rule else "") + f": {latch.reason}. Clear with: kubectl patch "
+                    f"tradingsession {obs.session.metadata.name} --type=merge -p "
+                    f"'{{\"spec\":{{\"clearReducingId\":\"{latch.id}\"}}}}'",
+                    ("Warning", R.REDUCING))
+    elif obs.policy is not None and obs.policy.spec.mode == "Reducing":
+        d.condition(C.REDUCING, True, R.POLICY_MODE_REDUCING, f"RiskPolicy {obs.policy.metadata.name} mode is Reducing")
+    else:
+        d.condition(C.REDUCING, False, R.NOT_REDUCING, "no Reducing latch in force")
+
+
+def _reducing_blockers(status: TradingSessionStatus, source: str, rule: str | None) -> list[str]:
+    risk = status.risk
+    if source == ReducingSource.CIRCUIT_BREAKER:
+        if risk is not None and risk.circuit_breaker is not None and risk.circuit_breaker.tripped:
+            return ["the market circuit breaker is still tripped"]
+        return []
+    if source == ReducingSource.RISK:
+        still = [b for b in transactions.blocking_breaches(status) if b.rule == rule]
+        return [f"rule {b.rule} is still beyond its limit: {b.message}" for b in still]
+    return []
+
+
+# ---------------------------------------------------------------------------- 7. phase
+
+def _premarket_blockers(d: _Draft) -> list[str]:
+    spec, status = d.obs.session.spec, d.status
+    blockers = []
+    if not d.workers_ok:
+        blockers.append("workers ready (" + ", ".join(d.missing) + ")")
+    if not d.policy_ok:
+        blockers.append("RiskPolicy applied")
+    if not d.live_ok:
+        blockers.append("live trading allowed (" + "; ".join(d.live_blockers) + ")")
+    if d.executor_desired:
+        if not (status.executor and status.executor.broker_connected):
+            blockers.append(f"{spec.broker.kind} broker reachable (executor report)")
+        if d.data_fresh is not True:
+            cond = get_condition(status.conditions, C.DATA_FRESH)
+            blockers.append("market data fresh" + (f" ({cond.message})" if cond is not None else ""))
+    return blockers
+
+
+def _phase_step(d: _Draft) -> tuple[tuple[Phase | None, Phase] | None, Any, list[str], Phase]:
+    obs, status = d.obs, d.status
+    spec, halt = obs.session.spec, status.halt
     current = Phase(status.phase) if status.phase else None
-    anchor = ts.metadata.creation_timestamp or now
-    session_now = session_clock.session_now(spec.clock, anchor, now)
+    anchor = obs.session.metadata.creation_timestamp or obs.wall
+    session_now = session_clock.session_now(spec.clock, anchor, obs.wall)
+    status.clock = session_now
     try:
         where = calendar.position(spec.calendar, session_now)
     except calendar.UnknownExchange as exc:
         where = None
         target = Phase.ERROR
-        condition("Ready", False, "UnknownExchange", str(exc), ("Warning", "UnknownExchange"))
+        d.condition(C.READY, False, R.UNKNOWN_EXCHANGE, str(exc), ("Warning", R.UNKNOWN_EXCHANGE))
     if where is not None:
-        target = Phase.HALTED if halt.active else where.phase
-    blocked: list[str] = []
+        target = Phase.HALTED if halt is not None else where.phase
     nxt = _step(current, target)
-    if current is Phase.PRE_MARKET and nxt is Phase.MARKET_OPEN:
-        blocked = _premarket_blockers(status, policy, executor_desired, workers_ok)
-        if blocked:
+    # The checklist is evaluated from PreMarket on, from the real state.
+    checks = _premarket_blockers(d) if current is not None and current is not Phase.INITIALIZING else None
+    blocked: list[str] = []
+    if current is Phase.PRE_MARKET and checks:
+        blocked = checks
+        if nxt is Phase.MARKET_OPEN:
             nxt = current
+    if checks is None:
+        d.condition(C.PRE_MARKET_CHECKS, "Unknown", R.NOT_EVALUATED, "evaluated from PreMarket on")
+    elif checks:
+        d.condition(C.PRE_MARKET_CHECKS, False, R.CHECKS_FAILING,
+                    ("no orders and no MarketOpen until: " if current is Phase.PRE_MARKET else "failing: ")
+                    + "; ".join(checks), ("Warning", R.PRE_MARKET_CHECKS_FAILING))
+    else:
+        d.condition(C.PRE_MARKET_CHECKS, True, R.CHECKS_PASSED,
+                    "workers ready, policy applied" + (", broker reachable, market data fresh"
+                                                       if d.executor_desired else ""))
+    transition: tuple[Phase | None, Phase] | None = None
     if nxt is not None and nxt is not current:
         phases.check_transition(current, nxt)
-        reason = (f"halt {halt.id}" if nxt is Phase.HALTED else
-                  f"resumed from halt {halt.id}" if current is Phase.HALTED else
+        reason = (f"halt {halt.id}" if nxt is Phase.HALTED and halt is not None else
+                  f"resumed from halt {status.last_halt.id}" if current is Phase.HALTED and status.last_halt else
+                  "the day ended before the pre-market checks passed" if current is Phase.PRE_MARKET
+                  and nxt is Phase.INITIALIZING else
                   "exchange calendar" if where is not None else "error")
         status.transitions = [*status.transitions, Transition(from_=current.value if current else None, to=nxt.value,
-                                                              at=now, reason=reason)][-MAX_TRANSITIONS:]
-        events.append(Event("Normal", "PhaseChanged", f"{current.value if current else '-'} -> {nxt.value}: {reason}"))
-        if nxt is Phase.HALTED and raised is None:
+                                                              at=obs.wall, reason=reason)][-MAX_TRANSITIONS:]
+        d.event("Normal", R.PHASE_CHANGED, f"{current.value if current else '-'} -> {nxt.value}: {reason}")
+        if nxt is Phase.HALTED and d.halt_raised is None and halt is not None:
             # Raised elsewhere (the risk worker writes its halts into status itself): announce it here.
-            events.append(Event("Warning", "Halted", f"halt {halt.id} raised by {halt.source}: {halt.reason}"))
+            d.event("Warning", R.HALTED, f"halt {halt.id} raised by {halt.source}: {halt.reason}")
         status.phase = nxt
-        decision_transition: tuple[Phase | None, Phase] | None = (current, nxt)
+        transition = (current, nxt)
+    return transition, where, blocked, target
+
+
+# ---------------------------------------------------------------------------- 8. trading state, Ready
+
+def _trading_state_step(d: _Draft, blocked: list[str], calendar_known: bool) -> None:
+    """What executors may do, and Ready: True only while they may trade normally (Active)."""
+    obs, status = d.obs, d.status
+    policy = obs.policy
+    reason: R
+    if status.halt is not None:
+        state, reason, message = TradingState.HALTED, R.HALTED, f"halt {status.halt.id}: {status.halt.reason}"
+    elif d.suspended:
+        state, reason, message = TradingState.HALTED, R.SUSPENDED, "suspended for maintenance"
+    elif not d.policy_ok:
+        cond = get_condition(status.conditions, C.POLICY_APPLIED)
+        state, reason = TradingState.HALTED, R(cond.reason) if cond else R.POLICY_NOT_FOUND
+        message = cond.message if cond else "no RiskPolicy"
+    elif not d.live_ok:
+        state, reason, message = TradingState.HALTED, R.LIVE_TRADING_NOT_ALLOWED, "; ".join(d.live_blockers)
+    elif status.phase not in ORDER_PHASES:
+        state, reason = TradingState.HALTED, R.OUT_OF_HOURS
+        message = f"phase {status.phase or '-'} allows no orders"
+    elif blocked:
+        state, reason = TradingState.HALTED, R.PRE_MARKET_CHECKS_FAILING
+        message = "pre-market checks failing: " + "; ".join(blocked)
+    elif status.reducing is not None or (policy is not None and policy.spec.mode == "Reducing"):
+        state, reason = TradingState.REDUCING, R.REDUCING
+        message = (f"Reducing {status.reducing.id}: {status.reducing.reason}" if status.reducing is not None
+                   else "RiskPolicy mode is Reducing") + "; only exposure-reducing orders"
+    elif not d.workers_ok:
+        state, reason, message = TradingState.ACTIVE, R.WORKERS_NOT_READY, "not ready: " + ", ".join(d.missing)
     else:
-        decision_transition = None
-    if blocked:
-        condition("PreMarketChecks", False, "ChecksFailing", "MarketOpen waits for: " + "; ".join(blocked),
-                  ("Warning", "PreMarketChecksFailing"))
-    elif status.phase is not None and status.phase != Phase.INITIALIZING:
-        condition("PreMarketChecks", True, "ChecksPassed", "workers ready, broker reachable, policy applied")
-
-    # 5. trading state, next transition, Ready --------------------------------------------
-    reducing = (policy is not None and policy.spec.mode == "Reducing") or (
-        (rb := get_condition(conds, "RiskBreached")) is not None and rb.status == "True" and rb.reason == "Reduce")
-    if halt.active or policy is None or status.phase not in ORDER_PHASES:
-        status.trading_state = "Halted"
-    else:
-        status.trading_state = "Reducing" if reducing else "Active"
-    if where is not None:
-        status.next_transition = NextTransition(phase=where.next_phase.value, at=where.next_at)
-    status.clock = session_now
-    trading = status.phase in ORDER_PHASES and not halt.active and policy is not None
-    if where is not None:
-        condition("Ready", trading and workers_ok,
-                  "Trading" if trading and workers_ok else (str(status.phase) if status.phase else "Pending"),
-                  "trading" if trading and workers_ok else
-                  f"phase {status.phase or '-'}, trading state {status.trading_state}")
-    status.observed_generation = gen
-    status.config_hash = build_workers.config_hash(ts)
-
-    requeue = settings.reconcile_interval * 5
-    if decision_transition is not None:
-        requeue = 0.0
-    elif where is not None and target is not Phase.HALTED and status.phase == target:
-        wall_next = session_clock.wall_at(spec.clock, anchor, where.next_at)
-        requeue = max(0.0, min(requeue, (wall_next - now).total_seconds()))
-    elif blocked or (halt.active and not missing):
-        requeue = settings.reconcile_interval
-    return Decision(status=status, suspended=suspended, events=events, transition=decision_transition,
-                    halt_raised=raised, requeue_after=requeue)
-
-
-def _halt_cause(obs: Observed, status: TradingSessionStatus, settings: Settings,
-                executor_desired: int) -> tuple[str | None, str]:
-    spec = obs.session.spec
-    if spec.halted:
-        return "User", spec.halt_reason or "halted by user"
-    if obs.policy is not None and obs.policy.spec.mode == "Halted":
-        return "Policy", f"RiskPolicy {obs.policy.metadata.name} mode is Halted"
-    report = status.executor
-    if (executor_desired and status.phase in ORDER_PHASES and report is not None and report.heartbeat is not None
-            and (obs.wall - report.heartbeat).total_seconds() > settings.executor_stale_seconds):
-        age = (obs.wall - report.heartbeat).total_seconds()
-        return "Operator", f"executor lost: no heartbeat for {age:.0f}s"
-    return None, ""
-
-
-def _maybe_resume(obs: Observed, status: TradingSessionStatus, halt: HaltStatus, executor_desired: int,
-                  workers_ok: bool, now: dt.datetime,
-                  condition: Callable[..., None]) -> tuple[HaltStatus, list[Event]]:
-    spec = obs.session.spec
-    events: list[Event] = []
-    named = spec.resume_halt_id
-    if named and named != halt.id:
-        condition("Resumable", False, "StaleHaltId",
-                  f"resumeHaltId {named} does not name the active halt {halt.id}; refused",
-                  ("Warning", "ResumeRefused"))
-        return halt, events
-    requested = named == halt.id or (halt.source == "User" and not spec.halted)
-    if not requested:
-        condition("Resumable", False, "AwaitingResume",
-                  "resume with: kubectl patch tradingsession "
-                  f"{obs.session.metadata.name} --type=merge -p "
-                  + ("'{\"spec\":{\"halted\":false}}'" if halt.source == "User" else
-                     f"'{{\"spec\":{{\"halted\":false,\"resumeHaltId\":\"{halt.id}\"}}}}'"))
-        return halt, events
-    blockers = []
-    if spec.halted:
-        blockers.append("spec.halted is still true")
-    if not workers_ok:
-        blockers.append("workers not ready")
-    if obs.policy is None:
-        blockers.append("RiskPolicy missing or invalid")
-    elif obs.policy.spec.mode == "Halted":
-        blockers.append("RiskPolicy mode is Halted")
-    if is_true(status.conditions, "RiskBreached"):
-        blockers.append("risk limits still breached")
-    report = status.executor
-    if executor_desired and (report is None or report.halt_handled != halt.id):
-        blockers.append("executor has not reconciled open orders for this halt")
-    if blockers:
-        condition("Resumable", False, "ResumeBlocked", "resume blocked: " + "; ".join(blockers),
-                  ("Warning", "ResumeBlocked"))
-        return halt, events
-    condition("Resumable", True, "Resumed", f"halt {halt.id} cleared")
-    events.append(Event("Normal", "Resumed", f"halt {halt.id} ({halt.source}: {halt.reason}) cleared"))
-    return halt.model_copy(update={"active": False}), events
+        state, reason, message = TradingState.ACTIVE, R.TRADING, f"trading in {status.phase}"
+    status.trading_state = state
+    if calendar_known:  # else the phase step said why (UnknownExchange)
+        d.condition(C.READY, reason is R.TRADING, reason, message)
 
 
 def _step(current: Phase | None, target: Phase) -> Phase | None:
@@ -292,23 +560,12 @@ def _step(current: Phase | None, target: Phase) -> Phase | None:
         # Enter the day only while it is still ahead of us; otherwise wait for the next one.
         return Phase.PRE_MARKET if target in (Phase.PRE_MARKET, Phase.MARKET_OPEN) else None
     if current is Phase.PRE_MARKET:
-        # The market is not open (a blocked checklist, or the day ended): PreMarket only opens.
-        return None
+        # Blocked by the checklist while the market is open; once the regular session is over, the
+        # day is lost: back to Initializing to wait for the next one (never into MarketClose unopened).
+        return Phase.INITIALIZING if target in (Phase.MARKET_CLOSE, Phase.AFTER_HOURS, Phase.INITIALIZING) else None
     if current in CYCLE:
         return CYCLE[(CYCLE.index(current) + 1) % len(CYCLE)]
     return None
-
-
-def _premarket_blockers(status: TradingSessionStatus, policy: RiskPolicy | None, executor_desired: int,
-                        workers_ok: bool) -> list[str]:
-    blockers = []
-    if not workers_ok:
-        blockers.append("workers ready")
-    if policy is None:
-        blockers.append("RiskPolicy applied")
-    if executor_desired and not (status.executor and status.executor.broker_connected):
-        blockers.append("broker reachable (executor report)")
-    return blockers
 
 
 # ---------------------------------------------------------------------------------- I/O
@@ -324,7 +581,9 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     metrics.RECONCILES.labels("TradingSession").inc()
     ts = TradingSession.model_validate(body)
     policy, policy_error = _parse_policy(policy_body)
-    decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC)), settings)
+    # The namespace's labels matter only to the live-trading gate: read them for non-paper sessions only.
+    labels = await kube.namespace_labels(ts.metadata.namespace) if not ts.spec.broker.paper else None
+    decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels), settings)
     key = f"{ts.metadata.namespace}/{ts.metadata.name}"
 
     # Children: the ConfigMap when its content changed, Deployments when missing or drifted.
@@ -336,7 +595,8 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     # session's five applies in series were five round trips before its first status write.
     drifted = []
     for role in Role if children else ():
-        desired = build_workers.deployment(ts, role, settings, suspended=decision.suspended, config_digest=cfg_hash)
+        held = decision.suspended or (role is Role.EXECUTOR and not decision.executor_allowed)
+        desired = build_workers.deployment(ts, role, settings, suspended=held, config_digest=cfg_hash)
         live = deployments.get(role)
         if live is None or not kube.is_subset(_comparable(desired), live):
             drifted.append(desired)
@@ -349,7 +609,10 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     old.pop("clock", None)
     written: dict[str, Any] | None = None
     if {k: v for k, v in new.items() if k != "clock"} != old:
-        written = await kube.patch_status("tradingsessions", ts.metadata.namespace, ts.metadata.name, new,
+        # A merge patch keeps what it does not mention: a field the decision removed (a cleared halt or
+        # Reducing latch) is written as null to delete it.
+        patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
+        written = await kube.patch_status("tradingsessions", ts.metadata.namespace, ts.metadata.name, patch,
                                           ts.metadata.resource_version)
         for event in decision.events:
             post_event(event)
@@ -416,9 +679,10 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
     now = dt.datetime.now(dt.UTC)
     halt = ts.status.halt
     if halt is None or not halt.active:
-        halt = HaltStatus(active=True, source="Operator", reason="session is being deleted", since=now, id=new_halt_id())
+        halt = HaltStatus(active=True, source=HaltSource.OPERATOR, reason="session is being deleted", since=now,
+                          id=new_halt_id())
         await kube.patch_status("tradingsessions", ns, name, {"halt": halt.wire()}, None)
-        post_event(Event("Normal", "Finalizing", f"halt {halt.id} raised; waiting for the executor to handle open orders"))
+        post_event(Event("Normal", R.FINALIZING, f"halt {halt.id} raised; waiting for the executor to handle open orders"))
         return False
     executor = ts.status.executor
     running = (ts.status.workers.get(Role.EXECUTOR.value) or WorkerCount()).ready > 0
@@ -428,7 +692,7 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
     if not handled and not timed_out:
         return False
     if not handled:
-        post_event(Event("Warning", "FinalizeTimeout",
+        post_event(Event("Warning", R.FINALIZE_TIMEOUT,
                          f"executor did not confirm open orders handled within {settings.delete_timeout_seconds:.0f}s"))
     for role in Role:
         await kube.delete("apps/v1", "deployments", ns, names.deployment(name, role))

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from trading_operator.api.backup import HISTORY_LIMIT, BackupRun, BackupStatus
-from trading_operator.api.common import GROUP, VERSION, Condition
+from trading_operator.api.common import GROUP, VERSION
+from trading_operator.api.status import set_condition
 from trading_workers.errors import TransientError
 from trading_workers.runtime import Conflict, Kube
 
@@ -32,15 +33,7 @@ CONFLICT_RETRIES = 10
 
 def _condition(status: BackupStatus, type_: str, ok: bool, reason: str, message: str, now: dt.datetime,
                generation: int | None) -> None:
-    value = "True" if ok else "False"
-    for i, cond in enumerate(status.conditions):
-        if cond.type == type_:
-            status.conditions[i] = Condition(type=type_, status=value, reason=reason, message=message[:4000],
-                                             last_transition_time=now if cond.status != value
-                                             else cond.last_transition_time, observed_generation=generation)
-            return
-    status.conditions.append(Condition(type=type_, status=value, reason=reason, message=message[:4000],
-                                       last_transition_time=now, observed_generation=generation))
+    set_condition(status.conditions, type_, ok, reason, message, now, generation)
 
 
 def _put_run(status: BackupStatus, run: BackupRun) -> None:

@@ -58,8 +58,15 @@ def _symbol_seed(seed: int, symbol: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{symbol}".encode()).digest()[:8], "big")
 
 
+#: Volatility indexes quoted by the simulated exchange at a calm level (12 to 20), not a stock price:
+#: the market circuit breaker compares them with its vixLevel (50 by default).
+VOLATILITY_INDEXES = frozenset({"VIX", "VXN", "VXD", "RVX", "VIX9D", "VIX3M"})
+
+
 def initial_price(seed: int, symbol: str) -> float:
-    """Opening price of ``symbol``: deterministic, between 20 and 500 USD."""
+    """Opening price of ``symbol``: deterministic, between 20 and 500 USD (12 to 20 for a volatility index)."""
+    if symbol in VOLATILITY_INDEXES:
+        return round(12.0 + (_symbol_seed(seed, symbol) % 800) / 100.0, 2)
     return round(20.0 + (_symbol_seed(seed, symbol) % 48_000) / 100.0, 2)
 
 

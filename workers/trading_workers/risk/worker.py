@@ -4,14 +4,19 @@ Every second it revalues the journal's positions at the latest quotes,
 computes the figures (``metrics``), evaluates them against the session's
 RiskPolicy (``engine``) and acts on rules that are beyond their limits:
 
-* Alert   -> risk event in the journal, log line, metric
-* Reduce  -> ``status.tradingState: Reducing`` (+ RiskBreached condition)
-* Halt    -> ``status.halt`` {active, source: Risk, reason, since, id} (+ RiskBreached)
-* Flatten -> the same halt with a reason starting ``Flatten:``; executors flatten positions
+* every rule in breach -> ``status.risk.breaches`` (the operator derives RiskBreached for
+  Reduce/Halt/Flatten rules and RiskAlert for Alert rules), a risk event in the journal,
+  a Kubernetes Event (deduplicated and counted), a log line and a metric
+* Reduce  -> the ``status.reducing`` latch (source Risk, or CircuitBreaker for the breaker)
+* Halt    -> ``status.halt`` {active, source: Risk, action: Halt, rule, reason, since, id}
+* Flatten -> the same halt with ``action: Flatten``; executors flatten positions
 
-A rule acts when it enters breach, and again every ``REACT_SECONDS`` while
-it stays there (the writes are idempotent and never overwrite an active
-halt). P&L snapshots go to the journal every few seconds; the summary
+Latches are raised through ``trading_operator.api.transactions`` (the same
+code the operator runs) under a resourceVersion precondition, and are
+cleared only by a human. A rule acts when it enters breach, and again every
+``REACT_SECONDS`` while it stays there (the transactions never overwrite a
+latch in force). ``status.risk`` also carries the circuit breaker (tripped,
+scaled per-order limits) and each symbol's quote age. P&L snapshots go to the journal every few seconds; the summary
 goes to ``status.summary`` at most every ``summary_interval`` seconds. The
 risk worker also mirrors the operator's phase transitions
 (``status.transitions``) into the journal, since it is the role that holds
@@ -35,15 +40,25 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from trading_operator.api import transactions
 from trading_operator.api.clock import wall_at
+from trading_operator.api.phases import ORDER_PHASES
 from trading_operator.api.riskpolicy import RiskPolicySpec
+from trading_operator.api.session import (
+    BreachStatus,
+    CircuitBreakerStatus,
+    DataFreshnessStatus,
+    RiskReport,
+    ScaledLimits,
+)
+from trading_operator.api.status import HaltAction, HaltSource, Reason, ReducingSource, Rule, RuleAction
 from trading_workers import bus as bus_mod
 from trading_workers.errors import DependencyUnavailable, MalformedMessage, TradingError, TransientError
 from trading_workers.journal import Journal, PnlSnapshot
 from trading_workers.risk import metrics
-from trading_workers.risk.engine import SEVERITY, Breach, Figures, evaluate, worst
-from trading_workers.risk.status import SessionStatus
+from trading_workers.risk.engine import SEVERITY, Breach, Figures, breaker_tripped, evaluate, worst
 from trading_workers.runtime import NotFound, Runtime, with_retries
+from trading_workers.session_status import EventRecorder, SessionStatus
 
 log = logging.getLogger("trading_workers.risk")
 
@@ -53,6 +68,7 @@ DAILY_PNL = Gauge("trading_risk_daily_pnl_pct", "Daily P&L, percent of start equ
 TRADING_DAY_SECONDS = 23_400.0
 REACT_SECONDS = 30.0
 HISTORY_CAP = 5_001
+REPORT_EVERY = 5.0  # status.risk is rewritten when it changes, and at least this often (freshness vouches)
 
 
 POLICY_REFRESH_SECONDS = 1.0
@@ -60,8 +76,10 @@ POLICY_REFRESH_SECONDS = 1.0
 
 class RiskWorker:
     def __init__(self, rt: Runtime, bus: bus_mod.Bus, journal: Journal, status: SessionStatus, *,
-                 eval_interval: float = 1.0, summary_interval: float = 2.0, snapshot_interval: float = 5.0) -> None:
+                 eval_interval: float = 1.0, summary_interval: float = 2.0, snapshot_interval: float = 5.0,
+                 events: EventRecorder | None = None) -> None:
         self.rt, self.bus, self.journal, self.status = rt, bus, journal, status
+        self.events = events
         self.config = rt.config
         self.eval_interval, self.summary_interval, self.snapshot_interval = (eval_interval, summary_interval,
                                                                              snapshot_interval)
@@ -85,6 +103,14 @@ class RiskWorker:
         self.transitions_seen: dt.datetime | None = None
         self.last_ok = 0.0
         self.last_figures: Figures | None = None
+        self.quote_seen: dict[str, float] = {}     # symbol -> wall time (s) its last quote reached the bus
+        self.quote_session_ts: dict[str, float] = {}  # symbol -> session time of its last quote
+        self.prior_close: dict[str, float] = {}
+        self.breach_since: dict[str, dt.datetime] = {}
+        self.phase: str | None = None
+        self.started = time.time()
+        self.report_at = -math.inf
+        self.last_report: dict[str, object] | None = None
 
     # ------------------------------------------------------------ inputs
 
@@ -110,7 +136,12 @@ class RiskWorker:
             log.warning("malformed message skipped", extra={"stream": bus_mod.MARKET_DATA, "message_id": msg_id,
                                                             "error": str(exc)})
             return
+        try:
+            self.quote_seen[quote.symbol] = int(msg_id.split("-", 1)[0]) / 1000.0  # stream id: wall ms at publish
+        except ValueError:
+            self.quote_seen[quote.symbol] = time.time()
         self.marks[quote.symbol] = quote.price
+        self.quote_session_ts[quote.symbol] = quote.ts
         self.day_open.setdefault(quote.symbol, quote.price)
         history = self.history.get(quote.symbol)
         if history is None:
@@ -148,6 +179,10 @@ class RiskWorker:
         else:
             self.start_equity = self.capital
         self.peak_equity = max([self.start_equity, *(s.equity for s in today)])
+        # The prior close: each symbol's last quote from before this day began (session time).
+        day_start = midnight.timestamp()
+        self.prior_close = {sym: price for sym, price in self.marks.items()
+                            if self.quote_session_ts.get(sym, math.inf) < day_start}
         self.day_open = dict(self.marks)
         self.active.clear()
         log.info("session day", extra={"day": day.isoformat(), "start_equity": self.start_equity})
@@ -181,8 +216,22 @@ class RiskWorker:
             var_scenarios=len(scenarios), margin_usage_pct=metrics.margin_usage_pct(gross, equity),
             win_rate_pct=win_pct, closed_trades=trades,
             correlation=metrics.average_pairwise_correlation(self.history, exposures) if len(exposures) >= 2 else None,
-            index_drop_pct=metrics.drop_pct(self.day_open.get(index, 0.0), self.marks.get(index, 0.0)),
+            index_drop_pct=metrics.drop_pct(self.prior_close.get(index) or self.day_open.get(index, 0.0),
+                                            self.marks.get(index, 0.0)),
+            volatility_level=self.marks.get(self.policy.circuit_breaker.volatility_symbol),
+            **self._freshness(),
         )
+
+    def _freshness(self) -> dict[str, Any]:
+        """Quote age per traded symbol; the stale set only while the phase allows orders (else None)."""
+        limit = self.policy.limits.data_freshness.max_age_seconds
+        now = time.time()
+        # A symbol never quoted counts from the worker's start: a feed that never started is silent too.
+        ages = {s: now - self.quote_seen.get(s, self.started) for s in self.config.symbols}
+        oldest = max(ages.values(), default=0.0)
+        in_order_phase = self.phase in {p.value for p in ORDER_PHASES}
+        stale = tuple(sorted(s for s, age in ages.items() if age > limit)) if in_order_phase else None
+        return {"stale_symbols": stale, "max_quote_age": oldest}
 
     def _horizon_scale(self) -> float:
         """sqrt(trading day / quote interval): per-quote scenarios scaled to the limit's one-day horizon."""
@@ -203,7 +252,9 @@ class RiskWorker:
         self.last_figures = figures
         EQUITY.set(figures.equity)
         DAILY_PNL.set(figures.daily_pnl_pct)
-        await self._act(evaluate(self.policy.limits, self.policy.circuit_breaker, figures))
+        breaches = evaluate(self.policy.limits, self.policy.circuit_breaker, figures)
+        await self._act(breaches)
+        await self._report(breaches, figures)
         now = time.monotonic()
         if now - self.snapshot_at >= self.snapshot_interval:
             await self.journal.record_pnl(PnlSnapshot(
@@ -225,28 +276,81 @@ class RiskWorker:
         for rule, breach in current.items():
             entering = rule not in self.active or self.active[rule].action != breach.action
             if entering:
+                self.breach_since[rule] = dt.datetime.now(dt.UTC)
                 BREACHES.labels(rule, breach.action).inc()
                 await self.journal.record_risk_event(rule=rule, action=breach.action, value=breach.value,
                                                      threshold=breach.threshold, message=breach.message)
                 log.warning("risk limit breached", extra={"rule": rule, "action": breach.action,
                                                           "detail": breach.message})
+                await self._event("Warning", Reason.RISK_BREACHED, f"{rule} ({breach.action}): {breach.message}")
             repeat = SEVERITY[breach.action] > 0 and now - self.acted_at.get(rule, -math.inf) >= REACT_SECONDS
             if entering or repeat:
                 self.acted_at[rule] = now
                 due.append(breach)
-        top = worst(due)
+        for rule, old in self.active.items():
+            if rule not in current:
+                self.breach_since.pop(rule, None)
+                await self._event("Normal", Reason.BREACH_CLEARED,
+                                  f"{rule} ({old.action}) back within its limit")
+        # Every due Reduce latches Reducing; the worst Halt/Flatten raises (or escalates) the halt.
+        for breach in due:
+            if breach.action == RuleAction.REDUCE:
+                await self._apply(breach)
+        top = worst([b for b in due if SEVERITY[b.action] >= RuleAction.HALT.severity])
         if top is not None:
             await self._apply(top)
-        if self.active and not current:
-            await self.status.clear_breach()
         self.active = current
 
+    async def _event(self, type_: str, reason: Reason, message: str) -> None:
+        if self.events is not None:
+            await self.events.record(type_, reason.value, message)
+
     async def _apply(self, breach: Breach) -> None:
-        if breach.action in ("Halt", "Flatten"):
-            reason = f"{'Flatten: ' if breach.action == 'Flatten' else ''}{breach.message}"
-            await self.status.raise_halt(source="Risk", reason=reason, condition_reason=breach.reason)
-        elif breach.action == "Reduce":
-            await self.status.request_reducing(reason=breach.message, condition_reason=breach.reason)
+        if breach.action in (RuleAction.HALT, RuleAction.FLATTEN):
+            action = HaltAction.FLATTEN if breach.action == RuleAction.FLATTEN else HaltAction.HALT
+            (halt_id, changed), _ = await self.status.transact(lambda st, now: transactions.raise_halt(
+                st, source=HaltSource.RISK, reason=breach.message, now=now, action=action, rule=breach.rule))
+            if changed:
+                log.warning("halt raised in session status", extra={"halt_id": halt_id, "rule": breach.rule,
+                                                                    "action": action.value})
+        elif breach.action == RuleAction.REDUCE:
+            source = ReducingSource.CIRCUIT_BREAKER if breach.rule == Rule.CIRCUIT_BREAKER else ReducingSource.RISK
+            (latch_id, changed), _ = await self.status.transact(lambda st, now: transactions.request_reducing(
+                st, source=source, reason=breach.message, now=now, rule=breach.rule))
+            if changed:
+                log.warning("reducing latched in session status", extra={"reducing_id": latch_id,
+                                                                         "rule": breach.rule})
+
+    async def _report(self, breaches: list[Breach], f: Figures) -> None:
+        """``status.risk``: breaches, circuit breaker, quote freshness (owned by this worker: a plain merge)."""
+        cb = self.policy.circuit_breaker
+        tripped = breaker_tripped(cb, f)
+        controls = self.policy.order_controls
+        breaker = CircuitBreakerStatus(
+            tripped=tripped is not None, reason=tripped or "", index_drop_pct=round(f.index_drop_pct, 4),
+            volatility_level=f.volatility_level, limit_scale=cb.limit_scale if tripped else None,
+            since=self.breach_since.get(Rule.CIRCUIT_BREAKER) if tripped else None,
+            scaled_limits=ScaledLimits(max_order_notional=controls.max_order_notional * cb.limit_scale,
+                                       max_position_notional=controls.max_position_notional * cb.limit_scale,
+                                       max_orders_per_second=controls.max_orders_per_second * cb.limit_scale)
+            if tripped else None)
+        limit = self.policy.limits.data_freshness.max_age_seconds
+        report = RiskReport(
+            breaches=[BreachStatus(rule=b.rule, action=b.action, value=round(b.value, 4),  # type: ignore[arg-type]
+                                   threshold=b.threshold, message=b.message[:1024], since=self.breach_since.get(b.rule))
+                      for b in breaches],
+            circuit_breaker=breaker,
+            data=DataFreshnessStatus(max_age_seconds=round(f.max_quote_age, 1), limit_seconds=limit,
+                                     stale_symbols=list(f.stale_symbols or ())),
+            policy_generation=self.policy_generation)
+        comparable = report.model_dump(exclude={"data": {"max_age_seconds"}})
+        now = time.monotonic()
+        if comparable == self.last_report and now - self.report_at < REPORT_EVERY:
+            return
+        report.updated_at = dt.datetime.now(dt.UTC)
+        obj = await self.status.merge({"risk": report.wire()})
+        self.phase = str((obj.get("status") or {}).get("phase") or "") or None
+        self.last_report, self.report_at = comparable, now
 
     async def _summary(self, f: Figures, positions: dict[str, Any]) -> None:
         counts = await self.journal.counts(since=self.day_start_wall)
@@ -258,7 +362,7 @@ class RiskWorker:
             "dailyPnlPct": round(f.daily_pnl_pct, 4), "exposure": round(f.gross_exposure, 2),
             "updatedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
-        obj = await self.status.write_summary(summary)
+        obj = await self.status.merge({"summary": summary})
         await self._mirror_transitions(obj)
 
     async def _mirror_transitions(self, obj: dict[str, Any]) -> None:
@@ -301,7 +405,8 @@ async def run(rt: Runtime) -> None:
     rt.health.add("risk", lambda: (worker is not None and worker.healthy(), "no successful evaluation in 10s"))
     try:
         journal = await with_retries(lambda: Journal.open(dsn, rt.session_key), max_delay=300)
-        worker = RiskWorker(rt, bus, journal, SessionStatus(kube, rt.settings.namespace, rt.settings.name))
+        worker = RiskWorker(rt, bus, journal, SessionStatus(kube, rt.settings.namespace, rt.settings.name),
+                            events=EventRecorder(kube, rt.settings.namespace, rt.settings.name, "risk"))
         await worker.run()
     except DependencyUnavailable:
         log.error("journal unreachable for 5 minutes; exiting so the pod restarts")

@@ -3,6 +3,7 @@
 --   deleting, or spec not yet observed by the operator -> Progressing
 --   halted (user or automatic, latched in status)      -> Suspended, naming the halt id to resume
 --   phase Error, or its RiskPolicy not applied          -> Degraded
+--   Reducing (a latched breach, or the policy's mode)    -> Degraded: only exposure-reducing orders
 --   suspend (maintenance, workers scaled to zero)       -> Suspended
 --   workers not ready, pre-market checks failing        -> Progressing, saying what is missing
 --   Ready=True (trading), or idle between sessions      -> Healthy
@@ -81,6 +82,12 @@ local policy = condition("PolicyApplied")
 if policy ~= nil and policy.status == "False" then
   hs.status = "Degraded"
   hs.message = "RiskPolicy not applied (" .. text(policy.reason, "Unknown") .. "): " .. text(policy.message, "not trading")
+  return hs
+end
+
+if ready ~= nil and ready.status == "False" and ready.reason == "Reducing" then
+  hs.status = "Degraded"
+  hs.message = status.phase .. ": " .. text(ready.message, "Reducing: only exposure-reducing orders")
   return hs
 end
 

@@ -1,0 +1,236 @@
+"""The status vocabulary shared by the operator and every worker, and the pure status transactions.
+
+A TradingSession's status is written by three parties: the operator (phase,
+conditions, the halts it raises, what it clears on a resume), the risk
+worker (its figures, the breaches it sees, the halts and Reducing latches
+it raises) and the executor (its own report). Before this module each side
+spelled conditions, reasons and halt actions as free strings, and a reason
+one side wrote (``ConcentrationReduce``) was not the one the other side
+tested (``Reduce``), so the operator silently undid a Reduce. Here every
+word is an enum, and the transactions that change the latches are pure
+functions over the pydantic status model, so both sides run the same code
+and a word the operator does not know is an import error, not drift.
+
+Latches (see docs/decisions/0010-reducing-latches.md):
+
+* ``status.halt`` is present only while a halt is in force; its ``action``
+  (Halt or Flatten) is a field, never a prefix of the reason. Clearing it
+  moves it to ``status.lastHalt``.
+* ``status.reducing`` is the same for Reducing: raised by a Reduce rule,
+  the inference guard or the circuit breaker; only a human clears it, by
+  naming its id in ``spec.clearReducingId`` once the rule that raised it is
+  back within its limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from enum import StrEnum
+
+from trading_operator.api.common import Condition
+
+
+class ConditionType(StrEnum):
+    """Every condition type a TradingSession carries."""
+
+    READY = "Ready"                        # True only while the executor may trade normally (Active)
+    WORKERS_AVAILABLE = "WorkersAvailable"
+    HALTED = "Halted"
+    REDUCING = "Reducing"
+    RISK_BREACHED = "RiskBreached"         # a Reduce/Halt/Flatten rule is beyond its limit (blocks a resume)
+    RISK_ALERT = "RiskAlert"               # an Alert rule is beyond its limit (blocks nothing)
+    BROKER_CONNECTED = "BrokerConnected"
+    DATA_FRESH = "DataFresh"
+    POLICY_APPLIED = "PolicyApplied"
+    PRE_MARKET_CHECKS = "PreMarketChecks"
+    RESUMABLE = "Resumable"
+    SUSPENDED = "Suspended"
+    LIVE_TRADING_ALLOWED = "LiveTradingAllowed"
+    CIRCUIT_BREAKER = "CircuitBreaker"
+
+
+class Reason(StrEnum):
+    """Every condition reason and Event reason the platform writes (CamelCase, stable)."""
+
+    # Ready
+    TRADING = "Trading"
+    HALTED = "Halted"
+    REDUCING = "Reducing"
+    SUSPENDED = "Suspended"
+    OUT_OF_HOURS = "OutOfHours"
+    PRE_MARKET_CHECKS_FAILING = "PreMarketChecksFailing"
+    LIVE_TRADING_NOT_ALLOWED = "LiveTradingNotAllowed"
+    POLICY_NOT_FOUND = "PolicyNotFound"
+    POLICY_INVALID = "PolicyInvalid"
+    POLICY_DELETING = "PolicyDeleting"
+    WORKERS_NOT_READY = "WorkersNotReady"
+    UNKNOWN_EXCHANGE = "UnknownExchange"
+    PENDING = "Pending"
+    # WorkersAvailable
+    ALL_READY = "AllReady"
+    # Halted / Reducing
+    NOT_HALTED = "NotHalted"
+    HALTED_BY_USER = "HaltedByUser"
+    HALTED_BY_RISK = "HaltedByRisk"
+    HALTED_BY_POLICY = "HaltedByPolicy"
+    HALTED_BY_OPERATOR = "HaltedByOperator"
+    NOT_REDUCING = "NotReducing"
+    REDUCING_LATCHED = "ReducingLatched"
+    POLICY_MODE_REDUCING = "PolicyModeReducing"
+    REDUCING_CLEARED = "ReducingCleared"
+    CLEAR_REFUSED = "ClearRefused"
+    CLEAR_BLOCKED = "ClearBlocked"
+    # RiskBreached / RiskAlert
+    WITHIN_LIMITS = "WithinLimits"
+    LIMITS_BREACHED = "LimitsBreached"
+    ALERTING = "Alerting"
+    NO_ALERT = "NoAlert"
+    BREACH_CLEARED = "BreachCleared"
+    # BrokerConnected
+    CONNECTED = "Connected"
+    DISCONNECTED = "Disconnected"
+    # DataFresh
+    QUOTES_FRESH = "QuotesFresh"
+    QUOTES_STALE = "QuotesStale"
+    NO_RISK_REPORT = "NoRiskReport"
+    RISK_REPORT_STALE = "RiskReportStale"
+    # PolicyApplied
+    POLICY_APPLIED = "PolicyApplied"
+    # PreMarketChecks
+    CHECKS_PASSED = "ChecksPassed"
+    CHECKS_FAILING = "ChecksFailing"
+    NOT_EVALUATED = "NotEvaluated"
+    # Resumable
+    AWAITING_RESUME = "AwaitingResume"
+    STALE_HALT_ID = "StaleHaltId"
+    RESUME_BLOCKED = "ResumeBlocked"
+    RESUMED = "Resumed"
+    RESUME_REFUSED = "ResumeRefused"
+    # Suspended
+    OPEN_ORDERS = "OpenOrders"
+    RUNNING = "Running"
+    SUSPEND_REFUSED = "SuspendRefused"
+    UNSUSPENDED = "Unsuspended"
+    # LiveTradingAllowed
+    PAPER = "Paper"
+    LIVE_ALLOWED = "LiveAllowed"
+    # CircuitBreaker
+    TRIPPED = "Tripped"
+    NOT_TRIPPED = "NotTripped"
+    # Events only
+    PHASE_CHANGED = "PhaseChanged"
+    RISK_BREACHED = "RiskBreached"
+    LIVE_TRADING_REFUSED = "LiveTradingRefused"
+    FINALIZING = "Finalizing"
+    FINALIZE_TIMEOUT = "FinalizeTimeout"
+    POLICY_IN_USE = "PolicyInUse"
+    ORDER_REFUSED = "OrderRefused"
+
+
+class TradingState(StrEnum):
+    """What executors may do (NautilusTrader's trading states)."""
+
+    ACTIVE = "Active"
+    REDUCING = "Reducing"   # only orders that reduce exposure
+    HALTED = "Halted"       # no new orders; cancels allowed
+
+
+class HaltSource(StrEnum):
+    USER = "User"
+    RISK = "Risk"
+    POLICY = "Policy"
+    OPERATOR = "Operator"
+
+
+class HaltAction(StrEnum):
+    """What executors do on top of refusing new orders: Halt applies spec.onHalt; Flatten closes positions."""
+
+    HALT = "Halt"
+    FLATTEN = "Flatten"
+
+
+class ReducingSource(StrEnum):
+    RISK = "Risk"                       # a portfolio rule with action Reduce
+    INFERENCE = "Inference"             # the inference guard (NaN output, slow batches)
+    CIRCUIT_BREAKER = "CircuitBreaker"  # the market circuit breaker
+
+
+class RuleAction(StrEnum):
+    """A RiskPolicy rule's action, in increasing severity."""
+
+    ALERT = "Alert"
+    REDUCE = "Reduce"
+    HALT = "Halt"
+    FLATTEN = "Flatten"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @property
+    def blocks_resume(self) -> bool:
+        """Alert never blocks a resume; Reduce, Halt and Flatten do while the rule stays breached."""
+        return self is not RuleAction.ALERT
+
+
+_SEVERITY = {RuleAction.ALERT: 0, RuleAction.REDUCE: 1, RuleAction.HALT: 2, RuleAction.FLATTEN: 3}
+
+
+class Rule(StrEnum):
+    """The RiskPolicy rules the risk worker evaluates (camelCase, as spelled in the policy)."""
+
+    DAILY_LOSS = "dailyLoss"
+    MAX_DRAWDOWN = "maxDrawdown"
+    CONCENTRATION = "concentration"
+    VAR = "var"
+    MARGIN_USAGE = "marginUsage"
+    WIN_RATE_FLOOR = "winRateFloor"
+    CORRELATION_SPIKE = "correlationSpike"
+    CIRCUIT_BREAKER = "circuitBreaker"
+    DATA_FRESHNESS = "dataFreshness"
+
+
+def rule_reason(rule: Rule | str, action: RuleAction | str) -> str:
+    """The CamelCase reason for one rule in breach with one action, e.g. ``ConcentrationReduce``."""
+    rule, action = str(rule), str(action)
+    return f"{rule[0].upper()}{rule[1:]}{action}"
+
+
+def new_halt_id() -> str:
+    """``h-`` and ten lowercase hex characters (spec.resumeHaltId's pattern)."""
+    return f"h-{secrets.token_hex(5)}"
+
+
+def new_reducing_id() -> str:
+    """``r-`` and ten lowercase hex characters (spec.clearReducingId's pattern)."""
+    return f"r-{secrets.token_hex(5)}"
+
+
+def set_condition(conditions: list[Condition], type_: ConditionType | str, status: bool | str, reason: Reason | str,
+                  message: str, now: dt.datetime, generation: int | None = None) -> bool:
+    """Set one condition in place; return True when its status or reason changed (worth an Event).
+
+    lastTransitionTime moves only when the status does (the metav1 contract).
+    """
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    for i, cond in enumerate(conditions):
+        if cond.type == type_:
+            flipped = cond.status != value
+            conditions[i] = Condition(type=str(type_), status=value, reason=str(reason),  # type: ignore[arg-type]
+                                      message=message[:4000],
+                                      last_transition_time=now if flipped else cond.last_transition_time,
+                                      observed_generation=generation)
+            return flipped or cond.reason != reason
+    conditions.append(Condition(type=str(type_), status=value, reason=str(reason),  # type: ignore[arg-type]
+                                message=message[:4000], last_transition_time=now, observed_generation=generation))
+    return True
+
+
+def get_condition(conditions: list[Condition], type_: ConditionType | str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def is_true(conditions: list[Condition], type_: ConditionType | str) -> bool:
+    cond = get_condition(conditions, type_)
+    return cond is not None and cond.status == "True"

@@ -30,6 +30,7 @@ import prometheus_client
 from trading_operator import errors, kube, leader, metrics, names
 from trading_operator.api import common
 from trading_operator.api.session import Role
+from trading_operator.api.status import Reason
 from trading_operator.reconcile import policy as policy_reconcile
 from trading_operator.reconcile import session as session_reconcile
 from trading_operator.settings import Settings
@@ -257,7 +258,7 @@ async def policy_deleted(namespace: str, name: str, body: kopf.Body,
     if users:
         message = (f"deletion waits: TradingSessions still use this RiskPolicy: {', '.join(users[:20])}"
                    f"{' …' if len(users) > 20 else ''}; they do not trade until it is deleted or restored")
-        kopf.event(body, type="Warning", reason="PolicyInUse", message=message)
+        kopf.event(body, type="Warning", reason=Reason.POLICY_IN_USE, message=message)
         raise kopf.TemporaryError(message, delay=5)
 
 

@@ -125,7 +125,6 @@ class Reason(StrEnum):
     FINALIZING = "Finalizing"
     FINALIZE_TIMEOUT = "FinalizeTimeout"
     POLICY_IN_USE = "PolicyInUse"
-    ORDER_REFUSED = "OrderRefused"
 
 
 class TradingState(StrEnum):

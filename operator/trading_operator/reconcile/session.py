@@ -169,9 +169,11 @@ def _policy_step(d: _Draft) -> None:
         reason = R.POLICY_INVALID if d.obs.policy_error else R.POLICY_NOT_FOUND
         message = d.obs.policy_error or f"RiskPolicy {spec.risk_policy_ref.name!r} not found; the session does not trade"
         d.condition(C.POLICY_APPLIED, False, reason, message, ("Warning", reason))
+        # The generation last applied is kept while the name is unchanged: it is how the halt step
+        # tells "the policy in use disappeared" from "the session never had one".
         previous = d.status.risk_policy
-        d.status.risk_policy = PolicyStatusRef(name=spec.risk_policy_ref.name,
-                                               observed_generation=previous.observed_generation if previous else 0)
+        kept = previous.observed_generation if previous and previous.name == spec.risk_policy_ref.name else 0
+        d.status.risk_policy = PolicyStatusRef(name=spec.risk_policy_ref.name, observed_generation=kept)
         return
     if policy.metadata.deletion_timestamp is not None:
         d.condition(C.POLICY_APPLIED, False, R.POLICY_DELETING,

@@ -17,14 +17,25 @@ Two parts:
     against the quotes the executor feeds it (``on_quote``).
 
 The exchange runs inside the executor process, but it plays the part of
-the outside world: if the executor is SIGKILLed and restarted, the
-exchange it reconnects to must still know every order it accepted. So
-every state change is written to Redis (keys under the session's prefix)
-in one MULTI transaction *before* the caller sees its result, and
-``connect`` reloads that state. If Redis is down the exchange is down
-(``BrokerError``), exactly like a remote broker would be. Every submit the
-exchange receives, including idempotent repeats, is recorded, so tests
-check what reached the broker, not what the executor believes it sent.
+the outside world: if the executor is SIGKILLed and restarted, or a reply
+from Redis is lost, the exchange must still know every order it accepted
+and never place one twice. So Redis (keys under the session's prefix) is
+the exchange's state, and memory only a cache of it:
+
+- every state change is one compare-and-set script: it applies only if the
+  store's revision (``rev`` in the account hash) is the one the change was
+  computed from, and bumps it. A write whose reply was lost, or that the
+  Redis client re-sent after a broken connection, can therefore land at
+  most once: the re-sent copy finds a newer revision and is refused;
+- every request first compares the cached revision with the store's and
+  reloads on a difference (and after any storage error), so a submit with
+  a ``client_order_id`` the store knows returns the stored order, as a real
+  exchange refusing a duplicate id would.
+
+If Redis is down the exchange is down (``BrokerError``), exactly like a
+remote broker would be. Every submit the exchange receives, including
+idempotent repeats, is recorded, so tests check what reached the broker,
+not what the executor believes it sent.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -143,16 +154,49 @@ class BrokerRecord:
 
 async def read_record(client: aioredis.Redis, key_prefix: str) -> BrokerRecord:
     """What reached the exchange of the session whose keys start with ``key_prefix``."""
+    return (await _read_world(client, key_prefix))[0]
+
+
+def _text(raw: str | bytes) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def _read_world(client: aioredis.Redis, key_prefix: str) -> tuple[BrokerRecord, dict[str, str]]:
+    """The whole persisted world and the account hash, read in one MULTI (a consistent snapshot)."""
     keys = _Keys(key_prefix)
-    submits = [SubmitRecord(**json.loads(raw)) for raw in await client.lrange(keys.submits, 0, -1)]  # type: ignore[misc]
-    orders = {k.decode() if isinstance(k, bytes) else k: _order_from_json(v)
-              for k, v in (await client.hgetall(keys.orders)).items()}  # type: ignore[misc]
-    fills = [_fill_from_json(raw) for raw in await client.lrange(keys.fills, 0, -1)]  # type: ignore[misc]
-    account = await client.hgetall(keys.account)  # type: ignore[misc]
-    account = {(k.decode() if isinstance(k, bytes) else k): v for k, v in account.items()}
+    pipe = client.pipeline(transaction=True)
+    pipe.lrange(keys.submits, 0, -1)
+    pipe.hgetall(keys.orders)
+    pipe.lrange(keys.fills, 0, -1)
+    pipe.hgetall(keys.account)
+    raw_submits, raw_orders, raw_fills, raw_account = await pipe.execute()
+    submits = [SubmitRecord(**json.loads(raw)) for raw in raw_submits]
+    orders = {_text(k): _order_from_json(v) for k, v in raw_orders.items()}
+    fills = [_fill_from_json(raw) for raw in raw_fills]
+    account = {_text(k): _text(v) for k, v in raw_account.items()}
     cash = float(account["cash"]) if "cash" in account else None
     positions = {s: Position(**p) for s, p in json.loads(account.get("positions", "{}")).items()}
-    return BrokerRecord(submits=submits, orders=orders, fills=fills, cash=cash, positions=positions)
+    return BrokerRecord(submits=submits, orders=orders, fills=fills, cash=cash, positions=positions), account
+
+
+#: Apply a change only on the revision it was computed from (KEYS: account, orders, fills, submits;
+#: ARGV: expected revision, JSON {orders: {id: json}, fills: [json], submits: [json], account: {k: v}}).
+#: Returns {1, new revision} when applied, {0, current revision} when the store moved on.
+_CAS = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if current ~= tonumber(ARGV[1]) then return {0, current} end
+local change = cjson.decode(ARGV[2])
+for id, order in pairs(change.orders) do redis.call('HSET', KEYS[2], id, order) end
+for _, fill in ipairs(change.fills) do redis.call('RPUSH', KEYS[3], fill) end
+for _, submit in ipairs(change.submits) do redis.call('RPUSH', KEYS[4], submit) end
+for field, value in pairs(change.account) do redis.call('HSET', KEYS[1], field, value) end
+redis.call('HSET', KEYS[1], 'rev', tostring(current + 1))
+return {1, current + 1}
+"""
+
+
+class _StaleRevision(Exception):
+    """The store moved on since the cache was loaded: reload and compute the change again."""
 
 
 class _Keys:
@@ -205,6 +249,9 @@ class SimulatedExchange:
         self.cash = initial_cash
         self.marks: dict[str, float] = {}
         self._next_order_no = 1
+        self._rev = 0  # the store's revision the cache reflects
+        self._stale = True  # reload before serving (set again by any storage error)
+        self._cas: Any = None
         self._lock = asyncio.Lock()
         self._connected = False
 
@@ -214,15 +261,12 @@ class SimulatedExchange:
         """Load the persisted world (or create it). Raises ``BrokerError`` if Redis is unreachable."""
         async with self._lock:
             if self.redis is not None:
-                record = await self._redis(read_record(self.redis, self.key_prefix))
-                if record.cash is None:
-                    await self._redis(self.redis.hset(self.keys.account, mapping={  # type: ignore[misc]
-                        "cash": repr(self.initial_cash), "positions": "{}", "next_order_no": "1"}))
-                else:
-                    raw_next = await self._redis(self.redis.hget(self.keys.account, "next_order_no"))  # type: ignore[misc]
-                    self.orders, self.fills, self.submits = record.orders, record.fills, record.submits
-                    self.cash, self.positions = record.cash, record.positions
-                    self._next_order_no = int(raw_next or len(self.orders) + 1)
+                self._cas = self.redis.register_script(_CAS)
+                for field_name, value in (("cash", repr(self.initial_cash)), ("positions", "{}"),
+                                          ("next_order_no", "1")):
+                    await self._redis(self.redis.hsetnx(self.keys.account, field_name, value))  # type: ignore[misc]
+                self._stale = True
+                await self._sync()
             self._connected = True
 
     async def close(self) -> None:
@@ -246,56 +290,69 @@ class SimulatedExchange:
         await self._wire_delay()
         async with self._lock:
             self._require_connected()
-            now = self.clock()
-            existing = self.orders.get(order.client_order_id)
-            if existing is not None:
-                await self._commit(_Delta(submits=[SubmitRecord(order.client_order_id, now, True)]))
-                return dataclasses.replace(existing)
-            delta = _Delta(submits=[SubmitRecord(order.client_order_id, now, False)],
-                           next_order_no=self._next_order_no + 1)
-            placed = dataclasses.replace(order, broker_order_id=f"sim-{self._next_order_no}",
-                                         filled_qty=0.0, avg_fill_price=0.0, reject_reason=None)
-            reject = self._validate(placed)
-            if reject:
-                placed.status, placed.reject_reason = OrderStatus.REJECTED, reject
-                delta.orders[placed.client_order_id] = placed
-            else:
-                placed.status = OrderStatus.ACCEPTED
-                delta.orders[placed.client_order_id] = placed
-                self._match(placed, self._mark(placed.symbol), delta, now)
-            await self._commit(delta)
-            return dataclasses.replace(delta.orders[placed.client_order_id])
+
+            def place() -> tuple[_Delta, str]:
+                now = self.clock()
+                if order.client_order_id in self.orders:  # a known id: the first order, never a second one
+                    return _Delta(submits=[SubmitRecord(order.client_order_id, now, True)]), order.client_order_id
+                delta = _Delta(submits=[SubmitRecord(order.client_order_id, now, False)],
+                               next_order_no=self._next_order_no + 1)
+                placed = dataclasses.replace(order, broker_order_id=f"sim-{self._next_order_no}",
+                                             filled_qty=0.0, avg_fill_price=0.0, reject_reason=None)
+                reject = self._validate(placed)
+                if reject:
+                    placed.status, placed.reject_reason = OrderStatus.REJECTED, reject
+                    delta.orders[placed.client_order_id] = placed
+                else:
+                    placed.status = OrderStatus.ACCEPTED
+                    delta.orders[placed.client_order_id] = placed
+                    self._match(placed, self._mark(placed.symbol), delta, now)
+                return delta, order.client_order_id
+
+            coid = await self._transact(place)
+            return dataclasses.replace(self.orders[coid])
 
     async def cancel(self, client_order_id: str) -> None:
         """Cancel an open order; a no-op for unknown or closed orders (idempotent)."""
         await self._wire_delay()
         async with self._lock:
             self._require_connected()
-            order = self.orders.get(client_order_id)
-            if order is None or not order.status.is_open:
-                return
-            await self._commit(_Delta(orders={client_order_id: dataclasses.replace(
-                order, status=OrderStatus.CANCELED)}))
+
+            def cancel() -> tuple[_Delta, None]:
+                order = self.orders.get(client_order_id)
+                if order is None or not order.status.is_open:
+                    return _Delta(), None
+                return _Delta(orders={client_order_id: dataclasses.replace(order, status=OrderStatus.CANCELED)}), None
+
+            await self._transact(cancel)
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        self._require_connected()
-        order = self.orders.get(client_order_id)
-        return dataclasses.replace(order) if order else None
+        async with self._lock:
+            self._require_connected()
+            await self._sync()
+            order = self.orders.get(client_order_id)
+            return dataclasses.replace(order) if order else None
 
     async def open_orders(self) -> list[Order]:
-        self._require_connected()
-        return [dataclasses.replace(o) for o in self.orders.values() if o.status.is_open]
+        async with self._lock:
+            self._require_connected()
+            await self._sync()
+            return [dataclasses.replace(o) for o in self.orders.values() if o.status.is_open]
 
     async def account(self) -> Account:
-        self._require_connected()
-        equity, gross = self._equity_and_gross(self.cash, self.positions)
-        positions = {s: dataclasses.replace(p) for s, p in self.positions.items() if p.qty != 0}
-        return Account(cash=self.cash, equity=equity, buying_power=max(0.0, 2.0 * equity - gross),
-                       positions=positions)
+        async with self._lock:
+            self._require_connected()
+            await self._sync()
+            equity, gross = self._equity_and_gross(self.cash, self.positions)
+            positions = {s: dataclasses.replace(p) for s, p in self.positions.items() if p.qty != 0}
+            return Account(cash=self.cash, equity=equity, buying_power=max(0.0, 2.0 * equity - gross),
+                           positions=positions)
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
-        self._require_connected()
-        return list(self.fills[max(cursor, 0):]), len(self.fills)
+        async with self._lock:
+            self._require_connected()
+            await self._sync()
+            return list(self.fills[max(cursor, 0):]), len(self.fills)
 
     # ------------------------------------------------------------ market
 
@@ -307,17 +364,17 @@ class SimulatedExchange:
             self.marks[symbol] = price
             if not self._connected:
                 return []
-            open_here = [o for o in self.orders.values() if o.symbol == symbol and o.status.is_open]
-            if not open_here:
-                return []
-            delta = _Delta()
-            now = self.clock()
-            for order in open_here:
-                self._match(dataclasses.replace(order), price, delta, now)
-            if not delta.fills:
-                return []
-            await self._commit(delta)
-            return list(delta.fills)
+            if not self._stale and not any(o.symbol == symbol and o.status.is_open for o in self.orders.values()):
+                return []  # nothing to match (a quote with nothing open costs no round trip)
+
+            def match() -> tuple[_Delta, list[Fill]]:
+                delta = _Delta()
+                now = self.clock()
+                for order in [o for o in self.orders.values() if o.symbol == symbol and o.status.is_open]:
+                    self._match(dataclasses.replace(order), price, delta, now)
+                return (delta, list(delta.fills)) if delta.fills else (_Delta(), [])
+
+            return await self._transact(match)
 
     def _mark(self, symbol: str) -> float:
         price = self.marks.get(symbol)
@@ -378,17 +435,46 @@ class SimulatedExchange:
             gross += abs(value)
         return equity, gross
 
+    async def _sync(self) -> None:
+        """Make the cache the store's state: reload when the store's revision is not the cached one."""
+        if self.redis is None:
+            return
+        raw = await self._redis(self.redis.hget(self.keys.account, "rev"))  # type: ignore[misc]
+        rev = int(raw or 0)
+        if not self._stale and rev == self._rev:
+            return
+        record, account = await self._redis(_read_world(self.redis, self.key_prefix))
+        self.orders, self.fills, self.submits = record.orders, record.fills, record.submits
+        self.cash = self.initial_cash if record.cash is None else record.cash
+        self.positions = record.positions
+        self._next_order_no = int(account.get("next_order_no") or len(self.orders) + 1)
+        self._rev = int(account.get("rev") or 0)
+        self._stale = False
+
+    async def _transact(self, compute: Callable[[], tuple[_Delta, T]]) -> T:
+        """Sync, compute a change on the cache, commit it on the revision it was computed from."""
+        for _ in range(8):
+            await self._sync()
+            delta, result = compute()
+            try:
+                await self._commit(delta)
+            except _StaleRevision:
+                self._stale = True
+                continue
+            return result
+        raise BrokerError("simulated exchange storage keeps changing under this exchange")
+
     async def _commit(self, delta: _Delta) -> None:
-        """Persist ``delta`` atomically, then apply it in memory (memory never runs ahead of Redis)."""
+        """Persist ``delta`` atomically if the store is still at the cached revision, then apply it in memory.
+
+        Memory never runs ahead of Redis; after a storage error the cache is marked stale, because
+        the write may have landed even though its reply was lost.
+        """
+        if not (delta.orders or delta.fills or delta.submits or delta.cash is not None or delta.positions
+                or delta.next_order_no is not None):
+            return
         positions = {**self.positions, **delta.positions}
         if self.redis is not None:
-            pipe = self.redis.pipeline(transaction=True)
-            for coid, order in delta.orders.items():
-                pipe.hset(self.keys.orders, coid, _order_json(order))
-            if delta.fills:
-                pipe.rpush(self.keys.fills, *[_fill_json(f) for f in delta.fills])
-            if delta.submits:
-                pipe.rpush(self.keys.submits, *[json.dumps(dataclasses.asdict(s)) for s in delta.submits])
             account: dict[str, str] = {}
             if delta.cash is not None:
                 account["cash"] = repr(delta.cash)
@@ -396,9 +482,21 @@ class SimulatedExchange:
                 account["positions"] = json.dumps({s: dataclasses.asdict(p) for s, p in positions.items()})
             if delta.next_order_no is not None:
                 account["next_order_no"] = str(delta.next_order_no)
-            if account:
-                pipe.hset(self.keys.account, mapping=cast(Any, account))
-            await self._redis(pipe.execute())
+            change = {"orders": {coid: _order_json(o) for coid, o in delta.orders.items()},
+                      "fills": [_fill_json(f) for f in delta.fills],
+                      "submits": [json.dumps(dataclasses.asdict(s)) for s in delta.submits],
+                      "account": account}
+            # cjson decodes an empty JSON object and an empty array alike; both iterate as nothing.
+            try:
+                applied, rev = await self._redis(self._cas(
+                    keys=[self.keys.account, self.keys.orders, self.keys.fills, self.keys.submits],
+                    args=[str(self._rev), json.dumps(change, separators=(",", ":"))]))
+            except BrokerError:
+                self._stale = True
+                raise
+            if not int(applied):
+                raise _StaleRevision()
+            self._rev = int(rev)
         self.orders.update(delta.orders)
         self.fills.extend(delta.fills)
         self.submits.extend(delta.submits)

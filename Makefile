@@ -12,7 +12,7 @@ TP_CACHE ?= $(or $(TRADING_DEV_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tra
 export PATH := $(TP_CACHE)/path:$(PATH)
 KUBERNETES_OLDEST = $(shell sed -n 's/^KUBERNETES_OLDEST = "\(.*\)"/\1/p' devtools/trading_dev/controlplane/build.py)
 
-.PHONY: plugin help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
+.PHONY: plugin up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -106,6 +106,13 @@ PLUGIN_DIR ?= $(HOME)/.local/bin
 plugin:
 	install -D -m 0755 plugin/kubectl-trading $(PLUGIN_DIR)/kubectl-trading
 	@echo "installed $(PLUGIN_DIR)/kubectl-trading; try: kubectl trading --help"
+
+# A playground that stays up (the demo's platform without the story) until Ctrl-C or `make down`.
+up: deps
+	$(PY) -m trading_dev.up $(UP_ARGS)
+
+down: pydeps
+	$(PY) -m trading_dev.up --down
 
 demo: deps
 	$(PY) -m trading_dev.demo $(DEMO_ARGS)

@@ -19,8 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="json", choices=["json", "plain", "full"])
     args = parser.parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=logging.INFO)
+    # kopf's handler on the root logger formats every record (ours too): no basicConfig, or each
+    # line would be written twice, once plain and once structured.
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not "handler succeeded" per event
     lease = leader.Leader(settings.lease_name, settings.lease_namespace) if settings.leader_election else None

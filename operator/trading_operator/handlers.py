@@ -70,6 +70,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trading.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trading.dev")
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
+    settings.posting.reporting_component = names.MANAGED_BY  # Events say "From: trading-operator", not kopf
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

@@ -240,3 +240,14 @@ def test_a_policy_in_use_is_protected_from_deletion(api: Api, operator: Any, nam
         return False
 
     wait_for(gone, timeout=30, what="the policy deleted once unused")
+
+
+def test_events_are_reported_by_the_operator_not_kopf(api: Api, operator: Any, namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("ev", workers=ZERO_WORKERS))
+    wait_for(lambda: "PhaseChanged" in [e.reason for e in api.events(namespace, "ev")], what="PhaseChanged")
+    events = api.events(namespace, "ev")
+    assert {e.source.component for e in events} == {"trading-operator"}, [e.source for e in events]
+    first = next(e for e in events if e.reason == "PhaseChanged" and "Initializing" in e.message
+                 and "->" not in e.message)
+    assert first.message == "started in Initializing"

@@ -503,7 +503,8 @@ def _phase_step(d: _Draft) -> tuple[tuple[Phase | None, Phase] | None, Any, list
                   "exchange calendar" if where is not None else "error")
         status.transitions = [*status.transitions, Transition(from_=current.value if current else None, to=nxt.value,
                                                               at=obs.wall, reason=reason)][-MAX_TRANSITIONS:]
-        d.event("Normal", R.PHASE_CHANGED, f"{current.value if current else '-'} -> {nxt.value}: {reason}")
+        d.event("Normal", R.PHASE_CHANGED, f"{current.value} -> {nxt.value}: {reason}" if current is not None
+                else f"started in {nxt.value}")
         if nxt is Phase.HALTED and d.halt_raised is None and halt is not None:
             # Raised elsewhere (the risk worker writes its halts into status itself): announce it here.
             d.event("Warning", R.HALTED, f"halt {halt.id} raised by {halt.source}: {halt.reason}")

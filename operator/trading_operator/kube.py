@@ -31,7 +31,7 @@ POOL_SIZE = 16
 def api_client() -> client.ApiClient:
     configuration = client.Configuration()
     if os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_kube_config(client_configuration=configuration)
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = POOL_SIZE
@@ -88,20 +88,26 @@ async def apply(manifest: dict[str, Any], owner: dict[str, Any] | None = None) -
 
 
 async def _raw(method: str, path: str, body: Any, content_type: str = "application/json",
-               query: list[tuple[str, str]] | None = None, decode: bool = True) -> dict[str, Any]:
+               query: list[tuple[str, str]] | None = None, decode: bool = True,
+               timeout: float = 30.0) -> dict[str, Any]:
     api = api_client()
 
     def call() -> dict[str, Any]:
         method_, url, headers, body_, post = api.param_serialize(
             method, path, query_params=query or [], body=body, auth_settings=["BearerToken"],
             header_params={"Content-Type": content_type, "Accept": "application/json"})
-        resp = api.call_api(method_, url, header_params=headers, body=body_, post_params=post, _request_timeout=30)
+        resp = api.call_api(method_, url, header_params=headers, body=body_, post_params=post, _request_timeout=timeout)
         data = resp.read()
         if resp.status >= 400:
             raise ApiException(status=resp.status, reason=resp.reason or "", body=(data or b"").decode(errors="replace"))
         return json.loads(data) if data and decode else {}
 
     return await _call(call)
+
+
+async def readyz(timeout: float = 2.0) -> None:
+    """Raises unless the API server answers ``/readyz`` within ``timeout`` seconds."""
+    await _raw("GET", "/readyz", None, decode=False, timeout=timeout)
 
 
 async def delete(api_version: str, plural: str, namespace: str, name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from trading_operator import liveness
 from trading_operator.api.phases import Phase
 from trading_operator.api.riskpolicy import RiskPolicy
 from trading_operator.api.session import Role, TradingSession
@@ -77,9 +78,9 @@ def ready_deployment(n: int = 1) -> dict[str, Any]:
 
 
 def decide(ts: TradingSession, pol: RiskPolicy | None = None, deployments: dict[Role, Any] | None = None,
-           now: dt.datetime = OPEN) -> rs.Decision:
-    return rs.decide(rs.Observed(ts, pol if pol is not None else policy(), None, deployments or {}, now), SETTINGS,
-                     halt_id=lambda: "h-new")
+           now: dt.datetime = OPEN, executor_silence: float | None = None) -> rs.Decision:
+    return rs.decide(rs.Observed(ts, pol if pol is not None else policy(), None, deployments or {}, now,
+                                 executor_silence=executor_silence), SETTINGS, halt_id=lambda: "h-new")
 
 
 def test_a_new_session_starts_initializing() -> None:
@@ -266,9 +267,40 @@ def test_a_policy_that_disappears_while_in_use_halts_the_session() -> None:
 def test_lost_executor_halts_in_a_trading_phase() -> None:
     stale = (OPEN - dt.timedelta(seconds=SETTINGS.executor_stale_seconds + 5)).isoformat()
     ts = SessionBuilder().phase("MarketOpen").executor(heartbeat=stale, brokerConnected=True).build()
-    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()})
+    silent = SETTINGS.executor_stale_seconds + 5  # no new heartbeat for that long while the API server was up
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()}, executor_silence=silent)
     assert d.status.halt is not None and d.status.halt.source == "Operator"
     assert "executor lost" in (d.status.halt.reason or "")
+
+
+def test_an_api_server_outage_is_not_a_lost_executor() -> None:
+    # Issue 20, defect 4: the API server was down 42 s; when it came back the last heartbeat was 42 s
+    # old by the operator's clock, and a healthy session was halted "executor lost".
+    ticks = [1000.0]
+    watch = liveness.HeartbeatWatch(clock=lambda: ticks[0])
+    key, before = "ns/s", (OPEN - dt.timedelta(seconds=44)).isoformat()
+    assert watch.silence(key, before) == 0.0
+    ticks[0] += 2
+    watch.api_unreachable()
+    ticks[0] += 40
+    assert watch.silence(key, before) is None  # while the server is away nothing is judged
+    watch.api_reachable()
+    ticks[0] += 1
+    silence = watch.silence(key, before)  # the operator's first reconcile after the outage
+    assert silence == 1.0
+    ts = SessionBuilder().phase("MarketOpen").executor(heartbeat=before, brokerConnected=True).build()
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()}, now=OPEN, executor_silence=silence)
+    assert d.status.halt is None, d.status.halt
+    # The executor that stays silent after the server is back is lost once the stale time has passed.
+    ticks[0] += SETTINGS.executor_stale_seconds
+    silence = watch.silence(key, before)
+    assert silence is not None and silence > SETTINGS.executor_stale_seconds
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()}, executor_silence=silence)
+    assert d.status.halt is not None and "executor lost" in (d.status.halt.reason or "")
+    # A new heartbeat value restarts the count, whatever its timestamp says (the executor's own clock).
+    assert watch.silence(key, (OPEN - dt.timedelta(hours=3)).isoformat()) == 0.0
+    # An operator that just started has seen nothing yet: it judges no executor on its first look.
+    assert liveness.HeartbeatWatch(clock=lambda: ticks[0]).silence(key, before) == 0.0
 
 
 def test_suspend_is_refused_while_orders_are_open() -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import pydantic
 
-from trading_operator import calendar, kube, metrics, names
+from trading_operator import calendar, kube, liveness, metrics, names
 from trading_operator.api import clock as session_clock
 from trading_operator.api import phases, transactions
 from trading_operator.api.phases import ORDER_PHASES, Phase
@@ -84,6 +84,9 @@ class Observed:
     deployments: dict[Role, dict[str, Any] | None]
     wall: dt.datetime
     namespace_labels: Mapping[str, str] | None = None  # None: not read (only needed for a non-paper session)
+    # Seconds the executor's heartbeat has not changed while the API server was reachable to the
+    # operator (trading_operator.liveness); None: not judged (just started, or the server is away).
+    executor_silence: float | None = None
 
 
 @dataclass
@@ -338,11 +341,12 @@ def _halt_cause(d: _Draft, settings: Settings) -> tuple[HaltSource | None, str]:
     applied_before = status.risk_policy is not None and status.risk_policy.observed_generation > 0
     if applied_before and obs.policy is None and not obs.policy_error:
         return HaltSource.OPERATOR, f"RiskPolicy {spec.risk_policy_ref.name} disappeared while in use"
-    report = status.executor
+    # Never the operator's clock minus the executor's: an outage would look like a dead executor.
+    report, silence = status.executor, obs.executor_silence
     if (d.executor_desired and status.phase in ORDER_PHASES and report is not None and report.heartbeat is not None
-            and (obs.wall - report.heartbeat).total_seconds() > settings.executor_stale_seconds):
-        age = (obs.wall - report.heartbeat).total_seconds()
-        return HaltSource.OPERATOR, f"executor lost: no heartbeat for {age:.0f}s"
+            and silence is not None and silence > settings.executor_stale_seconds):
+        return HaltSource.OPERATOR, (f"executor lost: no new heartbeat for {silence:.0f}s while the API server "
+                                     "was reachable")
     return None, ""
 
 
@@ -586,8 +590,12 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     policy, policy_error = _parse_policy(policy_body)
     # The namespace's labels matter only to the live-trading gate: read them for non-paper sessions only.
     labels = await kube.namespace_labels(ts.metadata.namespace) if not ts.spec.broker.paper else None
-    decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels), settings)
     key = f"{ts.metadata.namespace}/{ts.metadata.name}"
+    liveness.PROBE.ensure_started()
+    heartbeat = ts.status.executor.heartbeat if ts.status.executor is not None else None
+    silence = liveness.WATCH.silence(key, heartbeat.isoformat() if heartbeat is not None else None)
+    decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence),
+                      settings)
 
     # Children: the ConfigMap when its content changed, Deployments when missing or drifted.
     cfg_hash = decision.status.config_hash or build_workers.config_hash(ts)

@@ -1,0 +1,79 @@
+"""The operator's view of the API server's availability, against a real API server behind a proxy.
+
+``trading_operator.liveness`` counts an executor's silence only while the API server answers the
+operator's probe; this test cuts the real connection and checks that the probe notices within its
+bounded timeout and that silence is neither counted while it is cut nor for the outage afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import yaml
+
+from tests.workers.conftest import TcpProxy
+from trading_dev.controlplane import server
+from trading_operator import kube, liveness
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def kube_via(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    kube.api_client.cache_clear()
+    yield
+    monkeypatch.undo()
+    kube.api_client.cache_clear()
+
+
+@pytest.fixture
+async def proxied(control_plane: server.ControlPlane, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                  kube_via: None) -> AsyncIterator[TcpProxy]:
+    url = urllib.parse.urlparse(control_plane.url)
+    proxy = await TcpProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
+    cfg = yaml.safe_load(control_plane.kubeconfig_path.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    path = tmp_path / "kubeconfig-via-proxy"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    try:
+        yield proxy
+    finally:
+        await proxy.cut()
+
+
+async def _until(predicate: object, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():  # type: ignore[operator]
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_probe_sees_the_api_server_go_and_come_back(proxied: TcpProxy) -> None:
+    watch = liveness.HeartbeatWatch()
+    probe = liveness.ApiProbe(watch, lambda: kube.readyz(timeout=1.0), interval=0.2, timeout=1.5)
+    probe.ensure_started()
+    try:
+        await asyncio.sleep(0.5)
+        assert watch.silence("ns/s", "hb-1") == 0.0
+        await asyncio.sleep(1.0)
+        counted = watch.silence("ns/s", "hb-1")
+        assert counted is not None and counted >= 1.0  # reachable: silence is counted
+
+        await proxied.cut()
+        noticed = await _until(lambda: watch.silence("ns/s", "hb-1") is None, 5.0, "the probe to notice the cut")
+        assert noticed < 3.0
+        await asyncio.sleep(2.0)
+        await proxied.restore()
+        await _until(lambda: watch.silence("ns/s", "hb-1") is not None, 5.0, "the probe to see the server again")
+        after = watch.silence("ns/s", "hb-1")
+        assert after is not None and after < 1.0, f"the outage was counted as silence: {after}"
+    finally:
+        await probe.stop()

@@ -264,6 +264,33 @@ def test_a_policy_that_disappears_while_in_use_halts_the_session() -> None:
     assert "disappeared" in (d.status.halt.reason or "") and d.status.phase == Phase.HALTED
 
 
+def test_a_resume_id_is_consumed_once_it_has_cleared_its_halt() -> None:
+    # Issue 20, defect 5: after an automatic halt was resumed by id, spec.resumeHaltId stays set; the
+    # README's user resume ({"spec":{"halted":false}}) must keep working through any later halts.
+    def step(ts: TradingSession, halt_id: str = "h-unused") -> TradingSession:
+        d = rs.decide(rs.Observed(ts, policy(), None, {}, OPEN), SETTINGS, halt_id=lambda: halt_id)
+        refused = [c for c in d.status.conditions if c.type == "Resumable" and c.reason == "StaleHaltId"]
+        assert not refused, refused
+        return TradingSession.model_validate({**ts.model_dump(by_alias=True, mode="json"),
+                                              "status": d.status.wire()})
+
+    ts = step(SessionBuilder().halt("Risk", "h-risk").with_spec(resumeHaltId="h-risk").build())
+    assert ts.status.halt is None and ts.status.last_halt is not None and ts.status.last_halt.id == "h-risk"
+    for n in range(3):  # user halts and resumes, each time with the old resumeHaltId still in spec
+        ts.spec.halted, ts.spec.halt_reason = True, f"desk {n}"
+        ts = step(ts, halt_id=f"h-user-{n}")
+        assert ts.status.halt is not None and ts.status.halt.id == f"h-user-{n}"
+        ts.spec.halted = False
+        ts = step(ts)
+        assert ts.status.halt is None, f"user resume {n} refused with resumeHaltId={ts.spec.resume_halt_id}"
+    # A wrong id (one that never cleared a halt) is still refused.
+    ts.spec.resume_halt_id = "h-never"
+    ts.spec.halted = True
+    ts = step(ts, halt_id="h-user-x")
+    d = rs.decide(rs.Observed(ts, policy(), None, {}, OPEN), SETTINGS)
+    assert [c.reason for c in d.status.conditions if c.type == "Resumable"] == ["StaleHaltId"]
+
+
 def test_lost_executor_halts_in_a_trading_phase() -> None:
     stale = (OPEN - dt.timedelta(seconds=SETTINGS.executor_stale_seconds + 5)).isoformat()
     ts = SessionBuilder().phase("MarketOpen").executor(heartbeat=stale, brokerConnected=True).build()

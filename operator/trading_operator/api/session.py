@@ -417,6 +417,10 @@ class TradingSessionStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     halt: HaltStatus | None = pydantic.Field(default=None, description="The halt in force (absent when none).")
     last_halt: HaltStatus | None = pydantic.Field(default=None, description="The last halt that was cleared.")
+    consumed_resume_halt_id: str | None = pydantic.Field(
+        default=None, max_length=64,
+        description="The last spec.resumeHaltId that cleared its halt: consumed, so leaving it in spec is "
+                    "neither a resume of a later halt nor a refusal.")
     reducing: ReducingStatus | None = pydantic.Field(default=None,
                                                      description="The latched Reducing state (absent when none).")
     last_reducing: ReducingStatus | None = pydantic.Field(default=None,

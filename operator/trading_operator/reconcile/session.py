@@ -356,7 +356,8 @@ def _maybe_resume(d: _Draft) -> None:
     assert halt is not None
     named = spec.resume_halt_id
     last = status.last_halt
-    if named and named != halt.id and not (last is not None and named == last.id):
+    consumed = named is not None and named in (status.consumed_resume_halt_id, last.id if last else None)
+    if named and named != halt.id and not consumed:
         d.condition(C.RESUMABLE, False, R.STALE_HALT_ID,
                     f"resumeHaltId {named} does not name the active halt {halt.id}; refused",
                     ("Warning", R.RESUME_REFUSED))
@@ -390,6 +391,8 @@ def _maybe_resume(d: _Draft) -> None:
         return
     cleared = transactions.clear_halt(status, d.now)
     assert cleared is not None
+    if named == cleared.id:
+        status.consumed_resume_halt_id = named
     d.condition(C.RESUMABLE, True, R.RESUMED, f"halt {cleared.id} cleared")
     d.event("Normal", R.RESUMED, f"halt {cleared.id} ({cleared.source}: {cleared.reason}) cleared")
 

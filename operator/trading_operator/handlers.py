@@ -140,6 +140,7 @@ async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str,
         c.phases.pop((namespace, name), None)
         c.halted.discard((namespace, name))
         c.latest.pop((namespace, name), None)
+        metrics.session_gone(namespace, name)
         _export_gauges(c)
 
 

@@ -214,3 +214,32 @@ def test_torch_threads_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -
         assert worker.configure_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_accuracy_is_measured_online_against_the_next_quote() -> None:
+    """Each directional prediction is judged once, by the symbol's next quote at another price; on the
+    synthetic process (trending or reverting) the default model beats a coin."""
+    eng = make_engine()
+    hits = misses = 0
+    for q in quote_stream(400):
+        if eng.observe(q):
+            eng.step()
+        h, m = eng.take_outcomes()
+        hits, misses = hits + h, misses + m
+    assert hits + misses > 50
+    assert eng.take_outcomes() == (0, 0)           # drained
+    assert hits / (hits + misses) > 0.5
+
+
+def test_a_prediction_without_a_move_waits_and_a_miss_counts() -> None:
+    eng = make_engine()
+    eng.pending[0] = (1, 100.0)                    # long AAPL at 100
+    eng.observe(Quote(symbol="AAPL", price=100.0, ts=1.0, seq=1))
+    assert eng.take_outcomes() == (0, 0) and 0 in eng.pending   # no move yet
+    eng.observe(Quote(symbol="AAPL", price=99.0, ts=2.0, seq=2))
+    assert eng.take_outcomes() == (0, 1) and 0 not in eng.pending
+    eng.pending[1] = (-1, 50.0)                    # short MSFT at 50
+    eng.observe(Quote(symbol="MSFT", price=49.0, ts=3.0, seq=3))
+    assert eng.take_outcomes() == (1, 0)
+    eng.observe(Quote(symbol="MSFT", price=49.0, ts=4.0, seq=3))   # a redelivery is not a new quote
+    assert eng.take_outcomes() == (0, 0)

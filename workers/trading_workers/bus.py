@@ -37,8 +37,8 @@ from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from prometheus_client import Counter
 
+from trading_operator.api import metric_names as mn
 from trading_operator.api.session import SYMBOL_PATTERN
 from trading_workers.domain import OrderIntent, OrderType, Quote, Side
 from trading_workers.errors import DependencyUnavailable, MalformedMessage, PermanentError, TransientError
@@ -50,12 +50,11 @@ SIGNALS = "signals"
 INTENTS = "intents"
 DEAD = "dead"
 
-MALFORMED = Counter("trading_bus_malformed_total", "Bus messages that could not be decoded (skipped).",
-                    ["stream"])
-CONSUMED = Counter("trading_bus_consumed_total", "Bus messages handled and acknowledged.", ["stream"])
-RETRIED = Counter("trading_bus_retried_total", "Bus messages left pending after a transient failure.", ["stream"])
-DEAD_LETTERED = Counter("trading_bus_dead_lettered_total", "Bus messages moved to the dead stream.", ["stream"])
-PUBLISHED = Counter("trading_bus_published_total", "Bus messages published.", ["stream"])
+MALFORMED = mn.collector(mn.BUS_MALFORMED)
+CONSUMED = mn.collector(mn.BUS_CONSUMED)
+RETRIED = mn.collector(mn.BUS_RETRIED)
+DEAD_LETTERED = mn.collector(mn.BUS_DEAD_LETTERED)
+PUBLISHED = mn.collector(mn.BUS_PUBLISHED)
 
 REDIS_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
                    redis.exceptions.BusyLoadingError, redis.exceptions.TryAgainError)

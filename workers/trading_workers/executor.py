@@ -60,13 +60,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import Counter, Gauge, Histogram
-
+from trading_operator.api import metric_names as mn
 from trading_operator.api.phases import ORDER_PHASES
 from trading_operator.api.riskpolicy import RiskPolicySpec
 from trading_operator.api.status import ConditionType, HaltAction, Reason
 from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers import bus as bus_mod
+from trading_workers import order_metrics
 from trading_workers.brokers.base import Broker, BrokerError, OrderRejected
 from trading_workers.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side, client_order_id
 from trading_workers.errors import ConfigError, DependencyUnavailable, MalformedMessage, TradingError, TransientError
@@ -76,18 +76,15 @@ from trading_workers.runtime import Kube, NotFound, Runtime, SessionWatch, log_c
 
 log = logging.getLogger("trading_workers.executor")
 
-ORDERS_SENT = Counter("trading_executor_orders_sent_total", "Orders submitted to the broker (first send or retry).")
-ORDERS_NOT_SENT = Counter("trading_executor_orders_not_sent_total",
-                          "Journaled orders cancelled before sending because the session halted.")
-FILLS = Counter("trading_executor_fills_total", "Fills recorded in the journal.")
-HALTS_HANDLED = Counter("trading_executor_halts_handled_total", "Halts whose onHalt action completed.", ["action"])
-RECONCILES = Counter("trading_executor_reconciles_total", "Reconciliations with the broker.", ["outcome"])
-SUBMIT_SECONDS = Histogram("trading_executor_submit_seconds", "Intent handling time, read to broker ack.",
-                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
-READY = Gauge("trading_executor_ready", "1 when the executor may send orders (not counting halts).")
-HALTED = Gauge("trading_executor_halted", "1 while the executor observes a halt.")
-HALTED_CHANGED = Gauge("trading_executor_halted_changed_timestamp_seconds",
-                       "Wall-clock time (Unix s) the halt gate last closed (new orders refused) or opened.")
+ORDERS_SENT = mn.collector(mn.EXECUTOR_ORDERS_SENT)
+ORDERS_NOT_SENT = mn.collector(mn.EXECUTOR_ORDERS_NOT_SENT)
+FILLS = mn.collector(mn.EXECUTOR_FILLS)
+HALTS_HANDLED = mn.collector(mn.EXECUTOR_HALTS_HANDLED)
+RECONCILES = mn.collector(mn.EXECUTOR_RECONCILES)
+SUBMIT_SECONDS = mn.collector(mn.EXECUTOR_SUBMIT_SECONDS)
+READY = mn.collector(mn.EXECUTOR_READY)
+HALTED = mn.collector(mn.EXECUTOR_HALTED)
+HALTED_CHANGED = mn.collector(mn.EXECUTOR_HALTED_CHANGED)
 
 
 
@@ -390,6 +387,7 @@ class Executor:
                 self._redis_ok, self._journal_ok, self._broker_ok = redis_ok, journal_ok, broker_ok
                 self._report_now.set()
                 self._wake()
+            order_metrics.broker_connected(self._broker_ok)
             await asyncio.sleep(0.5)
 
     def _dependency_failed(self, exc: BaseException) -> None:
@@ -617,16 +615,20 @@ class Executor:
             return False
         if not self._may_send() or (not reconciling and not self._reconciled):
             raise TransientError("cannot confirm the session is live; order stays journaled as new")
+        sent_at = time.perf_counter()
         try:
             # Nothing is awaited between the halt check above and this call: a halt seen by then stops the order.
             placed = await self.broker.submit(order)
         except OrderRejected as exc:
+            order_metrics.submitted(order, "rejected", sent_at, None)
             await journal.update_order(order.client_order_id, OrderStatus.REJECTED, reject_reason=str(exc)[:500])
             log.warning("order rejected by the broker", extra={"error": str(exc)})
             return True
         except BrokerError as exc:
+            order_metrics.submitted(order, "error", sent_at, None)
             self._dependency_failed(exc)
             raise
+        order_metrics.submitted(order, "ok", sent_at, self.marks.get(order.symbol))
         ORDERS_SENT.inc()
         await journal.update_order(order.client_order_id, placed.status, broker_order_id=placed.broker_order_id,
                                    reject_reason=placed.reject_reason)
@@ -696,6 +698,7 @@ class Executor:
         if not applied:
             return
         FILLS.inc(len(applied))
+        order_metrics.filled(applied)
         for coid in {f.client_order_id for f in applied}:
             order = await journal.get_order(coid)
             if order is not None and order.status.is_open:

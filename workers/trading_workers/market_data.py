@@ -24,8 +24,7 @@ import math
 import os
 import time
 
-from prometheus_client import Counter, Gauge
-
+from trading_operator.api import metric_names as mn
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.simulated import PriceProcess
 from trading_workers.domain import Quote
@@ -35,8 +34,8 @@ from trading_workers.runtime import Runtime
 log = logging.getLogger("trading_workers.market_data")
 
 ENV_INTERVAL = "TRADING_MD_INTERVAL"
-QUOTES = Counter("trading_market_data_quotes_total", "Quotes published.")
-STEP = Gauge("trading_market_data_step", "Last price-process step published.")
+QUOTES = mn.collector(mn.MARKET_DATA_QUOTES)
+STEP = mn.collector(mn.MARKET_DATA_STEP)
 MAX_CATCH_UP = 3  # after a pause, publish at most this many past steps; older ones are history
 POLICY_REFRESH_SECONDS = 30.0
 

@@ -25,8 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import Counter
-
+from trading_operator.api import metric_names as mn
 from trading_operator.api.riskpolicy import OrderControls
 
 
@@ -54,8 +53,8 @@ class Reason(enum.StrEnum):
     ORDER_RATE = "OrderRate"
 
 
-REJECTIONS = Counter("trading_pretrade_rejections_total", "Orders refused by a pre-trade check.", ["reason"])
-PASSED = Counter("trading_pretrade_passed_total", "Orders that passed every pre-trade check.")
+REJECTIONS = mn.collector(mn.PRETRADE_REJECTIONS)
+PASSED = mn.collector(mn.PRETRADE_PASSED)
 _REJECTION_CHILDREN = {reason: REJECTIONS.labels(reason.value) for reason in Reason}
 
 

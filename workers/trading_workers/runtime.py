@@ -48,11 +48,13 @@ from typing import Any, TypeVar
 
 import tenacity
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from trading_operator.api import metric_names as mn
 from trading_operator.api import workerconfig as wc
 from trading_operator.api.clock import session_now
 from trading_operator.api.common import GROUP, VERSION
+from trading_workers import process_metrics
 from trading_workers.bus import session_prefix
 from trading_workers.errors import ConfigError, DependencyUnavailable, PermanentError, TransientError
 
@@ -62,8 +64,8 @@ SESSIONS = "tradingsessions"
 POLICIES = "riskpolicies"
 T = TypeVar("T")
 
-API_ERRORS = Counter("trading_apiserver_errors_total", "Failed calls to the Kubernetes API server.", ["op"])
-WATCH_RESTARTS = Counter("trading_session_watch_restarts_total", "Session watch re-lists after an error.")
+API_ERRORS = mn.collector(mn.APISERVER_ERRORS)
+WATCH_RESTARTS = mn.collector(mn.SESSION_WATCH_RESTARTS)
 
 # --------------------------------------------------------------------------- logging
 
@@ -444,6 +446,7 @@ async def serve(role: str, session: str | None, main: Callable[[Runtime], Awaita
     """Run one worker role until SIGTERM; returns the process exit code."""
     settings = Settings.from_env(role, session)
     setup_logging({"session": settings.session_key, "role": role})
+    process_metrics.install()
     kube = _maybe_kube()
     config = await load_config(settings, kube)
     rt = Runtime(settings=settings, config=config, kube=kube)

@@ -25,15 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter
-
+from trading_operator.api import metric_names as mn
 from trading_operator.api.session import TradingSessionStatus
 from trading_workers.runtime import Kube, with_retries
 
 log = logging.getLogger("trading_workers.session_status")
 
-EVENTS = Counter("trading_worker_events_total", "Kubernetes Events recorded by workers (repeats included).",
-                 ["reason"])
+EVENTS = mn.collector(mn.WORKER_EVENTS)
 
 Transaction = Callable[[TradingSessionStatus, dt.datetime], Any]
 

@@ -635,6 +635,11 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
             metrics.TRANSITIONS.labels(src.value if src else "", dst.value).inc()
         if decision.halt_raised:
             metrics.HALTS.labels(decision.halt_raised).inc()
+    report = decision.status.executor
+    heartbeat_age = ((dt.datetime.now(dt.UTC) - report.heartbeat).total_seconds()
+                     if report is not None and report.heartbeat is not None and decision.status.phase in ORDER_PHASES
+                     else None)
+    metrics.session_state(ts.metadata.namespace, ts.metadata.name, new, heartbeat_age)
     metrics.RECONCILE_SECONDS.labels("TradingSession").observe(time.monotonic() - started)
     return decision.requeue_after, written
 

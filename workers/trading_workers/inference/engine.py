@@ -95,9 +95,36 @@ class SignalEngine:
             raise ValueError("strategy.params.orderQty must be a positive number")
         self.model_uri = model_uri
         self.direction = np.zeros(len(self.book.symbols), dtype=np.int8)
+        # Online accuracy: each symbol's last directional prediction (direction, price it was made at),
+        # judged against the symbol's next quote at a different price.
+        self.pending: dict[int, tuple[int, float]] = {}
+        self.hits = 0
+        self.misses = 0
 
     def observe(self, quote: Quote) -> bool:
-        return self.book.observe(quote)
+        i = self.book.index.get(quote.symbol)
+        before = self.book.count[i] if i is not None else 0
+        dirty = self.book.observe(quote)
+        if i is not None and self.book.count[i] != before:
+            self._judge(i, quote.price)
+        return dirty
+
+    def _judge(self, i: int, price: float) -> None:
+        prediction = self.pending.get(i)
+        if prediction is None or price == prediction[1] or not math.isfinite(price):
+            return  # no prediction, or no move yet: wait for one
+        direction, at = prediction
+        del self.pending[i]
+        if (price > at) == (direction > 0):
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def take_outcomes(self) -> tuple[int, int]:
+        """(hits, misses) judged since the last call."""
+        out = (self.hits, self.misses)
+        self.hits = self.misses = 0
+        return out
 
     def step(self) -> StepResult:
         """Score every symbol whose window changed; return the signals to publish and the guard's verdict."""
@@ -110,6 +137,10 @@ class SignalEngine:
             return result   # a model emitting NaN is not trusted for any row of this batch
         desired = np.where(batch.scores >= self.threshold, 1, np.where(batch.scores <= -self.threshold, -1, 0))
         desired = np.where(batch.valid, desired, 0).astype(np.int8)
+        for j in np.flatnonzero(desired):
+            quote = self.book.last_quote[int(idx[j])]
+            if quote is not None:
+                self.pending[int(idx[j])] = (int(desired[j]), quote.price)
         changed = (desired != 0) & (desired != self.direction[idx])
         for j in np.flatnonzero(changed):
             i = int(idx[j])

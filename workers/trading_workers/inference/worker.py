@@ -35,9 +35,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import prometheus_client
 import torch
 
+from trading_operator.api import metric_names as mn
 from trading_operator.api.session import ModelSpec
 from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers.domain import Quote
@@ -49,15 +49,12 @@ log = logging.getLogger(__name__)
 ENV_TORCH_THREADS = "TRADING_TORCH_THREADS"
 REDUCE_REPEAT_S = 60.0
 
-BATCH_SECONDS = prometheus_client.Histogram(
-    "trading_inference_batch_seconds", "Wall time of one inference step (all changed symbols).",
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
-PREDICTIONS = prometheus_client.Counter("trading_inference_predictions_total", "Symbols scored by the model.")
-SIGNALS = prometheus_client.Counter("trading_inference_signals_total", "Model signals published.", ["side"])
-GUARD_TRIPS = prometheus_client.Counter(
-    "trading_inference_guard_trips_total", "Inference steps the guard judged unsafe.", ["reason"])
-INVALID_INPUTS = prometheus_client.Counter(
-    "trading_inference_invalid_inputs_total", "Price windows masked for non-positive or non-finite prices.")
+BATCH_SECONDS = mn.collector(mn.INFERENCE_BATCH_SECONDS)
+PREDICTIONS = mn.collector(mn.INFERENCE_PREDICTIONS)
+SIGNALS = mn.collector(mn.INFERENCE_SIGNALS)
+GUARD_TRIPS = mn.collector(mn.INFERENCE_GUARD_TRIPS)
+INVALID_INPUTS = mn.collector(mn.INFERENCE_INVALID_INPUTS)
+OUTCOMES = mn.collector(mn.INFERENCE_OUTCOMES)
 
 
 class InferenceRuntime(Protocol):
@@ -156,6 +153,9 @@ def _timed_step(engine: SignalEngine) -> StepResult:
         PREDICTIONS.inc(result.scored)
         if result.batch is not None and result.batch.invalid_inputs:
             INVALID_INPUTS.inc(result.batch.invalid_inputs)
+    hits, misses = engine.take_outcomes()
+    OUTCOMES.labels("hit").inc(hits)
+    OUTCOMES.labels("miss").inc(misses)
     return result
 
 

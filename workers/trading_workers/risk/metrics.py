@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from trading_workers.domain import Fill, Position
@@ -123,3 +124,15 @@ def drop_pct(reference: float, last: float) -> float:
     if reference <= 0 or last >= reference:
         return 0.0
     return (reference - last) / reference * 100.0
+
+
+def sharpe_ratio(equities: Sequence[float]) -> float | None:
+    """Mean over standard deviation of the returns between successive equity values (per step, not
+    annualized); None with fewer than three values or no variation."""
+    steps = returns(equities)
+    if len(steps) < 2:
+        return None
+    sd = statistics.pstdev(steps)
+    if sd <= 0:
+        return None
+    return statistics.fmean(steps) / sd

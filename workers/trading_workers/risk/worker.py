@@ -38,8 +38,7 @@ import zoneinfo
 from collections import deque
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
+from trading_operator.api import metric_names as mn
 from trading_operator.api import transactions
 from trading_operator.api.clock import wall_at
 from trading_operator.api.phases import ORDER_PHASES
@@ -62,9 +61,22 @@ from trading_workers.session_status import EventRecorder, SessionStatus
 
 log = logging.getLogger("trading_workers.risk")
 
-BREACHES = Counter("trading_risk_breaches_total", "Portfolio rules that entered breach.", ["rule", "action"])
-EQUITY = Gauge("trading_risk_equity", "Session equity, USD.")
-DAILY_PNL = Gauge("trading_risk_daily_pnl_pct", "Daily P&L, percent of start equity.")
+BREACHES = mn.collector(mn.RISK_BREACHES)
+EQUITY = mn.collector(mn.RISK_EQUITY)
+DAILY_PNL = mn.collector(mn.RISK_DAILY_PNL)
+REALIZED = mn.collector(mn.RISK_REALIZED_PNL)
+UNREALIZED = mn.collector(mn.RISK_UNREALIZED_PNL)
+DRAWDOWN = mn.collector(mn.RISK_DRAWDOWN)
+EXPOSURE = mn.collector(mn.RISK_EXPOSURE)
+POSITION = mn.collector(mn.RISK_POSITION)
+VAR = mn.collector(mn.RISK_VAR)
+MARGIN = mn.collector(mn.RISK_MARGIN)
+CONCENTRATION = mn.collector(mn.RISK_CONCENTRATION)
+WIN_RATE = mn.collector(mn.RISK_WIN_RATE)
+CLOSED_TRADES = mn.collector(mn.RISK_CLOSED_TRADES)
+CORRELATION = mn.collector(mn.RISK_CORRELATION)
+SHARPE = mn.collector(mn.RISK_SHARPE)
+DATA_AGE = mn.collector(mn.MARKET_DATA_AGE)
 TRADING_DAY_SECONDS = 23_400.0
 REACT_SECONDS = 30.0
 HISTORY_CAP = 5_001
@@ -111,6 +123,8 @@ class RiskWorker:
         self.started = time.time()
         self.report_at = -math.inf
         self.last_report: dict[str, object] | None = None
+        self.day_equity: list[float] = []   # equity at each evaluation of the session day (Sharpe)
+        self.exported_positions: set[str] = set()
 
     # ------------------------------------------------------------ inputs
 
@@ -185,6 +199,7 @@ class RiskWorker:
                             if self.quote_session_ts.get(sym, math.inf) < day_start}
         self.day_open = dict(self.marks)
         self.active.clear()
+        self.day_equity = []
         log.info("session day", extra={"day": day.isoformat(), "start_equity": self.start_equity})
 
     # ------------------------------------------------------------ figures
@@ -250,8 +265,7 @@ class RiskWorker:
         fills = await self.journal.fills(since=self.day_start_wall)  # the day's trades: win rate is per day
         figures = self.figures(positions, fills)
         self.last_figures = figures
-        EQUITY.set(figures.equity)
-        DAILY_PNL.set(figures.daily_pnl_pct)
+        self._export(figures, sum(p.realized_pnl for p in positions.values()))
         breaches = evaluate(self.policy.limits, self.policy.circuit_breaker, figures)
         await self._act(breaches)
         await self._report(breaches, figures)
@@ -268,6 +282,31 @@ class RiskWorker:
             self.summary_at = now
         self.last_ok = time.monotonic()
         return figures
+
+    def _export(self, f: Figures, realized: float) -> None:
+        """The figures as gauges (Prometheus adds the session's identity at scrape time)."""
+        EQUITY.set(f.equity)
+        DAILY_PNL.set(f.daily_pnl_pct)
+        REALIZED.set(realized)
+        UNREALIZED.set(f.equity - self.capital - realized)
+        DRAWDOWN.set(f.drawdown_pct)
+        EXPOSURE.set(f.gross_exposure)
+        MARGIN.set(f.margin_usage_pct)
+        CONCENTRATION.set(f.concentration_pct)
+        WIN_RATE.set(f.win_rate_pct)
+        CLOSED_TRADES.set(f.closed_trades)
+        DATA_AGE.set(f.max_quote_age)
+        for symbol, exposure in f.exposures.items():
+            POSITION.labels(symbol).set(exposure)
+        for symbol in self.exported_positions - f.exposures.keys():
+            POSITION.remove(symbol)
+        self.exported_positions = set(f.exposures)
+        self.day_equity.append(f.equity)
+        del self.day_equity[:-HISTORY_CAP]
+        # Figures that need enough data are NaN until they have it: unknown, never beyond a threshold.
+        for gauge, value in ((VAR, f.var_pct), (CORRELATION, f.correlation),
+                             (SHARPE, metrics.sharpe_ratio(self.day_equity))):
+            gauge.set(math.nan if value is None else value)
 
     async def _act(self, breaches: list[Breach]) -> None:
         now = time.monotonic()

@@ -16,8 +16,7 @@ import asyncio
 import logging
 import socket
 
-from prometheus_client import Counter
-
+from trading_operator.api import metric_names as mn
 from trading_workers import bus as bus_mod
 from trading_workers.domain import OrderIntent, Quote
 from trading_workers.errors import TransientError
@@ -26,7 +25,7 @@ from trading_workers.strategy.rules import make_strategy
 
 log = logging.getLogger("trading_workers.strategy")
 
-INTENTS = Counter("trading_strategy_intents_total", "Order intents published by the strategy.", ["side"])
+INTENTS = mn.collector(mn.STRATEGY_INTENTS)
 
 
 async def run(rt: Runtime) -> None:

@@ -260,3 +260,11 @@ def test_every_alert_says_what_to_do(rendered: dict[str, Any]) -> None:
             assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
             assert notes["summary"] and notes["description"], rule["alert"]
             assert "kubectl" in notes["runbook"], rule["alert"]
+
+
+def test_the_chart_readme_lists_every_alert_with_its_expression(rendered: dict[str, Any]) -> None:
+    readme = (pathlib.Path(__file__).parents[2] / "charts" / "trading-platform" / "README.md").read_text()
+    for group in rendered["spec"]["groups"]:
+        for rule in group["rules"]:
+            assert f"| `{rule['alert']}` | {rule['labels']['severity']} | `{rule['expr'].replace('|', chr(92) + '|')}` |" \
+                in readme, rule["alert"]

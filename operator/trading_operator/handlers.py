@@ -45,7 +45,6 @@ NEW_SESSIONS = 2 * kube.POOL_SIZE  # sessions set up concurrently (each has up t
 class Context:
     settings: Settings
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
-    applied_config: dict[str, str] = field(default_factory=dict)
     phases: dict[tuple[str, str], str] = field(default_factory=dict)
     halted: set[tuple[str, str]] = field(default_factory=set)
     # The newest version of each session this process has seen outside the watch (its own status
@@ -94,6 +93,12 @@ async def workers(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
     return {(namespace, labels.get(names.LABEL_SESSION, "")): session_reconcile.trim_deployment(body)}
 
 
+@kopf.index("", "v1", "configmaps", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+async def config_maps(namespace: str, labels: kopf.Labels, body: kopf.Body,
+                      **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, labels.get(names.LABEL_SESSION, "")): session_reconcile.trim_config_map(body)}
+
+
 @kopf.index(G, V, "tradingsessions")
 async def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, str(spec.get("riskPolicyRef", {}).get("name", ""))): name}
@@ -121,17 +126,25 @@ async def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, typ
         ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
 
 
+@kopf.on.event("", "v1", "configmaps", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+async def config_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    # A hand edit, a deletion or a deposed leader's late write of a session's ConfigMap wakes its session.
+    if type in ("MODIFIED", "DELETED"):
+        ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
+
+
 @kopf.daemon(G, V, "tradingsessions", cancellation_timeout=5.0)
 async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
                          policies: kopf.Index[tuple[str, str], dict[str, Any]],
                          workers: kopf.Index[tuple[str, str], dict[str, Any]],
+                         config_maps: kopf.Index[tuple[str, str], dict[str, Any]],
                          logger: kopf.Logger, **_: Any) -> None:
     c = ctx(memo)
     wakeup = c.wakeups[(namespace, name)]
     try:
         while not stopped:
             wakeup.clear()
-            delay = await _reconcile_once(c, namespace, name, body, policies, workers, logger)
+            delay = await _reconcile_once(c, namespace, name, body, policies, workers, config_maps, logger)
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=delay)
@@ -156,7 +169,8 @@ def _newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body,
                           policies: kopf.Index[tuple[str, str], dict[str, Any]],
-                          workers: kopf.Index[tuple[str, str], dict[str, Any]], logger: kopf.Logger) -> float:
+                          workers: kopf.Index[tuple[str, str], dict[str, Any]],
+                          config_maps: kopf.Index[tuple[str, str], dict[str, Any]], logger: kopf.Logger) -> float:
     key = (namespace, name)
     snapshot = dict(body)
     mine = c.latest.get(key)
@@ -168,6 +182,8 @@ async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body
     policy_body = next(iter(policies.get((namespace, policy_name), [])), None)
     live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
     deployments = {role: live.get(names.deployment(name, role)) for role in Role}
+    config_map = next((m for m in config_maps.get((namespace, name), [])
+                       if m["metadata"]["name"] == names.configmap(name)), None)
     # A session without a status yet is being set up (ConfigMap, five Deployments, first status): at most
     # NEW_SESSIONS of those at once, so 1,000 sessions created together do not hold 1,000 half-done
     # reconciles (manifests, models, queued calls) in memory. Sessions already running never wait here.
@@ -179,7 +195,7 @@ async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body
                     delay, written = await session_reconcile.reconcile(
                         snapshot, policy_body, deployments, c.settings,
                         lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message),
-                        c.applied_config, children=attempt == 1)  # a 409 comes from the status write only
+                        config_map, children=attempt == 1)  # a 409 comes from the status write only
                     break
                 except errors.ApiConflict as exc:
                     # Someone else (kopf's finalizer, the executor, the risk worker) wrote since our view.

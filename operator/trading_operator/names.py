@@ -13,6 +13,8 @@ LABEL_SESSION = "trading.dev/session"
 LABEL_ROLE = "trading.dev/role"
 LABEL_BACKUP = "trading.dev/backup"
 ANNOTATION_CONFIG_HASH = "trading.dev/config-hash"
+# A hash of the whole manifest the operator applies to a child (trading_operator.drift).
+ANNOTATION_DESIRED_HASH = "trading.dev/desired-hash"
 FINALIZER = "trading.dev/finalizer"
 FIELD_MANAGER = "trading-operator"
 

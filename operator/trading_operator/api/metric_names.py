@@ -71,6 +71,9 @@ OPERATOR_TRANSITIONS = Metric("trading_operator_phase_transitions_total", "count
 OPERATOR_HALTS = Metric("trading_operator_halts_total", "counter", "Halts raised.", ("source",))
 OPERATOR_WATCH_AGE = Metric("trading_operator_watch_age_seconds", "gauge",
                             "Seconds since the liveness canary was last seen.")
+OPERATOR_DRIFT_REPAIRS = Metric("trading_operator_drift_repairs_total", "counter",
+                                "Children (Deployments, ConfigMaps) applied again: missing, changed or edited.",
+                                ("kind", "reason"))
 SESSION_HALTED = Metric("trading_operator_session_halted", "gauge",
                         "1 while a session's halt is in force (status.halt), by the halt's source.",
                         ("namespace", "session", "source"))

@@ -32,7 +32,7 @@ from typing import Any
 
 import pydantic
 
-from trading_operator import calendar, kube, liveness, metrics, names
+from trading_operator import calendar, drift, kube, liveness, metrics, names
 from trading_operator.api import clock as session_clock
 from trading_operator.api import phases, transactions
 from trading_operator.api.phases import ORDER_PHASES, Phase
@@ -582,11 +582,12 @@ def _step(current: Phase | None, target: Phase) -> Phase | None:
 
 async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                     deployments: dict[Role, dict[str, Any] | None], settings: Settings,
-                    post_event: Callable[[Event], None], applied_config: dict[str, str],
+                    post_event: Callable[[Event], None], config_map: dict[str, Any] | None,
                     children: bool = True) -> tuple[float, dict[str, Any] | None]:
     """One reconcile of one session; returns seconds until the next periodic one, and the session as
-    written (the status patch's response) if status was written. ``children=False`` skips the
-    ConfigMap and Deployments (a retry of a status write that lost a race: they were just applied)."""
+    written (the status patch's response) if status was written. ``deployments`` and ``config_map``
+    are the live children, trimmed (``drift.trim``). ``children=False`` skips the ConfigMap and
+    Deployments (a retry of a status write that lost a race: they were just applied)."""
     started = time.monotonic()
     metrics.RECONCILES.labels("TradingSession").inc()
     ts = TradingSession.model_validate(body)
@@ -600,20 +601,26 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence),
                       settings)
 
-    # Children: the ConfigMap when its content changed, Deployments when missing or drifted.
+    # Children: each applied when missing, when the desired object changed, or when someone else
+    # wrote it (drift.drift_reason). The ConfigMap first (pods mount it), then every drifted
+    # Deployment at once: a new session's five applies in series were five round trips before its
+    # first status write.
     cfg_hash = decision.status.config_hash or build_workers.config_hash(ts)
-    if children and applied_config.get(key) != cfg_hash:
-        await kube.apply(build_workers.config_map(ts), owner=body)
-        applied_config[key] = cfg_hash
-    # The ConfigMap first (pods mount it), then every missing or drifted Deployment at once: a new
-    # session's five applies in series were five round trips before its first status write.
+    if children:
+        desired_cm, cm_hash = drift.stamp(build_workers.config_map(ts))
+        why = drift.drift_reason(cm_hash, config_map)
+        if why is not None:
+            await kube.apply(desired_cm, owner=body)
+            metrics.DRIFT_REPAIRS.labels("ConfigMap", why).inc()
     drifted = []
     for role in Role if children else ():
         held = decision.suspended or (role is Role.EXECUTOR and not decision.executor_allowed)
-        desired = build_workers.deployment(ts, role, settings, suspended=held, config_digest=cfg_hash)
-        live = deployments.get(role)
-        if live is None or not kube.is_subset(_comparable(desired), live):
+        desired, desired_hash = drift.stamp(build_workers.deployment(ts, role, settings, suspended=held,
+                                                                     config_digest=cfg_hash))
+        why = drift.drift_reason(desired_hash, deployments.get(role))
+        if why is not None:
             drifted.append(desired)
+            metrics.DRIFT_REPAIRS.labels("Deployment", why).inc()
     if drifted:
         await asyncio.gather(*(kube.apply(d, owner=body) for d in drifted))
 
@@ -645,38 +652,13 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
 
 
 def trim_deployment(live: Mapping[str, Any]) -> dict[str, Any]:
-    """What a reconcile reads of a live Deployment: its name, what ``_comparable`` compares, readyReplicas.
-
-    The operator indexes every worker Deployment; a full body (managedFields, status conditions,
-    every defaulted field) is ~20x larger, and at 1,000 sessions the index was most of the RSS.
-    """
-    meta, spec = live.get("metadata") or {}, live.get("spec") or {}
-    template = spec.get("template") or {}
-    pod = template.get("spec") or {}
-    kept_pod: dict[str, Any] = {"containers": [{k: c[k] for k in ("name", "image", "command", "env") if k in c}
-                                               for c in pod.get("containers") or []]}
-    if "nodeSelector" in pod:
-        kept_pod["nodeSelector"] = pod["nodeSelector"]
-    return {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
-            "spec": {"replicas": spec.get("replicas"),
-                     "template": {"metadata": template.get("metadata") or {}, "spec": kept_pod}},
-            "status": {"readyReplicas": (live.get("status") or {}).get("readyReplicas") or 0}}
+    """What a reconcile reads of a live Deployment (``drift.trim``): the index keeps only this."""
+    return drift.trim(live)
 
 
-def _comparable(desired: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a desired Deployment worth comparing to the live object.
-
-    An absent nodeSelector is left out: the API server drops an empty map, so comparing ``{}`` would
-    find every CPU worker drifted and re-apply it on every reconcile (a moved-off-GPU inference
-    worker still rolls: its config hash, in the template's annotations, changes).
-    """
-    pod = desired["spec"]["template"]["spec"]
-    spec: dict[str, Any] = {"containers": [{k: c[k] for k in ("name", "image", "command", "env")}
-                                           for c in pod["containers"]]}
-    if pod.get("nodeSelector"):
-        spec["nodeSelector"] = pod["nodeSelector"]
-    return {"spec": {"replicas": desired["spec"]["replicas"],
-                     "template": {"metadata": desired["spec"]["template"]["metadata"], "spec": spec}}}
+def trim_config_map(live: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reconcile reads of the live session ConfigMap (``drift.trim``)."""
+    return drift.trim(live)
 
 
 def _parse_policy(body: dict[str, Any] | None) -> tuple[RiskPolicy | None, str | None]:

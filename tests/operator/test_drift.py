@@ -1,0 +1,66 @@
+"""Children converge: every edit of the session reaches them, every foreign edit of them is undone.
+
+Issue 20, defect 2: editing ``spec.workers.<role>.resources`` or ``tolerations`` changed nothing on
+the Deployment while ``status.observedGeneration`` advanced; defect 3: a hand-edited or deleted
+ConfigMap was never repaired (ConfigMaps were neither watched nor compared).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.operator.conftest import Api, wait_for
+from tests.operator.test_sessions import ZERO_WORKERS, policy, session
+from trading_operator import names
+from trading_operator.api.session import Role
+
+pytestmark = pytest.mark.cluster
+
+
+def _container(api: Api, ns: str, role: Role) -> Any:
+    return api.apps.read_namespaced_deployment(names.deployment("d1", role), ns).spec.template.spec
+
+
+def test_every_session_edit_reaches_the_children_and_foreign_edits_are_undone(api: Api, operator: Any,
+                                                                               namespace: str) -> None:
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("d1", workers=ZERO_WORKERS))
+    wait_for(lambda: len(api.apps.list_namespaced_deployment(
+        namespace, label_selector=f"{names.LABEL_SESSION}=d1").items) == 5, what="5 deployments")
+    cm_name = names.configmap("d1")
+    original = wait_for(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"])
+
+    # Resources and tolerations of a worker: they reach its Deployment, and status says so only then.
+    workers = json.loads(json.dumps(ZERO_WORKERS))
+    workers["executor"].update({"resources": {"limits": {"cpu": "300m", "memory": "256Mi"}},
+                                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "trading",
+                                                 "effect": "NoSchedule"}]})
+    generation = api.patch(namespace, "tradingsessions", "d1", {"spec": {"workers": workers}})["metadata"]["generation"]
+    pod = wait_for(lambda: (p := _container(api, namespace, Role.EXECUTOR)).containers[0].resources.limits
+                   and p, what="the executor's resources on its Deployment")
+    assert pod.containers[0].resources.limits == {"cpu": "300m", "memory": "256Mi"}
+    assert [(t.key, t.value, t.effect) for t in pod.tolerations] == [("dedicated", "trading", "NoSchedule")]
+    wait_for(lambda: (api.get(namespace, "tradingsessions", "d1").get("status") or {})
+             .get("observedGeneration") == generation, what="observedGeneration")
+
+    # A hand edit of the Deployment (another field manager) is undone.
+    api.apps.patch_namespaced_deployment(
+        names.deployment("d1", Role.EXECUTOR), namespace,
+        {"spec": {"template": {"spec": {"containers": [{"name": names.ROLE_SLUG[Role.EXECUTOR],
+                                                        "resources": {"limits": {"cpu": "5"}}}]}}}},
+        field_manager="kubectl-edit")
+    wait_for(lambda: _container(api, namespace, Role.EXECUTOR).containers[0].resources.limits
+             == {"cpu": "300m", "memory": "256Mi"}, what="the hand-edited Deployment put back")
+
+    # A hand edit of the ConfigMap is undone; a deleted ConfigMap is recreated.
+    api.core.patch_namespaced_config_map(cm_name, namespace, {"data": {"config.json": "{}"}},
+                                         field_manager="kubectl-edit")
+    expected = wait_for(lambda: (d := api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"])
+                        != "{}" and d, what="the hand-edited ConfigMap put back")
+    assert json.loads(expected)["session"] == json.loads(original)["session"]
+    api.core.delete_namespaced_config_map(cm_name, namespace)
+    wait_for(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"] == expected,
+             what="the deleted ConfigMap recreated")

@@ -1,9 +1,25 @@
 """Leader election on a coordination.k8s.io Lease, so two replicas are safe.
 
 Only the holder of the Lease runs kopf; a standby blocks in ``acquire``.
-The holder renews from a thread; if it cannot renew before the lease
-expires it exits the process at once (a leader that may have lost the
-lease must stop acting), and Kubernetes restarts it as a standby.
+The timing is client-go's: a standby may take the Lease once it has not
+been renewed for ``LEASE_SECONDS``; the holder renews every
+``RETRY_SECONDS`` and must have renewed within ``RENEW_DEADLINE`` (shorter
+than the lease), counted from when the last successful renewal was *sent*.
+Every Lease call has a request timeout, so a partition that drops packets
+cannot hang the renewal (it used to: the old leader ran on for 18-20 s
+after the other replica took the Lease, issue 20). A watchdog thread
+exits the process the moment the deadline passes, whatever the renewal
+thread is doing; so the old leader stops ``LEASE_SECONDS - RENEW_DEADLINE``
+seconds before anyone may take over, and Kubernetes (or the local
+platform's supervisor) restarts it as a standby.
+
+A write the old leader sent before the deadline can still land later (a
+partition that holds packets, then heals). It is not fenced; it is
+converged: every child carries the hash of the whole object the operator
+wants and children are watched (``trading_operator.drift``), so the new
+leader puts back anything stale as soon as the write lands, and status
+writes carry the resourceVersion they were decided from.
+
 The renewals double as the liveness canary: a watch on this one Lease
 (field selector on its name, so RBAC can name it) must deliver each
 renewal, so a silently dead watch path fails the liveness probe
@@ -25,7 +41,14 @@ from kubernetes.client.rest import ApiException
 from trading_operator import kube
 
 LOG = logging.getLogger(__name__)
-LEASE_SECONDS = 15
+LEASE_SECONDS = int(os.environ.get("TRADING_LEASE_SECONDS", "15"))
+RENEW_DEADLINE = float(os.environ.get("TRADING_LEASE_RENEW_DEADLINE", str(LEASE_SECONDS * 2 / 3)))
+RETRY_SECONDS = float(os.environ.get("TRADING_LEASE_RETRY_SECONDS", str(LEASE_SECONDS / 7.5)))
+# (connect, read) seconds of every Lease call: a renewal that cannot answer in time has failed.
+REQUEST_TIMEOUT = (min(2.0, RENEW_DEADLINE / 4), max(1.0, RENEW_DEADLINE / 4))
+if not 0 < RETRY_SECONDS < RENEW_DEADLINE < LEASE_SECONDS:
+    raise ValueError(f"lease timing needs 0 < retry ({RETRY_SECONDS}) < renew deadline ({RENEW_DEADLINE}) "
+                     f"< lease ({LEASE_SECONDS})")
 CURRENT: Leader | None = None  # the process's leader, read by the liveness probe
 
 
@@ -43,6 +66,7 @@ class Leader:
         self.api = client.CoordinationV1Api(kube.api_client())
         self.canary_seen = time.monotonic()
         self.released = False
+        self.renewed_at = 0.0  # monotonic time the last successful renewal was sent
 
     def _canary(self) -> None:
         """Watch our own Lease; every delivered event (our renewals) refreshes ``canary_seen``."""
@@ -60,7 +84,7 @@ class Leader:
     def _try(self) -> bool:
         now = _now()
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -69,7 +93,7 @@ class Leader:
                 spec=client.V1LeaseSpec(holder_identity=self.me, lease_duration_seconds=LEASE_SECONDS,
                                         acquire_time=now, renew_time=now, lease_transitions=0))
             try:
-                self.api.create_namespaced_lease(self.namespace, body)
+                self.api.create_namespaced_lease(self.namespace, body, _request_timeout=REQUEST_TIMEOUT)
                 return True
             except ApiException as exc2:
                 if exc2.status == 409:
@@ -85,7 +109,7 @@ class Leader:
             spec.acquire_time = now
         spec.holder_identity, spec.renew_time, spec.lease_duration_seconds = self.me, now, LEASE_SECONDS
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -98,8 +122,11 @@ class Leader:
         LOG.info("waiting for leadership of lease %s/%s as %s", self.namespace, self.name, self.me)
         while True:
             try:
+                sent = time.monotonic()
                 if self._try():
+                    self.renewed_at = sent
                     LOG.info("acquired leadership as %s", self.me)
+                    threading.Thread(target=self._watchdog, name="lease-watchdog", daemon=True).start()
                     threading.Thread(target=self._renew, name="lease-renew", daemon=True).start()
                     threading.Thread(target=self._canary, name="lease-canary", daemon=True).start()
                     return
@@ -111,29 +138,38 @@ class Leader:
         """Give the Lease up on a clean shutdown, so a standby takes over at once instead of after expiry."""
         self.released = True
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            if time.monotonic() - self.renewed_at >= RENEW_DEADLINE:
+                return  # not ours to release any more
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
             if lease.spec is not None and lease.spec.holder_identity == self.me:
                 lease.spec.holder_identity = None
                 lease.spec.renew_time = None
-                self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+                self.api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT)
                 LOG.info("released leadership")
         except Exception as exc:  # the lease expires by itself anyway
             LOG.warning("lease release failed: %s", exc)
 
     def _renew(self) -> None:
-        last_ok = time.monotonic()
         while not self.released:
-            time.sleep(LEASE_SECONDS / 3)
+            time.sleep(RETRY_SECONDS)
             if self.released:
                 return
+            sent = time.monotonic()
             try:
                 if self._try():
-                    last_ok = time.monotonic()
+                    self.renewed_at = sent
                     continue
                 LOG.error("leadership lost to another replica; exiting")
             except Exception as exc:
                 LOG.warning("lease renew failed: %s", exc)
-                if time.monotonic() - last_ok < LEASE_SECONDS:
-                    continue
-                LOG.error("could not renew the lease for %ss; exiting", LEASE_SECONDS)
+                continue  # the watchdog ends the process once the renew deadline passes
             os._exit(1)
+
+    def _watchdog(self) -> None:
+        """Exit the moment the renew deadline passes: a leader that may have lost the Lease stops acting."""
+        while not self.released:
+            late = time.monotonic() - self.renewed_at
+            if late >= RENEW_DEADLINE:
+                LOG.error("could not renew the lease within %.1fs; exiting", RENEW_DEADLINE)
+                os._exit(1)
+            time.sleep(min(0.1, RENEW_DEADLINE - late))

@@ -1,0 +1,74 @@
+"""The leader stops acting before anyone may take its Lease, even when its link drops packets.
+
+Issue 20, defect 3: the Lease calls had no request timeout, so a partition that black-holes
+packets hung the renewal and disabled the "exit if I cannot renew" check; the old leader ran on
+for 18-20 s after the other replica took the Lease. Here a real operator process talks to the real
+API server through a proxy that starts dropping everything: it must exit within its renew deadline,
+which is shorter than the lease, so it is gone before a standby could take over.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from tests.conftest import wait_for
+from tests.faults import FaultProxy
+from trading_dev import procs
+from trading_dev.controlplane import server
+
+pytestmark = pytest.mark.cluster
+
+LEASE, DEADLINE, RETRY = 6, 4.0, 1.0
+
+
+def test_a_partitioned_leader_exits_within_its_renew_deadline(control_plane: server.ControlPlane,
+                                                              namespace: str, tmp_path: pathlib.Path) -> None:
+    url = urllib.parse.urlparse(control_plane.url)
+    proxy = FaultProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
+    cfg = yaml.safe_load(control_plane.kubeconfig_path.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "kubeconfig-via-proxy"
+    kubeconfig.write_text(yaml.safe_dump(cfg))
+    lease_name = f"leader-test-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), TRADING_LEASE_NAME=lease_name,
+               TRADING_LEASE_NAMESPACE="default", TRADING_METRICS_PORT=str(server.free_port()),
+               TRADING_LIVENESS_PORT=str(server.free_port()), TRADING_LEASE_SECONDS=str(LEASE),
+               TRADING_LEASE_RENEW_DEADLINE=str(DEADLINE), TRADING_LEASE_RETRY_SECONDS=str(RETRY))
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as fh:  # watches only an empty namespace: it must not act on other tests' sessions
+        proc = subprocess.Popen([sys.executable, "-m", "trading_operator", "--log-format", "plain",
+                                 "--namespace", namespace], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    leases = client.CoordinationV1Api(config.new_client_from_config(str(control_plane.kubeconfig_path)))
+    try:
+        wait_for(lambda: (leases.read_namespaced_lease(lease_name, "default").spec.holder_identity or "")
+                 .endswith(f"-{proc.pid}"), timeout=45, what="the operator to take its lease")
+        time.sleep(2 * RETRY)  # a few renewals through the proxy
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+        proxy.blackhole()
+        cut = time.monotonic()
+        last_renew = leases.read_namespaced_lease(lease_name, "default").spec.renew_time
+        wait_for(lambda: proc.poll() is not None, timeout=LEASE + 10, interval=0.05,
+                 what="the partitioned leader to exit")
+        stopped_after = time.monotonic() - cut
+        assert proc.returncode == 1
+        assert stopped_after <= DEADLINE + 1.0, f"ran {stopped_after:.1f}s into the partition"
+        # It was gone before its Lease could expire for a standby (lease counted from its last renewal).
+        lease = leases.read_namespaced_lease(lease_name, "default").spec
+        assert lease.renew_time == last_renew and lease.holder_identity.endswith(f"-{proc.pid}")
+        assert stopped_after < LEASE, "a standby could have taken over while the old leader ran"
+        assert "could not renew the lease" in log.read_text()
+    finally:
+        procs.stop_group(proc, grace=5)
+        proxy.stop()

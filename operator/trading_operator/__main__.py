@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             standalone=True,  # leadership comes from the Lease, not kopf peering
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+            liveness_endpoint=f"http://{settings.bind_address}:{settings.liveness_port}/healthz",
         )
     finally:
         if lease is not None:

@@ -75,7 +75,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 10
     settings.batching.batch_window = 0.01
     settings.execution.max_workers = 32
-    prometheus_client.start_http_server(op.metrics_port)
+    prometheus_client.start_http_server(op.metrics_port, addr=op.bind_address)
 
 
 # ------------------------------------------------------------------ indexes

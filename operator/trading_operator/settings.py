@@ -7,10 +7,13 @@ so they stay pure and testable with literal values.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pydantic
 import pydantic_settings
+
+from trading_operator.api import workerconfig as wc
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -42,6 +45,9 @@ class Settings(pydantic_settings.BaseSettings):
     leader_election: bool = True
     metrics_port: int = 8080
     liveness_port: int = 8081
+    bind_address: str = pydantic.Field(
+        default_factory=lambda: wc.bind_address(os.environ),
+        description="Where /metrics and /healthz listen: every interface in a cluster, loopback outside one.")
 
     @pydantic.field_validator("gpu_node_selector", "gpu_tolerations", "worker_command", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.bind import listen_addresses
 from tests.conftest import wait_for
 from tests.faults import FaultProxy
 from trading_dev import procs
@@ -55,6 +56,9 @@ def test_a_partitioned_leader_exits_within_its_renew_deadline(control_plane: ser
                  .endswith(f"-{proc.pid}"), timeout=45, what="the operator to take its lease")
         time.sleep(2 * RETRY)  # a few renewals through the proxy
         assert proc.poll() is None, log.read_text()[-3000:]
+        # Off-cluster, its metrics and liveness endpoints listen on loopback only (issue 20, defect 7).
+        for port in (env["TRADING_METRICS_PORT"], env["TRADING_LIVENESS_PORT"]):
+            assert wait_for(lambda p=int(port): listen_addresses(p), what=f"a listener on {port}") == {"127.0.0.1"}
 
         proxy.blackhole()
         cut = time.monotonic()

@@ -160,6 +160,7 @@ class Settings:
     journal_dsn: str
     http_port: int
     config_path: str | None
+    bind_address: str = "127.0.0.1"
 
     @property
     def session_key(self) -> str:
@@ -179,7 +180,7 @@ class Settings:
         return cls(namespace=namespace, name=name, role=role,
                    redis_url=env.get(wc.ENV_REDIS_URL, "redis://127.0.0.1:6379/0"),
                    journal_dsn=env.get(wc.ENV_JOURNAL_DSN, ""), http_port=port,
-                   config_path=env.get(wc.ENV_CONFIG) or None)
+                   config_path=env.get(wc.ENV_CONFIG) or None, bind_address=wc.bind_address(env))
 
 
 # --------------------------------------------------------------------------- kubernetes
@@ -362,7 +363,7 @@ class Health:
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def start(self, port: int, host: str = "0.0.0.0") -> None:  # all interfaces: the kubelet probes
+    async def start(self, port: int, host: str = "127.0.0.1") -> None:  # Settings.bind_address in a worker
         app = web.Application()
         app.add_routes([web.get("/healthz", self._healthz), web.get("/readyz", self._readyz),
                         web.get("/metrics", self._metrics)])
@@ -453,7 +454,7 @@ async def serve(role: str, session: str | None, main: Callable[[Runtime], Awaita
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.stop.set)
-    await rt.health.start(settings.http_port)
+    await rt.health.start(settings.http_port, settings.bind_address)
     log.info("worker started", extra={"port": settings.http_port, "config_digest": config.digest()})
     try:
         await main(rt)

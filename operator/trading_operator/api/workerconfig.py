@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 
 import pydantic
 
@@ -33,6 +34,13 @@ ENV_HTTP_PORT = "TRADING_HTTP_PORT"  # /healthz, /readyz, /metrics
 ENV_BROKER_KEY_ID = "APCA_API_KEY_ID"
 ENV_BROKER_SECRET = "APCA_API_SECRET_KEY"
 DEFAULT_HTTP_PORT = 8080
+ENV_BIND_ADDRESS = "TRADING_BIND_ADDRESS"  # where health/metrics listen (operator and workers)
+
+
+def bind_address(env: Mapping[str, str]) -> str:
+    """``TRADING_BIND_ADDRESS`` if set; else every interface inside a cluster (the kubelet probes the pod's
+    IP, Prometheus scrapes it) and loopback outside one (a laptop's endpoints are not the network's)."""
+    return env.get(ENV_BIND_ADDRESS) or ("0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1")
 
 
 class SessionIdentity(ApiModel):

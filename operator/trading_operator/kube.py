@@ -25,6 +25,10 @@ from trading_operator.api import common
 
 T = TypeVar("T")
 POOL_SIZE = 16
+# Raises unless this process may write now (set by ``leader``: the Lease renewed within its deadline).
+# Checked right before every write leaves the process, so a leader frozen past its deadline (SIGSTOP,
+# a stalled VM) that wakes up writes nothing before its watchdog ends it.
+WRITE_FENCE: Callable[[], None] | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,6 +97,8 @@ async def _raw(method: str, path: str, body: Any, content_type: str = "applicati
     api = api_client()
 
     def call() -> dict[str, Any]:
+        if method != "GET" and WRITE_FENCE is not None:
+            WRITE_FENCE()
         method_, url, headers, body_, post = api.param_serialize(
             method, path, query_params=query or [], body=body, auth_settings=["BearerToken"],
             header_params={"Content-Type": content_type, "Accept": "application/json"})

@@ -38,7 +38,7 @@ import time
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from trading_operator import kube
+from trading_operator import errors, kube, metrics
 
 LOG = logging.getLogger(__name__)
 LEASE_SECONDS = int(os.environ.get("TRADING_LEASE_SECONDS", "15"))
@@ -125,6 +125,7 @@ class Leader:
                 sent = time.monotonic()
                 if self._try():
                     self.renewed_at = sent
+                    kube.WRITE_FENCE = self.fence
                     LOG.info("acquired leadership as %s", self.me)
                     threading.Thread(target=self._watchdog, name="lease-watchdog", daemon=True).start()
                     threading.Thread(target=self._renew, name="lease-renew", daemon=True).start()
@@ -164,6 +165,13 @@ class Leader:
                 LOG.warning("lease renew failed: %s", exc)
                 continue  # the watchdog ends the process once the renew deadline passes
             os._exit(1)
+
+    def fence(self) -> None:
+        """Refuse a write once the renew deadline has passed (the watchdog is about to end the process)."""
+        if time.monotonic() - self.renewed_at >= RENEW_DEADLINE:
+            metrics.FENCED_WRITES.inc()
+            LOG.error("write fenced: the lease was not renewed within %.1fs", RENEW_DEADLINE)
+            raise errors.ApiUnavailable("not the leader any more: write fenced")
 
     def _watchdog(self) -> None:
         """Exit the moment the renew deadline passes: a leader that may have lost the Lease stops acting."""

@@ -20,6 +20,7 @@ TRANSITIONS = m.collector(m.OPERATOR_TRANSITIONS)
 HALTS = m.collector(m.OPERATOR_HALTS)
 WATCH_AGE = m.collector(m.OPERATOR_WATCH_AGE)
 DRIFT_REPAIRS = m.collector(m.OPERATOR_DRIFT_REPAIRS)
+FENCED_WRITES = m.collector(m.OPERATOR_FENCED_WRITES)
 # Per session: whether a halt is in force (by source) and how old the executor's heartbeat is.
 SESSION_HALTED = m.collector(m.SESSION_HALTED)
 EXECUTOR_HEARTBEAT_AGE = m.collector(m.EXECUTOR_HEARTBEAT_AGE)

@@ -26,6 +26,7 @@ from tests.conftest import wait_for
 from tests.faults import FaultProxy
 from trading_dev import procs
 from trading_dev.controlplane import server
+from trading_operator import errors, kube, leader, metrics
 
 pytestmark = pytest.mark.cluster
 
@@ -76,3 +77,26 @@ def test_a_partitioned_leader_exits_within_its_renew_deadline(control_plane: ser
     finally:
         procs.stop_group(proc, grace=5)
         proxy.stop()
+
+
+async def test_a_write_past_the_renew_deadline_never_leaves_the_process(control_plane: server.ControlPlane,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A leader frozen past its deadline (SIGSTOP, a stalled VM) that wakes up must not write before its
+    # watchdog ends it: every write checks the fence right before it is sent.
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig_path))
+    kube.api_client.cache_clear()
+    lease = leader.Leader.__new__(leader.Leader)
+    monkeypatch.setattr(kube, "WRITE_FENCE", lease.fence)
+    try:
+        lease.renewed_at = time.monotonic()  # renewed just now: the write goes out (and finds nothing)
+        with pytest.raises(errors.NotFound):
+            await kube.patch_status("tradingsessions", "default", "no-such-session", {"phase": "Halted"}, None)
+        lease.renewed_at = time.monotonic() - leader.RENEW_DEADLINE - 0.1
+        before = metrics.FENCED_WRITES._value.get()
+        with pytest.raises(errors.ApiUnavailable, match="fenced"):
+            await kube.patch_status("tradingsessions", "default", "no-such-session", {"phase": "Halted"}, None)
+        assert metrics.FENCED_WRITES._value.get() == before + 1
+        assert await kube.get("tradingsessions", "default", "no-such-session") is None  # reads are not fenced
+    finally:
+        monkeypatch.undo()
+        kube.api_client.cache_clear()

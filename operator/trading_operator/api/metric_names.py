@@ -74,6 +74,8 @@ OPERATOR_WATCH_AGE = Metric("trading_operator_watch_age_seconds", "gauge",
 OPERATOR_DRIFT_REPAIRS = Metric("trading_operator_drift_repairs_total", "counter",
                                 "Children (Deployments, ConfigMaps) applied again: missing, changed or edited.",
                                 ("kind", "reason"))
+OPERATOR_FENCED_WRITES = Metric("trading_operator_fenced_writes_total", "counter",
+                                "Writes refused inside the operator because its Lease was past the renew deadline.")
 SESSION_HALTED = Metric("trading_operator_session_halted", "gauge",
                         "1 while a session's halt is in force (status.halt), by the halt's source.",
                         ("namespace", "session", "source"))

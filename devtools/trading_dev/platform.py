@@ -4,6 +4,13 @@ Used by ``make demo`` and by the end-to-end test, with the same code, so
 the test exercises exactly what a newcomer runs. ``LocalPlatform`` is a
 context manager; leaving it stops everything it started, by pid, in
 reverse order, and removes its temporary directories.
+
+The operator runs under a supervisor (``Supervised``), as a Deployment's
+pod runs under the kubelet: whenever it exits (a crash, a SIGKILL, or its
+own exit after it could not renew its Lease during an API-server outage)
+it is started again after a short backoff. Without one the demo ran on
+without an operator after any outage longer than the lease (issue 20).
+``operator_replicas=2`` runs a leader and a standby, each supervised.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import asyncpg  # noqa: F401 - imported here so a missing dependency fails before anything starts
@@ -30,18 +40,106 @@ class PlatformError(RuntimeError):
     """A part of the local platform could not be started."""
 
 
+@dataclass
+class Supervised:
+    """A process restarted whenever it exits, with a backoff (a pod's ``restartPolicy: Always``).
+
+    The backoff doubles from ``min_backoff`` to ``max_backoff`` while the process keeps exiting
+    early, and starts over once it has run ``stable_after`` seconds. ``exits`` records each exit
+    (monotonic time, return code); ``restarts`` counts the restarts.
+    """
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: pathlib.Path
+    min_backoff: float = 0.5
+    max_backoff: float = 8.0
+    stable_after: float = 30.0
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    exits: list[tuple[float, int]] = field(default_factory=list)
+    started_at: float = 0.0
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self) -> Supervised:
+        self._spawn()
+        self._thread = threading.Thread(target=self._watch, name=f"supervise-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+            self.started_at = time.monotonic()
+
+    def _watch(self) -> None:
+        backoff = self.min_backoff
+        while not self._stopping.is_set():
+            proc = self.proc
+            assert proc is not None
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            self.exits.append((now, code))
+            backoff = self.min_backoff if now - self.started_at >= self.stable_after else backoff
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(self.max_backoff, backoff * 2)
+            self._spawn()
+            self.restarts += 1
+
+    def stop(self, grace: float = 15.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            procs.stop_group(self.proc, grace=grace)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def wait_running(self, since_exits: int, timeout: float) -> int:
+        """Wait until the process has exited more than ``since_exits`` times and runs again; its pid."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.proc
+            if len(self.exits) > since_exits and proc is not None and proc.poll() is None and \
+                    self.started_at > self.exits[-1][0]:
+                return proc.pid
+            time.sleep(0.05)
+        raise PlatformError(f"{self.name} was not restarted within {timeout}s")
+
+
 class LocalPlatform:
     def __init__(self, workdir: pathlib.Path, kubeconfig_out: pathlib.Path | None = None,
-                 operator_env: dict[str, str] | None = None) -> None:
+                 operator_env: dict[str, str] | None = None, operator_replicas: int = 1,
+                 operator_kubeconfig: Callable[[int], pathlib.Path | None] | None = None) -> None:
+        """``operator_kubeconfig(i)``: another kubeconfig for replica ``i`` (a drill's proxy), or None."""
         self.workdir = workdir
         self.kubeconfig_out = kubeconfig_out
         self.operator_env = operator_env or {}
+        self.operator_replicas = operator_replicas
+        self.operator_kubeconfig = operator_kubeconfig
         self.cp: server.ControlPlane | None = None
         self.redis: services.RedisServer | None = None
         self.postgres: services.PostgresServer | None = None
-        self.operator: subprocess.Popen[bytes] | None = None
+        self.operators: list[Supervised] = []
         self.runtime: local_runtime.LocalRuntime | None = None
         self._dirs: list[pathlib.Path] = []
+
+    @property
+    def operator(self) -> subprocess.Popen[bytes] | None:
+        """The first operator replica's current process."""
+        return self.operators[0].proc if self.operators else None
 
     @property
     def kubeconfig(self) -> pathlib.Path:
@@ -94,19 +192,23 @@ class LocalPlatform:
     def _start_operator(self) -> None:
         assert self.redis is not None and self.postgres is not None
         cli = pathlib.Path(sys.executable).with_name("trading-platform")
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
-                   TRADING_WORKER_COMMAND=json.dumps([str(cli)]),
-                   TRADING_REDIS_URL=self.redis.url, TRADING_JOURNAL_DSN=self.postgres.dsn,
-                   TRADING_METRICS_PORT=str(server.free_port()), TRADING_LIVENESS_PORT=str(server.free_port()),
-                   TRADING_LEASE_NAMESPACE="default", TRADING_RECONCILE_INTERVAL="1")
-        env.update(self.operator_env)
-        with open(self.logs / "operator.log", "wb") as log:
-            self.operator = subprocess.Popen([sys.executable, "-m", "trading_operator"], env=env, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+        for i in range(self.operator_replicas):
+            kubeconfig = (self.operator_kubeconfig(i) if self.operator_kubeconfig else None) or self.kubeconfig
+            env = dict(os.environ, KUBECONFIG=str(kubeconfig),
+                       TRADING_WORKER_COMMAND=json.dumps([str(cli)]),
+                       TRADING_REDIS_URL=self.redis.url, TRADING_JOURNAL_DSN=self.postgres.dsn,
+                       TRADING_METRICS_PORT=str(server.free_port()), TRADING_LIVENESS_PORT=str(server.free_port()),
+                       TRADING_LEASE_NAMESPACE="default", TRADING_RECONCILE_INTERVAL="1")
+            env.update(self.operator_env)
+            log = self.logs / ("operator.log" if i == 0 else f"operator-{i}.log")
+            log.write_bytes(b"")
+            self.operators.append(Supervised(f"operator-{i}", [sys.executable, "-m", "trading_operator"], env,
+                                             log).start())
+        first = self.operators[0]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.operator.poll() is not None:
-                raise PlatformError(f"operator exited with {self.operator.returncode}; see {self.logs / 'operator.log'}")
+            if first.exits:
+                raise PlatformError(f"operator exited with {first.exits[0][1]}; see {self.logs / 'operator.log'}")
             proc = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", "get", "lease", "trading-operator",
                                    "-n", "default", "-o", "jsonpath={.spec.holderIdentity}"],
                                   capture_output=True, text=True)
@@ -123,7 +225,9 @@ class LocalPlatform:
         if self.runtime is not None:
             self.runtime.stop()
             self.runtime = None
-        procs.stop_group(self.operator, grace=15)
+        for replica in self.operators:
+            replica.stop(grace=15)
+        self.operators.clear()
         for part in (self.postgres, self.redis):
             if part is not None:
                 part.stop()

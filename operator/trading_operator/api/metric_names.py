@@ -197,7 +197,9 @@ BROKER_REQUEST_SECONDS = Metric("trading_executor_broker_request_seconds", "hist
                                 buckets=_LATENCY_BUCKETS)
 SLIPPAGE = Metric("trading_executor_slippage_pct", "histogram",
                   "Adverse price move of each fill against the quote the order was sent at, percent.",
-                  exporter="executor", buckets=(-0.1, -0.01, 0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+                  # No negative bucket: prometheus-client omits _sum for histograms with one. A price
+                  # improvement (negative) counts in le="0" and lowers the sum.
+                  exporter="executor", buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 PRETRADE_REJECTIONS = Metric("trading_pretrade_rejections_total", "counter", "Orders refused by a pre-trade check.",
                              ("reason",), exporter="executor")
 PRETRADE_PASSED = Metric("trading_pretrade_passed_total", "counter", "Orders that passed every pre-trade check.",

@@ -61,10 +61,9 @@ def _render(helm: str) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     return rule["spec"]["groups"], board, job.group(1)
 
 
-def _operator_port(platform: LocalPlatform) -> int:
-    assert platform.operator is not None
-    env = pathlib.Path(f"/proc/{platform.operator.pid}/environ").read_bytes().split(b"\0")
-    return int(next(e for e in env if e.startswith(b"TRADING_METRICS_PORT=")).split(b"=", 1)[1])
+def _operator_targets(platform: LocalPlatform) -> list[str]:
+    """Every operator replica's /metrics (a standby exports its gauges at zero; the rules use max())."""
+    return [f"127.0.0.1:{replica.env['TRADING_METRICS_PORT']}" for replica in platform.operators]
 
 
 class Alertmanager:
@@ -156,7 +155,7 @@ def prometheus(platform: LocalPlatform, tmp_path_factory: pytest.TempPathFactory
                                            "role": names.ROLE_SLUG[role]}})
         assert workers
         jobs = [{"job_name": job, "honor_labels": True,
-                 "static_configs": [{"targets": [f"127.0.0.1:{_operator_port(platform)}"]}]},
+                 "static_configs": [{"targets": _operator_targets(platform)}]},
                 {"job_name": "workers", "static_configs": workers}]
         workdir = tmp_path_factory.mktemp("prometheus")
         manager = Alertmanager(workdir).start()

@@ -187,6 +187,14 @@ def test_schema_refuses_bad_values(helm: Helm, flag: str, complaint: str) -> Non
     assert complaint in proc.stderr, proc.stderr
 
 
+def test_contradictory_values_fail(helm: Helm) -> None:
+    proc = helm("template", "rel", str(CHART), "--set", "operator.leaderElection.enabled=false")
+    assert proc.returncode != 0 and "needs operator.replicas=1" in proc.stderr, proc.stderr
+    single = helm("template", "rel", str(CHART), "--set", "operator.leaderElection.enabled=false",
+                  "--set", "operator.replicas=1")
+    assert single.returncode == 0, single.stderr
+
+
 # ------------------------------------------------------------------ operator settings
 
 def test_operator_settings_come_from_values(helm: Helm) -> None:

@@ -382,8 +382,13 @@ def test_argocd_application() -> None:
     assert waves["trading-platform"] < waves["trading-sessions"]
     ignored = sessions["spec"]["ignoreDifferences"][0]
     assert (ignored["group"], ignored["kind"]) == ("trading.dev", "TradingSession")
-    assert sorted(ignored["jsonPointers"]) == ["/spec/haltReason", "/spec/halted", "/spec/resumeHaltId"]
+    assert sorted(ignored["jsonPointers"]) == ["/spec/clearReducingId", "/spec/haltReason", "/spec/halted",
+                                               "/spec/resumeHaltId"]
     assert "RespectIgnoreDifferences=true" in sessions["spec"]["syncPolicy"]["syncOptions"]
+    assert "CreateNamespace=true" in sessions["spec"]["syncPolicy"]["syncOptions"]
+    # The platform serves the namespace the sessions Application deploys into.
+    served = platform["spec"]["source"]["helm"]["valuesObject"]["sessionNamespaces"]
+    assert sessions["spec"]["destination"]["namespace"] in served
     assert sessions["spec"]["syncPolicy"]["automated"]["selfHeal"] is True
 
 
@@ -392,6 +397,7 @@ def test_argocd_application_values_render(helm: Helm) -> None:
                if d["metadata"]["name"] == "trading-platform")
     docs = helm.template(app["spec"]["source"]["helm"]["valuesObject"])
     assert find(docs, "PrometheusRule") and find(docs, "ServiceMonitor")
+    assert find(docs, "ServiceAccount", namespace="trading"), "no workers' ServiceAccount in the sessions' namespace"
 
 
 def test_argocd_cm_patch_carries_the_scripts() -> None:

@@ -14,6 +14,10 @@ trading-ops engineer cares about:
 5. the backup completes and verifies;
 6. the day runs to its close; a summary table ends the run.
 
+``--prometheus`` also starts a real Prometheus and Alertmanager beside the platform, with the
+chart's alert rules (``trading_dev.monitoring``), prints where their alerts and graphs are, and
+shows the breach as a firing alert.
+
 Ctrl-C at any point stops everything cleanly (workers get SIGTERM first).
 The admin kubeconfig is left in ``.dev/kubeconfig`` while it runs, so
 ``kubectl --kubeconfig .dev/kubeconfig get trading`` works in another terminal.
@@ -22,9 +26,11 @@ The admin kubeconfig is left in ``.dev/kubeconfig`` while it runs, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
+from trading_dev import monitoring as monitoring_mod
 from trading_dev import story
 from trading_dev.platform import ROOT, LocalPlatform, PlatformError
 
@@ -37,8 +43,14 @@ def run(args: argparse.Namespace) -> int:
     with LocalPlatform(workdir, kubeconfig_out=workdir / "kubeconfig") as p:
         print(f"    ready in {time.monotonic() - started:.0f}s; in another terminal: "
               f"kubectl --kubeconfig {workdir / 'kubeconfig'} get trading", flush=True)
-        result = story.run_story(p, args.speed, args.timeout)
-        print("\n" + story.summary_table(result), flush=True)
+        with contextlib.ExitStack() as stack:
+            mon = None
+            if args.prometheus:
+                mon = stack.enter_context(monitoring_mod.Monitoring(p, workdir / "monitoring", scrape_interval="2s"))
+                print(f"    Prometheus (the chart's alert rules): {mon.url}/alerts  graphs: {mon.url}/graph  "
+                      f"Alertmanager: {mon.alertmanager_url}", flush=True)
+            result = story.run_story(p, args.speed, args.timeout, monitoring=mon)
+            print("\n" + story.summary_table(result), flush=True)
     print("demo finished; everything stopped.", flush=True)
     return 0
 
@@ -48,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=600.0, help="simulated seconds per real second")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--short", action="store_true", help="CI mode: a faster clock")
+    parser.add_argument("--prometheus", action="store_true",
+                        help="also run Prometheus and Alertmanager with the chart's alert rules")
     args = parser.parse_args(argv)
     if args.short:
         args.speed = max(args.speed, 900.0)

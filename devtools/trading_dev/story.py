@@ -14,12 +14,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import yaml
 
 from trading_dev.platform import LocalPlatform, PlatformError
+
+if TYPE_CHECKING:
+    from trading_dev.monitoring import Monitoring
 
 NS = "default"
 SESSION = "demo"
@@ -131,9 +134,21 @@ class StoryResult:
     counts: dict[str, int] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)     # firing alerts seen in Prometheus (with --prometheus)
+    backup_series: list[dict[str, Any]] = field(default_factory=list)  # the Backup's metrics as Prometheus scraped them
 
 
-def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: float = 180) -> StoryResult:
+def _poll(probe: Callable[[], Any], timeout: float) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := probe():
+            return value
+        time.sleep(1)
+    return None
+
+
+def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: float = 180,
+              monitoring: Monitoring | None = None) -> StoryResult:
     story = Story(p, timeout)
     result = StoryResult()
     dsn = p.postgres.dsn if p.postgres else ""
@@ -157,6 +172,14 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     result.orders_after_halt = asyncio.run(journal_counts(dsn))["orders"]
     story.note(f"the executor stopped sending: journaled orders {result.orders_at_halt} -> "
                f"{result.orders_after_halt} three seconds later")
+    if monitoring is not None:
+        alert = _poll(lambda: monitoring.alert("TradingSessionHalted", "firing", namespace=NS, session=SESSION), 60)
+        if alert is None:
+            story.note(f"Prometheus shows no TradingSessionHalted alert for {NS}/{SESSION} ({monitoring.url}/alerts)")
+        else:
+            result.alerts.append(alert)
+            story.note(f"alert {alert['labels']['alertname']} firing for {NS}/{SESSION} "
+                       f"(source {alert['labels'].get('source')}): {monitoring.url}/alerts")
 
     story.say("the risk owner restores the runbook limits (daily loss reduce 2 % / halt 3 %)")
     p.kubectl("patch", "riskpolicy", POLICY, "-n", NS, "--type=merge",
@@ -171,6 +194,11 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
 
     story.say("the backup: journal, Redis, models, resources — verified by a scratch restore")
     result.backup = story.wait_backup(backup_timeout)
+    if monitoring is not None:
+        result.backup_series = _poll(lambda: monitoring.query(
+            f'time() - trading_backup_last_success_timestamp_seconds{{namespace="{NS}", backup="{BACKUP}"}}'), 60) or []
+        story.note(f"backup age in Prometheus: {len(result.backup_series)} series "
+                   f"({monitoring.url}/graph?g0.expr=time()-trading_backup_last_success_timestamp_seconds)")
 
     story.say("the trading day runs to its close")
     story.wait("AfterHours", lambda st: st.get("phase") in ("AfterHours", "Initializing")
@@ -198,6 +226,9 @@ def summary_table(result: StoryResult) -> str:
         ("backup", f"{result.backup.get('phase')} verified={result.backup.get('verified')} "
                    f"size={result.backup.get('sizeBytes')} bytes"),
     ]
+    if result.alerts:
+        rows.append(("alerts fired", ", ".join(f"{a['labels']['alertname']} ({a['labels'].get('namespace')}/"
+                                                f"{a['labels'].get('session')})" for a in result.alerts)))
     width = max(len(k) for k, _ in rows)
     line = "-" * 72
     return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 from trading_dev import story
+from trading_dev.monitoring import Monitoring
 from trading_dev.platform import LocalPlatform
 from trading_operator.api import phases
 
@@ -19,8 +20,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> story.StoryResult:
-    with LocalPlatform(tmp_path_factory.mktemp("platform")) as platform:
-        return story.run_story(platform, speed=1200, timeout=600)
+    with LocalPlatform(tmp_path_factory.mktemp("platform")) as platform, \
+            Monitoring(platform, tmp_path_factory.mktemp("monitoring")) as monitoring:
+        return story.run_story(platform, speed=1200, timeout=600, monitoring=monitoring)
 
 
 def test_phases_advance_in_order_and_legally(result: story.StoryResult) -> None:
@@ -53,9 +55,21 @@ def test_backup_completes_and_verifies(result: story.StoryResult) -> None:
     assert int(result.backup.get("sizeBytes") or 0) > 0
 
 
+def test_the_breach_fires_an_alert_and_the_backup_shows_in_prometheus(result: story.StoryResult) -> None:
+    """With Prometheus beside the platform (the chart's rules): the risk halt is a firing alert naming the
+    session, and the completed Backup's age is a series."""
+    assert [a["labels"]["alertname"] for a in result.alerts] == ["TradingSessionHalted"]
+    labels = result.alerts[0]["labels"]
+    assert (labels["namespace"], labels["session"], labels["source"]) == (story.NS, story.SESSION, "Risk")
+    assert [s["metric"].get("backup") for s in result.backup_series] == [story.BACKUP]
+
+
 def test_demo_command_runs_in_short_mode(tmp_path: pathlib.Path) -> None:
-    """The README's demo command itself (short mode) finishes with exit 0 and prints the summary."""
-    proc = subprocess.run([sys.executable, "-m", "trading_dev.demo", "--short", "--timeout", "600"],
+    """The README's demo command itself (short mode, with Prometheus) finishes with exit 0, prints the summary,
+    where the alerts are, and the breach as a firing alert."""
+    proc = subprocess.run([sys.executable, "-m", "trading_dev.demo", "--short", "--prometheus", "--timeout", "600"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "realized P&L" in proc.stdout and "demo finished" in proc.stdout
+    assert "Prometheus (the chart's alert rules): http://127.0.0.1:" in proc.stdout
+    assert "alert TradingSessionHalted firing for default/demo" in proc.stdout

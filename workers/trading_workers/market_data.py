@@ -14,7 +14,8 @@ re-read every ``POLICY_REFRESH_SECONDS``, so the risk worker can measure the
 index drop and the volatility level without the user trading them.
 
 For Alpaca the quotes come from Alpaca's data stream, which belongs to the
-Alpaca adapter (``trading_workers.brokers.alpaca.run_market_data``).
+Alpaca market-data module (``trading_workers.brokers.alpaca_data.run_market_data``: alpaca-py's
+quote stream, REST latest quotes as fallback).
 """
 
 from __future__ import annotations
@@ -70,14 +71,9 @@ def interval_seconds() -> float:
 async def run(rt: Runtime) -> None:
     cfg = rt.config
     if cfg.broker.kind != "simulated":
-        try:
-            from trading_workers.brokers import alpaca
-        except ImportError as exc:
-            raise ConfigError("market data for broker kind alpaca needs trading_workers.brokers.alpaca") from exc
-        runner = getattr(alpaca, "run_market_data", None)
-        if runner is None:
-            raise ConfigError("trading_workers.brokers.alpaca provides no run_market_data(runtime)")
-        await runner(rt)
+        from trading_workers.brokers.alpaca_data import run_market_data
+
+        await run_market_data(rt)
         return
     interval = interval_seconds()
     speed = cfg.clock.speed if cfg.clock.mode == "simulated" else 1.0

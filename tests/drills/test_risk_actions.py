@@ -45,7 +45,8 @@ def test_alert_records_an_event_and_blocks_nothing(make_drill: Callable[..., Dri
     st = d.status()
     assert "halt" not in st and "reducing" not in st and st["tradingState"] == "Active"
     assert d.condition("RiskBreached", st)["status"] == "False"  # type: ignore[index]
-    assert d.condition("Ready", st)["reason"] == "Trading"  # type: ignore[index]
+    # Ready stays (or comes back, if a worker's probe flapped on a loaded machine) True: Trading.
+    d.wait_condition("Ready", "True", reason="Trading")
     assert d.order_outcome(d.send_intent("AAPL", "buy", 10)).sent
     # The same breach re-evaluated every second is one Event with a count, not a storm.
     time.sleep(2)

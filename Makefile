@@ -12,7 +12,7 @@ TP_CACHE ?= $(or $(TRADING_DEV_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tra
 export PATH := $(TP_CACHE)/path:$(PATH)
 KUBERNETES_OLDEST = $(shell sed -n 's/^KUBERNETES_OLDEST = "\(.*\)"/\1/p' devtools/trading_dev/controlplane/build.py)
 
-.PHONY: plugin up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
+.PHONY: plugin up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api cluster-platform images node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -77,6 +77,16 @@ crds-check: pydeps
 # A real single-node cluster in the foreground (CLUSTER_ARGS=--no-gpu: no GPU pool on the node).
 cluster: deps
 	$(PY) -m trading_dev.cluster --kubeconfig .dev/kubeconfig $(CLUSTER_ARGS)
+
+# The operator, workers and services images built here without Docker (debootstrap + pinned wheels),
+# cached in ~/.cache/trading-platform/images; make cluster's tests and demo load them into the node.
+images: deps
+	$(PY) -m trading_dev.cluster.rootfs
+
+# The platform onto the node `make cluster` runs (in another terminal): images, Redis, PostgreSQL,
+# helm install into a namespace enforcing the restricted Pod Security profile.
+cluster-platform: deps
+	$(PY) -m trading_dev.cluster.deploy
 
 # The API-server-only control plane (kube-apiserver + etcd), as the fast tests use it.
 cluster-api: deps

@@ -53,7 +53,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except AssertionError as exc:
+        except (AssertionError, node.ClusterError) as exc:
             last = str(exc)
         else:
             if last:

@@ -51,7 +51,7 @@ def test_a_killed_cluster_is_cleaned_by_the_next_start_and_a_stop_leaves_nothing
         n = kube.get("node", node.NODE_NAME)
         assert node.GPU_RESOURCE not in n["status"]["allocatable"]
         assert node.GPU_LABEL[0] not in n["metadata"]["labels"]
-        assert not kube.get("pods", "-A")["items"], "the crashed cluster's pod came back"
+        assert not kube.get("pods", "-n", "default")["items"], "the crashed cluster's pod came back"
         kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "inference", "namespace": "default"},
                     "spec": {"nodeSelector": {node.GPU_LABEL[0]: node.GPU_LABEL[1]},
                              "containers": [{"name": "infer", "image": images.PAUSE_IMAGE,

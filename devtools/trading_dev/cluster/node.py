@@ -35,7 +35,7 @@ from typing import IO, Any
 import yaml
 
 from trading_dev import procs
-from trading_dev.cluster import cleanup, images, network
+from trading_dev.cluster import cleanup, dns, images, network
 from trading_dev.controlplane import build, pki, server
 
 NODE_NAME = "trading-node"
@@ -107,6 +107,7 @@ class Cluster:
             apiserver_bin, etcd_bin = build.ensure_binaries(self.version)
             node_bins = build.build_node_components(self.version)
             pause = images.pause_archive()
+            coredns = dns.archive()
             self._mark("binaries", started)
             cleanup.clean()
             for d in (cleanup.STATE_DIR, cleanup.RUN_DIR, self.logs, self.pki_dir):
@@ -121,12 +122,14 @@ class Cluster:
             self._say("node: containerd, kubelet, kube-proxy")
             self._start_containerd()
             images.import_archive(pause, str(self.containerd_socket))
+            images.import_archive(coredns, str(self.containerd_socket))
             self._start_kubelet(node_bins["kubelet"])
             self._start_proxy(node_bins["kube-proxy"])
             self._wait_node_ready()
             if self.gpu:
                 self._advertise_gpu()
             self._wait_default_service_account()
+            self._start_dns()
             self._mark("ready", started)
             self._say(f"node {NODE_NAME} Ready in {self.timings['ready']:.1f}s")
         except BaseException:
@@ -354,7 +357,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "tlsCertFile": str(d / "kubelet.crt"), "tlsPrivateKeyFile": str(d / "kubelet.key"),
             "healthzBindAddress": "127.0.0.1", "readOnlyPort": 0,
-            "clusterDomain": "cluster.local",
+            "clusterDomain": "cluster.local", "clusterDNS": [dns.DNS_IP],
             "failSwapOn": False,
             "podLogsDir": str(state / "pod-logs"),
             "resolvConf": str(state / "resolv.conf"),
@@ -425,6 +428,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         self._wait("the default ServiceAccount",
                    lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default"), timeout=60,
                    log="kube-controller-manager")
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 120) -> str:
+        """kubectl of the cluster's version as its admin; raises ClusterError on failure."""
+        binary = build.binary_path("kubectl", self.version)
+        proc = subprocess.run([str(binary), f"--kubeconfig={self.kubeconfig_path}", *args], input=input,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def load_image(self, archive: pathlib.Path) -> None:
+        """Load a docker archive into the node's containerd (pods use it with imagePullPolicy Never/IfNotPresent)."""
+        images.import_archive(archive, str(self.containerd_socket))
+
+    def _start_dns(self) -> None:
+        self._say("DNS: CoreDNS as kube-system/coredns")
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(dns.manifests()))
+        self.kubectl("-n", dns.NAMESPACE, "rollout", "status", "deployment/coredns", "--timeout=120s", timeout=130)
 
     # ------------------------------------------------------------------ stop
 

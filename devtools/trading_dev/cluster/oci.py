@@ -38,31 +38,26 @@ def _reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def layer_from_dir(root: pathlib.Path, out: pathlib.Path, exclude: Iterable[str] = ()) -> None:
+def _add_tree(tar: tarfile.TarFile, root: pathlib.Path) -> None:
+    """Every entry under ``root``, paths relative to ``/``, sorted; sockets skipped."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames.sort()
+        for d in dirnames:
+            tar.add(os.path.join(dirpath, d), arcname=os.path.normpath(os.path.join(rel_dir, d)),
+                    recursive=False, filter=_reset)
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        for f in sorted(filenames):
+            full = os.path.join(dirpath, f)
+            if stat.S_ISSOCK(os.lstat(full).st_mode):
+                continue
+            tar.add(full, arcname=os.path.normpath(os.path.join(rel_dir, f)), recursive=False, filter=_reset)
+
+
+def layer_from_dir(root: pathlib.Path, out: pathlib.Path) -> None:
     """Tar a root filesystem into ``out`` (uncompressed), paths relative to ``/``."""
-    skip = {e.strip("/") for e in exclude}
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel_dir = os.path.relpath(dirpath, root)
-            dirnames.sort()
-            kept = []
-            for d in dirnames:
-                rel = os.path.normpath(os.path.join(rel_dir, d))
-                if rel in skip:
-                    continue
-                kept.append(d)
-                full = os.path.join(dirpath, d)
-                tar.add(full, arcname=rel, recursive=False, filter=_reset)
-            dirnames[:] = [d for d in kept if not os.path.islink(os.path.join(dirpath, d))]
-            for f in sorted(filenames):
-                rel = os.path.normpath(os.path.join(rel_dir, f))
-                if rel in skip:
-                    continue
-                full = os.path.join(dirpath, f)
-                mode = os.lstat(full).st_mode
-                if stat.S_ISSOCK(mode):
-                    continue
-                tar.add(full, arcname=rel, recursive=False, filter=_reset)
+        _add_tree(tar, root)
 
 
 def layer_from_files(files: dict[str, tuple[bytes, int]], out: pathlib.Path, dirs: Iterable[str] = ()) -> None:
@@ -86,9 +81,7 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def write_archive(layer: pathlib.Path, config: ImageConfig, reference: str, out: pathlib.Path) -> str:
-    """Pack one layer and its config as a docker archive tagged ``reference``; returns the image id."""
-    diff_id = _sha256(layer)
+def _image_config(config: ImageConfig, diff_id: str) -> bytes:
     container_config: dict[str, object] = {"Env": config.env}
     if config.entrypoint:
         container_config["Entrypoint"] = config.entrypoint
@@ -108,16 +101,73 @@ def write_archive(layer: pathlib.Path, config: ImageConfig, reference: str, out:
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "trading_dev.cluster.oci"}],
     }
-    config_bytes = json.dumps(image_config, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(image_config, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = _reset(tarfile.TarInfo(name))
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _finish(tar: tarfile.TarFile, config: ImageConfig, reference: str, diff_id: str) -> str:
+    config_bytes = _image_config(config, diff_id)
     image_id = hashlib.sha256(config_bytes).hexdigest()
     manifest = [{"Config": f"{image_id}.json", "RepoTags": [reference], "Layers": [f"{diff_id}/layer.tar"]}]
+    _add_bytes(tar, f"{image_id}.json", config_bytes)
+    _add_bytes(tar, "manifest.json", json.dumps(manifest).encode())
+    return image_id
+
+
+def write_archive(layer: pathlib.Path, config: ImageConfig, reference: str, out: pathlib.Path) -> str:
+    """Pack one layer file and its config as a docker archive tagged ``reference``; returns the image id."""
+    diff_id = _sha256(layer)
     partial = out.with_name(out.name + ".partial")
     with tarfile.open(partial, "w") as tar:
-        for name, data in ((f"{image_id}.json", config_bytes),
-                           ("manifest.json", json.dumps(manifest).encode())):
-            info = _reset(tarfile.TarInfo(name))
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
         tar.add(layer, arcname=f"{diff_id}/layer.tar", filter=_reset)
+        image_id = _finish(tar, config, reference, diff_id)
+    partial.rename(out)
+    return image_id
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to ``target``."""
+
+    def __init__(self, target: io.BufferedWriter) -> None:
+        self.target, self.digest, self.size = target, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.target.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def archive_from_dir(root: pathlib.Path, config: ImageConfig, reference: str, out: pathlib.Path) -> str:
+    """Like ``layer_from_dir`` + ``write_archive``, streaming the layer straight into the archive.
+
+    A multi-gigabyte root filesystem is written once, not as a layer file and then a copy of it:
+    a placeholder header, the layer streamed after it while it is hashed, then the real header
+    (its name is the layer's digest) written over the placeholder.
+    """
+    partial = out.with_name(out.name + ".partial")
+    with open(partial, "w+b") as fh:
+        fh.write(b"\0" * tarfile.BLOCKSIZE)
+        sink = _Hashing(fh)  # type: ignore[arg-type]
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as layer:  # type: ignore[call-overload]
+            _add_tree(layer, root)
+        size, diff_id = sink.size, sink.digest.hexdigest()
+        fh.write(b"\0" * (-size % tarfile.BLOCKSIZE))
+        end = fh.tell()
+        info = _reset(tarfile.TarInfo(f"{diff_id}/layer.tar"))
+        info.size = size
+        fh.seek(0)
+        fh.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        fh.seek(end)
+        with tarfile.open(fileobj=fh, mode="w") as tar:
+            image_id = _finish(tar, config, reference, diff_id)
     partial.rename(out)
     return image_id

@@ -37,6 +37,8 @@ KUBERNETES_VERSION = os.environ.get("TRADING_DEV_KUBERNETES_VERSION") or KUBERNE
 # The real single-node cluster's version: see node_version().
 KUBERNETES_NODE = KUBERNETES_NEWEST
 ETCD_VERSION = "v3.6.16"
+# The real node's DNS add-on (Services by name, as the chart and its helm test expect).
+COREDNS_VERSION = "v1.15.0"
 # The node components (kubelet, kube-controller-manager, kube-scheduler, kube-proxy), built from the
 # same module as kube-apiserver, with a kubectl of the same version (the machine's may be minors behind).
 NODE_COMPONENTS = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
@@ -178,6 +180,10 @@ def build_kube_apiserver(version: str = "") -> pathlib.Path:
     )
 
 
+def build_coredns() -> pathlib.Path:
+    return _build_module("coredns", COREDNS_VERSION, "github.com/coredns/coredns", "github.com/coredns/coredns", False)
+
+
 def node_version() -> str:
     """The version of the real node's cluster (control plane and node components alike)."""
     return os.environ.get("TRADING_DEV_NODE_KUBERNETES_VERSION") or KUBERNETES_NODE
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.node:
             paths += build_node_components(node_version()).values()
             paths.append(link_kubectl(node_version()))
+            paths.append(build_coredns())
     except BuildError as exc:
         print(f"control-plane build failed: {exc}", file=sys.stderr)
         return 1

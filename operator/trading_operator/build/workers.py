@@ -90,6 +90,9 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
         "ports": [{"name": "http", "containerPort": settings.worker_http_port, "protocol": "TCP"}],
         "readinessProbe": _probe("/readyz", settings.worker_http_port, 2),
         "livenessProbe": _probe("/healthz", settings.worker_http_port, 10),
+        # A worker imports pandas, exchange_calendars and (inference) torch before it serves /healthz:
+        # tens of seconds on a busy node, where the liveness probe alone killed it before it started.
+        "startupProbe": {**_probe("/healthz", settings.worker_http_port, 2), "failureThreshold": 90},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": security.container_security(),

@@ -1,0 +1,60 @@
+"""Resident memory of a running real cluster: each component, containerd's shims, and each pod.
+
+``python -m trading_dev.cluster.measure`` while ``make cluster`` runs. Components and shims are
+read from ``/proc/PID/status`` (VmRSS); pods from their cgroup (v1 ``memory.stat``:
+``total_rss`` + ``total_mapped_file``, the pages the pod's processes have resident).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from trading_dev.cluster import cleanup
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def components() -> dict[str, int]:
+    found = {name: rss_kib(pid) for name, pid in cleanup.read_pids().items()}
+    shims = [pid for pid in cleanup.stray_processes() if pid not in cleanup.read_pids().values()]
+    found["containerd shims"] = sum(rss_kib(pid) for pid in shims)
+    return found
+
+
+def pods() -> dict[str, int]:
+    """Resident KiB per pod cgroup, named by the pod UID's cgroup directory."""
+    base = cleanup.CGROUP_FS / "memory" / cleanup.CGROUP_ROOT / "kubepods"
+    found: dict[str, int] = {}
+    for stat in base.rglob("memory.stat"):
+        pod_dir = stat.parent
+        if not pod_dir.name.startswith("pod"):
+            continue
+        values = dict(line.split() for line in stat.read_text().splitlines())
+        found[pod_dir.name] = (int(values.get("total_rss", 0)) + int(values.get("total_mapped_file", 0))) // 1024
+    return found
+
+
+def main() -> int:
+    if not cleanup.PIDS_FILE.exists():
+        print("no cluster is running (make cluster)", file=sys.stderr)
+        return 1
+    print("component                 RSS MiB")
+    for name, kib in components().items():
+        print(f"{name:25s} {kib / 1024:7.1f}")
+    print("pod cgroup                                 RSS MiB")
+    for name, kib in sorted(pods().items()):
+        print(f"{name:42s} {kib / 1024:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

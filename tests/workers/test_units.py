@@ -297,7 +297,7 @@ def test_make_broker_picks_the_session_broker(monkeypatch: pytest.MonkeyPatch) -
                             risk_policy_name="p", clock_anchor=dt.datetime.now(dt.UTC))
 
     sim = make_broker(config(BrokerSpec()), None, "tp:{ns/s}")
-    assert isinstance(sim, SimulatedExchange) and sim.durable_cursor
+    assert isinstance(sim, SimulatedExchange) and sim.capabilities.durable_cursor
     alpaca_spec = BrokerSpec(kind="alpaca", credentials_secret_ref=SecretRef(name="keys"))
     monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
     monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)

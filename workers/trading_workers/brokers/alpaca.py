@@ -58,7 +58,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 
 from trading_operator.api import session, workerconfig
 from trading_workers import domain
-from trading_workers.brokers.base import BrokerError, OrderRejected
+from trading_workers.brokers.base import BrokerCapabilities, BrokerError, OrderRejected
 from trading_workers.errors import ConfigError
 
 __all__ = ["LIVE_URL", "PAPER_URL", "AlpacaBroker", "RequestBudget", "RetryPolicy", "account_budget"]
@@ -273,6 +273,8 @@ class AlpacaBroker:
     """The Broker protocol for Alpaca (see the module docstring for the guarantees)."""
 
     name = "alpaca"
+    # An account other sessions may share; the fill cursor lives in this process; a ping costs a request.
+    capabilities = BrokerCapabilities()
 
     def __init__(self, key_id: str, secret_key: str, *, paper: bool = True, url_override: str | None = None,
                  budget: RequestBudget | None = None, retry: RetryPolicy | None = None,
@@ -421,6 +423,15 @@ class AlpacaBroker:
         return domain.Account(
             cash=_num(acct.cash), equity=_num(acct.equity), buying_power=_num(acct.buying_power),
             positions={p.symbol: to_domain_position(p) for p in positions})
+
+    async def ping(self) -> bool:
+        """Reachable and answering: one account read (``capabilities.cheap_ping`` is False, so every 15 s)."""
+        await self.account()
+        return True
+
+    async def on_quote(self, symbol: str, price: float) -> list[domain.Fill]:
+        """Alpaca matches orders itself (``capabilities.quote_driven`` is False): nothing to do."""
+        return []
 
     async def fills_since(self, cursor: int) -> tuple[list[domain.Fill], int]:
         """Poll new FILL activities, then return the fills after ``cursor`` and the new cursor."""

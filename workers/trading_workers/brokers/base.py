@@ -5,10 +5,17 @@ Alpaca are interchangeable. ``submit`` must be idempotent on
 ``client_order_id``: submitting an id the broker already knows returns the
 existing order instead of placing a second one (Alpaca rejects duplicates
 with 422; adapters translate that into "return the existing order").
+
+What a broker can do beyond the protocol is stated, not probed: every
+adapter carries ``capabilities`` (a ``BrokerCapabilities``), and the
+executor reads it to decide how to resume the fill cursor, whether an open
+order it does not know may be adopted, how often to check the broker, and
+whether to feed it quotes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from trading_workers.domain import Account, Fill, Order
@@ -23,8 +30,23 @@ class OrderRejected(PermanentError):
     """The broker refused the order for good (do not retry)."""
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerCapabilities:
+    """What an adapter can do, as the executor relies on it."""
+
+    durable_cursor: bool = False
+    """``fills_since`` cursors stay valid across restarts (else the executor starts from 0; fill ids dedupe)."""
+    session_scoped: bool = False
+    """Every order the broker holds belongs to this session (else the account may be shared with others)."""
+    cheap_ping: bool = False
+    """``ping`` is cheap enough to call every liveness tick (else the executor calls it every 15 s)."""
+    quote_driven: bool = False
+    """The broker matches orders against the quotes it is fed through ``on_quote`` (the simulated exchange)."""
+
+
 class Broker(Protocol):
     name: str
+    capabilities: BrokerCapabilities
 
     async def connect(self) -> None: ...
 
@@ -34,6 +56,12 @@ class Broker(Protocol):
         """Place the order; idempotent on ``order.client_order_id``."""
 
     async def cancel(self, client_order_id: str) -> None: ...
+
+    async def ping(self) -> bool:
+        """Whether the broker can serve requests now (raises ``BrokerError`` or returns False when not)."""
+
+    async def on_quote(self, symbol: str, price: float) -> list[Fill]:
+        """A quote from the bus; the fills it caused (only called when ``capabilities.quote_driven``)."""
 
     async def get_order(self, client_order_id: str) -> Order | None: ...
 

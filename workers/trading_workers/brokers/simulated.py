@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from trading_workers.brokers.base import BrokerError
+from trading_workers.brokers.base import BrokerCapabilities, BrokerError
 from trading_workers.domain import Account, Fill, Order, OrderStatus, OrderType, Position, Side
 
 TRADING_DAY_SECONDS = 23_400.0  # 6.5 h: volatility is quoted per trading day
@@ -226,8 +226,9 @@ class SimulatedExchange:
     """An in-process exchange persisted in Redis (see module docstring)."""
 
     name = "simulated"
-    durable_cursor = True  # fills_since cursors index the fill list persisted in Redis: valid across restarts
-    session_scoped = True  # one exchange per session: every order it holds is this session's
+    # Cursors index the fill list persisted in Redis (valid across restarts); one exchange per session;
+    # ping is one Redis PING; orders match against the quotes the executor feeds it.
+    capabilities = BrokerCapabilities(durable_cursor=True, session_scoped=True, cheap_ping=True, quote_driven=True)
 
     def __init__(self, *, seed: int = 42, volatility: float = 0.02, latency_ms: float = 0.0,
                  initial_cash: float = 1_000_000.0, liquidity: float = DEFAULT_LIQUIDITY,

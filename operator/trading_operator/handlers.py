@@ -1,36 +1,34 @@
 # mypy: disable-error-code="arg-type"
 # (kopf's handler protocols type `namespace` as `str | None` and list every kwarg; handlers here
 #  name only what they use, which is kopf's documented style.)
-"""Every kopf handler of the operator, in one place, each thin.
+"""Every kopf handler of the operator, in one place, each thin: it reads what kopf hands it and delegates.
 
-Sessions are reconciled by one daemon per TradingSession: it sleeps until
-woken by an event (its own session, its Deployments, its RiskPolicy) or
-until the next calendar boundary, then runs ``reconcile.session``. Watch
-events only wake daemons, so a burst of events costs one reconcile, and
-the halt path is: watch event -> wake -> reconcile -> status write.
+Sessions are reconciled by one daemon per TradingSession, run by ``trading_operator.loop``: it sleeps
+until woken by an event (its own session, its Deployments, its RiskPolicy) or until the next
+calendar boundary, then runs ``reconcile.session``. Watch events only wake daemons, so a burst of
+events costs one reconcile, and the halt path is: watch event -> wake -> reconcile -> status write.
 
-Live state comes from kopf's in-memory indexes (policies, worker
-Deployments), so a reconcile reads nothing from the API server.
+Live state comes from kopf's in-memory indexes (policies, worker Deployments, session ConfigMaps), so a reconcile reads
+nothing from the API server. Backups and RiskPolicies are reconciled directly by their handlers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import prometheus_client
 
-from trading_operator import errors, kube, leader, metrics, names
+from trading_operator import errors, leader, metrics, names
 from trading_operator.api import common
 from trading_operator.api.session import Role
 from trading_operator.api.status import Reason
+from trading_operator.loop import Inputs, PostEvent, SessionLoop
+from trading_operator.reconcile import backup as backup_reconcile
 from trading_operator.reconcile import policy as policy_reconcile
 from trading_operator.reconcile import session as session_reconcile
 from trading_operator.settings import Settings
@@ -38,23 +36,13 @@ from trading_operator.settings import Settings
 G, V = common.GROUP, common.VERSION
 LOG = logging.getLogger(__name__)
 CANARY_MAX_AGE = 60.0
-NEW_SESSIONS = 2 * kube.POOL_SIZE  # sessions set up concurrently (each has up to 5 calls in flight)
+BACKUP_INTERVAL = 15.0
 
 
 @dataclass
 class Context:
     settings: Settings
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
-    phases: dict[tuple[str, str], str] = field(default_factory=dict)
-    halted: set[tuple[str, str]] = field(default_factory=set)
-    # The newest version of each session this process has seen outside the watch (its own status
-    # write's response, a re-read after a conflict); used until the watch delivers it, so a reconcile
-    # woken in between does not write again from a stale view and lose a 409 round trip.
-    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(NEW_SESSIONS))
-
-    def wake(self, namespace: str, name: str) -> None:
-        self.wakeups[(namespace, name)].set()
+    sessions: SessionLoop
 
 
 def ctx(memo: kopf.Memo) -> Context:
@@ -64,7 +52,7 @@ def ctx(memo: kopf.Memo) -> Context:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     op = Settings()
-    memo["ctx"] = Context(settings=op)
+    memo["ctx"] = Context(settings=op, sessions=SessionLoop(op, log=LOG))
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trading.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trading.dev")
@@ -108,14 +96,7 @@ async def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: An
 
 @kopf.on.event(G, V, "tradingsessions")
 async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    c = ctx(memo)
-    key = (namespace, name)
-    mine = c.latest.get(key)
-    if mine is not None and not _newer(mine, body):
-        del c.latest[key]  # the watch caught up: drop our copy now, not at the next reconcile
-        if _version(mine) == _version(body):
-            return  # the echo of our own status write: the daemon already reconciled from this version
-    c.wake(namespace, name)
+    ctx(memo).sessions.session_event(namespace, name, body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
@@ -123,14 +104,14 @@ async def worker_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, typ
     # ADDED (or listed) Deployments are the operator's own creations: the index has them, and the session
     # reconcile that created them needs nothing more. Changes (ready replicas, hand edits) and deletions wake.
     if type in ("MODIFIED", "DELETED"):
-        ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
+        ctx(memo).sessions.wake(namespace, labels.get(names.LABEL_SESSION, ""))
 
 
 @kopf.on.event("", "v1", "configmaps", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
 async def config_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     # A hand edit, a deletion or a deposed leader's late write of a session's ConfigMap wakes its session.
     if type in ("MODIFIED", "DELETED"):
-        ctx(memo).wake(namespace, labels.get(names.LABEL_SESSION, ""))
+        ctx(memo).sessions.wake(namespace, labels.get(names.LABEL_SESSION, ""))
 
 
 @kopf.daemon(G, V, "tradingsessions", cancellation_timeout=5.0)
@@ -139,114 +120,25 @@ async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str,
                          workers: kopf.Index[tuple[str, str], dict[str, Any]],
                          config_maps: kopf.Index[tuple[str, str], dict[str, Any]],
                          logger: kopf.Logger, **_: Any) -> None:
-    c = ctx(memo)
-    wakeup = c.wakeups[(namespace, name)]
-    try:
-        while not stopped:
-            wakeup.clear()
-            delay = await _reconcile_once(c, namespace, name, body, policies, workers, config_maps, logger)
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
-    finally:
-        c.wakeups.pop((namespace, name), None)
-        c.phases.pop((namespace, name), None)
-        c.halted.discard((namespace, name))
-        c.latest.pop((namespace, name), None)
-        metrics.session_gone(namespace, name)
-        _export_gauges(c)
+    def lookup(snapshot: Mapping[str, Any]) -> Inputs:
+        policy_name = str(snapshot.get("spec", {}).get("riskPolicyRef", {}).get("name", ""))
+        live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
+        return Inputs(policy=next(iter(policies.get((namespace, policy_name), [])), None),
+                      deployments={role: live.get(names.deployment(name, role)) for role in Role},
+                      config_map=next((m for m in config_maps.get((namespace, name), [])
+                                       if m["metadata"]["name"] == names.configmap(name)), None))
+
+    await ctx(memo).sessions.run(namespace, name, body, lookup, _poster(body), stopped, logger)
 
 
-def _version(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
-
-
-def _newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether ``a`` is a later version than ``b`` (resourceVersions are etcd revisions; else: not newer)."""
-    ra, rb = _version(a), _version(b)
-    return ra.isdigit() and rb.isdigit() and int(ra) > int(rb)
-
-
-async def _reconcile_once(c: Context, namespace: str, name: str, body: kopf.Body,
-                          policies: kopf.Index[tuple[str, str], dict[str, Any]],
-                          workers: kopf.Index[tuple[str, str], dict[str, Any]],
-                          config_maps: kopf.Index[tuple[str, str], dict[str, Any]], logger: kopf.Logger) -> float:
-    key = (namespace, name)
-    snapshot = dict(body)
-    mine = c.latest.get(key)
-    if mine is not None and _newer(mine, snapshot):
-        snapshot = mine  # our own status write (or a re-read), not yet delivered by the watch
-    else:
-        c.latest.pop(key, None)  # the watch has caught up
-    policy_name = str(snapshot.get("spec", {}).get("riskPolicyRef", {}).get("name", ""))
-    policy_body = next(iter(policies.get((namespace, policy_name), [])), None)
-    live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
-    deployments = {role: live.get(names.deployment(name, role)) for role in Role}
-    config_map = next((m for m in config_maps.get((namespace, name), [])
-                       if m["metadata"]["name"] == names.configmap(name)), None)
-    # A session without a status yet is being set up (ConfigMap, five Deployments, first status): at most
-    # NEW_SESSIONS of those at once, so 1,000 sessions created together do not hold 1,000 half-done
-    # reconciles (manifests, models, queued calls) in memory. Sessions already running never wait here.
-    admission = c.admission if not snapshot.get("status") else contextlib.nullcontext()
-    try:
-        async with admission:
-            for attempt in (1, 2):
-                try:
-                    delay, written = await session_reconcile.reconcile(
-                        snapshot, policy_body, deployments, c.settings,
-                        lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message),
-                        config_map, children=attempt == 1)  # a 409 comes from the status write only
-                    break
-                except errors.ApiConflict as exc:
-                    # Someone else (kopf's finalizer, the executor, the risk worker) wrote since our view.
-                    # Re-read and retry now: retrying on the same stale view only conflicts again until
-                    # the watch delivers the newer version.
-                    metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
-                    fresh = await kube.get("tradingsessions", namespace, name)
-                    if fresh is None:
-                        return c.settings.reconcile_interval
-                    c.latest[key] = snapshot = fresh
-                    if attempt == 2:
-                        return 0.0
-    except errors.OperatorError as exc:
-        metrics.RECONCILE_FAILURES.labels("TradingSession", exc.reason).inc()
-        if not isinstance(exc, errors.ApiConflict):
-            logger.warning("reconcile failed (%s): %s", exc.reason, exc)
-        return exc.retry_delay if exc.retry_delay is not None else c.settings.reconcile_interval * 5
-    except Exception as exc:
-        metrics.RECONCILE_FAILURES.labels("TradingSession", type(exc).__name__).inc()
-        logger.exception("reconcile crashed: %s", exc)
-        return c.settings.reconcile_interval
-    if written is not None:
-        c.latest[key] = written
-    status = (written or snapshot).get("status") or {}
-    phase, halted = str(status.get("phase") or ""), bool((status.get("halt") or {}).get("active"))
-    if c.phases.get(key) != phase or (key in c.halted) != halted:
-        # Gauges are recounted only when this session's phase or halt changed: recounting on every
-        # reconcile was O(sessions) per reconcile, the largest single cost of an idle operator.
-        c.phases[key] = phase
-        if halted:
-            c.halted.add(key)
-        else:
-            c.halted.discard(key)
-        _export_gauges(c)
-    return delay
-
-
-def _export_gauges(c: Context) -> None:
-    counts: dict[str, int] = defaultdict(int)
-    for phase in c.phases.values():
-        counts[phase] += 1
-    for phase in ("Initializing", "PreMarket", "MarketOpen", "MarketClose", "AfterHours", "Halted", "Error", ""):
-        metrics.SESSIONS.labels(phase or "Pending").set(counts.get(phase, 0))
-    metrics.ACTIVE_HALTS.set(len(c.halted))
+def _poster(body: kopf.Body) -> PostEvent:
+    return lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message)
 
 
 @kopf.on.delete(G, V, "tradingsessions")
 async def session_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     c = ctx(memo)
-    done = await session_reconcile.finalize(
-        dict(body), c.settings, lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message))
+    done = await session_reconcile.finalize(dict(body), c.settings, _poster(body))
     if not done:
         raise kopf.TemporaryError("waiting for the executor to handle open orders", delay=1)
 
@@ -256,10 +148,9 @@ async def session_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(G, V, "riskpolicies")
 async def policy_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
                        sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:
-    c = ctx(memo)
     users = list(sessions_by_policy.get((namespace, name), []))
     for session in users:
-        c.wake(namespace, session)
+        ctx(memo).sessions.wake(namespace, session)
     if type == "DELETED":
         return
     try:
@@ -310,10 +201,6 @@ def watch_age(**_: Any) -> float:
 # moves on, a Job may fail without the run reporting). Children and the sessions' model URIs come from
 # indexes. See reconcile/backup.py.
 
-from trading_operator.reconcile import backup as backup_reconcile  # noqa: E402
-
-BACKUP_INTERVAL = 15.0
-
 
 @kopf.index("batch", "v1", "jobs", labels={names.LABEL_BACKUP: kopf.PRESENT})
 def backup_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
@@ -343,7 +230,7 @@ async def _reconcile_backup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logge
     try:
         await backup_reconcile.reconcile(
             snapshot, list(backup_jobs.get((ns, name), [])), cronjob, model_uri, ctx(memo).settings,
-            lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message))
+            _poster(body))
     except errors.OperatorError as exc:
         metrics.RECONCILE_FAILURES.labels("Backup", exc.reason).inc()
         if not isinstance(exc, errors.ApiConflict):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -587,9 +586,8 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     """One reconcile of one session; returns seconds until the next periodic one, and the session as
     written (the status patch's response) if status was written. ``deployments`` and ``config_map``
     are the live children, trimmed (``drift.trim``). ``children=False`` skips the ConfigMap and
-    Deployments (a retry of a status write that lost a race: they were just applied)."""
-    started = time.monotonic()
-    metrics.RECONCILES.labels("TradingSession").inc()
+    Deployments (a retry of a status write that lost a race: they were just applied).
+    Counted and timed, failures included, by the caller (``trading_operator.loop``)."""
     ts = TradingSession.model_validate(body)
     policy, policy_error = _parse_policy(policy_body)
     # The namespace's labels matter only to the live-trading gate: read them for non-paper sessions only.
@@ -647,7 +645,6 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                      if report is not None and report.heartbeat is not None and decision.status.phase in ORDER_PHASES
                      else None)
     metrics.session_state(ts.metadata.namespace, ts.metadata.name, new, heartbeat_age)
-    metrics.RECONCILE_SECONDS.labels("TradingSession").observe(time.monotonic() - started)
     return decision.requeue_after, written
 
 

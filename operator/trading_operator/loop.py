@@ -1,0 +1,240 @@
+"""The session loop: one daemon per TradingSession, woken by events, one reconcile per wake-up.
+
+``handlers`` only wires kopf to this module; everything that decides *when* and *from which view* a
+session is reconciled lives here, in small pieces tested on virtual time (tests/operator/test_loop.py):
+
+* ``NewestSeen`` — the newest version of each session this process has seen outside the watch (its
+  own status write's response, a re-read after a conflict). A reconcile woken before the watch
+  delivers that version starts from it instead of from a stale view (which would only lose a 409
+  round trip); the watch event that is the echo of our own write wakes nobody.
+* admission — a session without a status yet is being set up (ConfigMap, five Deployments, first
+  status): at most ``NEW_SESSIONS`` of those at once, so 1,000 sessions created together do not hold
+  1,000 half-done reconciles in memory. Sessions already running never wait.
+* conflicts — a 409 can only come from the status write (someone else — kopf's finalizer, the
+  executor, the risk worker — wrote since our view). The session is re-read and the reconcile re-run
+  at once on the fresh view, status only: the children were just applied. A second 409 requeues
+  immediately.
+* ``SessionGauges`` — sessions by phase and active halts, recounted only when a session's phase or
+  halt changed (recounting on every reconcile was O(sessions) per reconcile).
+* every attempt is counted and timed, failures included, and failures are counted by reason.
+
+The reconcile itself (observe -> decide -> children -> status) is ``reconcile.session.reconcile``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from trading_operator import errors, kube, metrics
+from trading_operator.api.session import Role
+from trading_operator.reconcile import session as session_reconcile
+from trading_operator.reconcile.conditions import Event
+from trading_operator.settings import Settings
+
+Key = tuple[str, str]  # (namespace, name)
+PostEvent = Callable[[Event], None]
+KIND = "TradingSession"
+NEW_SESSIONS = 2 * kube.POOL_SIZE  # sessions set up concurrently (each has up to 5 calls in flight)
+PHASES = ("Initializing", "PreMarket", "MarketOpen", "MarketClose", "AfterHours", "Halted", "Error", "")
+
+
+class Reconcile(Protocol):
+    def __call__(self, body: dict[str, Any], policy_body: dict[str, Any] | None,
+                 deployments: dict[Role, dict[str, Any] | None], settings: Settings, post_event: PostEvent,
+                 config_map: dict[str, Any] | None, children: bool = True,
+                 ) -> Awaitable[tuple[float, dict[str, Any] | None]]: ...
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a reconcile reads besides the session (from kopf's indexes): its policy and live children."""
+
+    policy: dict[str, Any] | None
+    deployments: dict[Role, dict[str, Any] | None]
+    config_map: dict[str, Any] | None = None
+
+
+Lookup = Callable[[Mapping[str, Any]], Inputs]
+Reread = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+
+
+def version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def newer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``a`` is a later version than ``b`` (resourceVersions are etcd revisions; else: not newer)."""
+    ra, rb = version(a), version(b)
+    return ra.isdigit() and rb.isdigit() and int(ra) > int(rb)
+
+
+class NewestSeen:
+    """Per session, our own newer copy until the watch catches up with it."""
+
+    def __init__(self) -> None:
+        self._ours: dict[Key, dict[str, Any]] = {}
+
+    def remember(self, key: Key, obj: dict[str, Any]) -> None:
+        self._ours[key] = obj
+
+    def forget(self, key: Key) -> None:
+        self._ours.pop(key, None)
+
+    def view(self, key: Key, watched: Mapping[str, Any]) -> dict[str, Any]:
+        """What to reconcile from: our copy if it is newer than what the watch delivered, else the watch's."""
+        ours = self._ours.get(key)
+        if ours is not None and newer(ours, watched):
+            return ours
+        self._ours.pop(key, None)  # the watch has caught up
+        return dict(watched)
+
+    def is_echo(self, key: Key, watched: Mapping[str, Any]) -> bool:
+        """A watch event: drop our copy once the watch caught up; True if it is exactly our own write."""
+        ours = self._ours.get(key)
+        if ours is None or newer(ours, watched):
+            return False
+        del self._ours[key]  # the watch caught up: drop our copy now, not at the next reconcile
+        return version(ours) == version(watched)
+
+
+class SessionGauges:
+    """``trading_operator_sessions{phase}`` and ``trading_operator_active_halts``, recounted on change only."""
+
+    def __init__(self) -> None:
+        self.phases: dict[Key, str] = {}
+        self.halted: set[Key] = set()
+        self.exports = 0
+
+    def record(self, key: Key, status: Mapping[str, Any]) -> None:
+        phase, halted = str(status.get("phase") or ""), bool((status.get("halt") or {}).get("active"))
+        if self.phases.get(key) == phase and (key in self.halted) == halted:
+            return
+        self.phases[key] = phase
+        if halted:
+            self.halted.add(key)
+        else:
+            self.halted.discard(key)
+        self.export()
+
+    def forget(self, key: Key) -> None:
+        self.phases.pop(key, None)
+        self.halted.discard(key)
+        self.export()
+
+    def export(self) -> None:
+        self.exports += 1
+        counts: dict[str, int] = defaultdict(int)
+        for phase in self.phases.values():
+            counts[phase] += 1
+        for phase in PHASES:
+            metrics.SESSIONS.labels(phase or "Pending").set(counts.get(phase, 0))
+        metrics.ACTIVE_HALTS.set(len(self.halted))
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=timeout)
+
+
+class SessionLoop:
+    """The per-session daemons' shared state and the loop each of them runs (see module docstring)."""
+
+    def __init__(self, settings: Settings, *, reconcile: Reconcile = session_reconcile.reconcile,
+                 reread: Reread | None = None, new_sessions: int = NEW_SESSIONS,
+                 wait: Callable[[asyncio.Event, float], Awaitable[None]] = _wait,
+                 clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self._reconcile = reconcile
+        self._reread: Reread = reread or (lambda namespace, name: kube.get("tradingsessions", namespace, name))
+        self._wait, self._clock = wait, clock
+        self.log = log or logging.getLogger("trading_operator.loop")
+        self.admission = asyncio.Semaphore(new_sessions)
+        self.wakeups: dict[Key, asyncio.Event] = defaultdict(asyncio.Event)
+        self.newest = NewestSeen()
+        self.gauges = SessionGauges()
+
+    def wake(self, namespace: str, name: str) -> None:
+        self.wakeups[(namespace, name)].set()
+
+    def session_event(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """A watch event of a session: wake its daemon, unless it is the echo of our own status write."""
+        if not self.newest.is_echo((namespace, name), body):
+            self.wake(namespace, name)
+
+    async def run(self, namespace: str, name: str, body: Mapping[str, Any], lookup: Lookup, post_event: PostEvent,
+                  stopped: Any, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
+        """The daemon of one session: reconcile, then sleep until woken or the requeue delay passes."""
+        key = (namespace, name)
+        wakeup = self.wakeups[key]
+        try:
+            while not stopped:
+                wakeup.clear()
+                delay = await self.once(key, body, lookup, post_event, logger)
+                if delay > 0:
+                    await self._wait(wakeup, delay)
+        finally:
+            self.wakeups.pop(key, None)
+            self.newest.forget(key)
+            self.gauges.forget(key)
+            metrics.session_gone(namespace, name)  # its per-session series (halt, executor heartbeat age)
+
+    async def once(self, key: Key, body: Mapping[str, Any], lookup: Lookup, post_event: PostEvent,
+                   logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> float:
+        """One reconcile of one session; returns seconds until the next."""
+        log = logger or self.log
+        snapshot = self.newest.view(key, body)
+        admission = self.admission if not snapshot.get("status") else contextlib.nullcontext()
+        try:
+            async with admission:
+                outcome = await self._attempt(key, snapshot, lookup, post_event)
+        except errors.OperatorError as exc:
+            metrics.RECONCILE_FAILURES.labels(KIND, exc.reason).inc()
+            if not isinstance(exc, errors.ApiConflict):
+                log.warning("reconcile failed (%s): %s", exc.reason, exc)
+            return exc.retry_delay if exc.retry_delay is not None else self.settings.reconcile_interval * 5
+        except Exception as exc:
+            metrics.RECONCILE_FAILURES.labels(KIND, type(exc).__name__).inc()
+            log.exception("reconcile crashed: %s", exc)
+            return self.settings.reconcile_interval
+        if isinstance(outcome, float):
+            return outcome
+        delay, seen = outcome
+        self.gauges.record(key, seen.get("status") or {})
+        return delay
+
+    async def _attempt(self, key: Key, snapshot: dict[str, Any], lookup: Lookup,
+                       post_event: PostEvent) -> float | tuple[float, dict[str, Any]]:
+        """The reconcile, and at most one re-run on a fresh view after a 409 (status only)."""
+        for children in (True, False):
+            try:
+                delay, written = await self._timed(snapshot, lookup, post_event, children)
+            except errors.ApiConflict as exc:
+                metrics.RECONCILE_FAILURES.labels(KIND, exc.reason).inc()
+                fresh = await self._reread(*key)
+                if fresh is None:
+                    return self.settings.reconcile_interval
+                self.newest.remember(key, fresh)
+                snapshot = fresh
+                continue
+            if written is not None:
+                self.newest.remember(key, written)
+            return delay, written or snapshot
+        return 0.0  # lost the race twice: go again at once, from the view the re-read left
+
+    async def _timed(self, snapshot: dict[str, Any], lookup: Lookup, post_event: PostEvent,
+                     children: bool) -> tuple[float, dict[str, Any] | None]:
+        inputs = lookup(snapshot)
+        started = self._clock()
+        metrics.RECONCILES.labels(KIND).inc()
+        try:
+            return await self._reconcile(snapshot, inputs.policy, inputs.deployments, self.settings, post_event,
+                                         inputs.config_map, children=children)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(KIND).observe(self._clock() - started)

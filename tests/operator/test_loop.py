@@ -1,0 +1,251 @@
+"""The session loop (``trading_operator.loop``) on virtual time: no API server, no kopf, a scripted reconcile.
+
+The reconcile is replaced by a script of outcomes (a delay and a written version, or an exception);
+waiting is replaced by a virtual clock that records every timeout and advances by it unless woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from trading_operator import errors
+from trading_operator.api.session import Role
+from trading_operator.loop import Inputs, NewestSeen, SessionGauges, SessionLoop
+from trading_operator.settings import Settings
+
+KEY = ("ns", "s")
+
+
+def obj(rv: int, *, phase: str | None = "MarketOpen", halted: bool = False) -> dict[str, Any]:
+    status: dict[str, Any] = {} if phase is None else {"phase": phase, "halt": {"active": halted}}
+    return {"metadata": {"namespace": "ns", "name": "s", "resourceVersion": str(rv)},
+            "spec": {"riskPolicyRef": {"name": "p"}}, "status": status}
+
+
+def lookup(snapshot: Mapping[str, Any]) -> Inputs:
+    return Inputs(policy=None, deployments={role: None for role in Role})
+
+
+@dataclass
+class Call:
+    rv: str
+    children: bool
+
+
+@dataclass
+class Script:
+    """Outcomes the reconcile returns (or raises), one per call; the calls it got."""
+
+    outcomes: list[Any]
+    calls: list[Call] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+
+    async def __call__(self, body: dict[str, Any], policy_body: Any, deployments: Any, settings: Any,
+                       post_event: Any, config_map: Any, children: bool = True) -> tuple[float, Any]:
+        self.calls.append(Call(str(body["metadata"]["resourceVersion"]), children))
+        if self.hold is not None:
+            await self.hold.wait()
+        outcome = self.outcomes.pop(0) if self.outcomes else (30.0, None)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+
+class VirtualTime:
+    """``wait(event, timeout)`` without sleeping: records the timeout and moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+        self.on_wait: list[Any] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> None:
+        self.waits.append(timeout)
+        if self.on_wait:
+            self.on_wait.pop(0)()
+        if not event.is_set():
+            self.now += timeout
+        await asyncio.sleep(0)
+
+
+def loop_with(script: Script, vt: VirtualTime | None = None, *, reread: Any = None, new_sessions: int = 4) -> SessionLoop:
+    vt = vt or VirtualTime()
+
+    async def no_reread(namespace: str, name: str) -> dict[str, Any] | None:
+        raise AssertionError("no re-read expected")
+
+    return SessionLoop(Settings(), reconcile=script, reread=reread or no_reread, new_sessions=new_sessions,
+                       wait=vt.wait, clock=vt.clock)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# --------------------------------------------------------------------------- newest seen
+
+def test_newest_seen_prefers_our_newer_copy_until_the_watch_catches_up() -> None:
+    seen = NewestSeen()
+    assert seen.view(KEY, obj(5))["metadata"]["resourceVersion"] == "5"
+    seen.remember(KEY, obj(7))  # our status write's response
+    assert seen.view(KEY, obj(5))["metadata"]["resourceVersion"] == "7"
+    assert seen.view(KEY, obj(8))["metadata"]["resourceVersion"] == "8"  # the watch is ahead: ours dropped
+    assert seen.view(KEY, obj(5))["metadata"]["resourceVersion"] == "5"
+
+
+def test_the_echo_of_our_own_write_wakes_nobody_other_versions_do() -> None:
+    seen = NewestSeen()
+    seen.remember(KEY, obj(7))
+    assert not seen.is_echo(KEY, obj(6))  # older than ours: someone else's write, still wakes
+    assert seen.is_echo(KEY, obj(7))      # exactly ours: no wake-up
+    assert not seen.is_echo(KEY, obj(7))  # and only once
+    seen.remember(KEY, obj(9))
+    assert not seen.is_echo(KEY, obj(10))  # newer than ours: the watch caught up and more happened
+    assert seen.view(KEY, obj(3))["metadata"]["resourceVersion"] == "3"  # our copy was dropped
+
+
+def test_session_event_wakes_the_daemon_except_for_our_echo() -> None:
+    sessions = loop_with(Script([]))
+    sessions.newest.remember(KEY, obj(7))
+    sessions.session_event("ns", "s", obj(7))
+    assert not sessions.wakeups[KEY].is_set()
+    sessions.session_event("ns", "s", obj(8))
+    assert sessions.wakeups[KEY].is_set()
+
+
+# --------------------------------------------------------------------------- one reconcile
+
+async def test_a_written_status_is_remembered_and_the_next_reconcile_starts_from_it() -> None:
+    script = Script([(30.0, obj(11)), (30.0, None)])
+    sessions = loop_with(script)
+    assert await sessions.once(KEY, obj(10), lookup, print) == 30.0
+    assert await sessions.once(KEY, obj(10), lookup, print) == 30.0  # the watch has not delivered 11 yet
+    assert [c.rv for c in script.calls] == ["10", "11"]
+
+
+async def test_a_conflict_rereads_and_reruns_status_only_once() -> None:
+    before = sample("trading_operator_reconcile_failures_total", kind="TradingSession", reason="Conflict")
+    script = Script([errors.ApiConflict("409"), (12.0, obj(21))])
+    reads: list[tuple[str, str]] = []
+
+    async def reread(namespace: str, name: str) -> dict[str, Any]:
+        reads.append((namespace, name))
+        return obj(20)
+
+    sessions = loop_with(script, reread=reread)
+    assert await sessions.once(KEY, obj(10), lookup, print) == 12.0
+    assert [(c.rv, c.children) for c in script.calls] == [("10", True), ("20", False)]
+    assert reads == [KEY]
+    assert sessions.newest.view(KEY, obj(10))["metadata"]["resourceVersion"] == "21"
+    assert sample("trading_operator_reconcile_failures_total", kind="TradingSession", reason="Conflict") == before + 1
+
+
+async def test_two_conflicts_requeue_at_once_from_the_reread_view() -> None:
+    script = Script([errors.ApiConflict("409"), errors.ApiConflict("409")])
+
+    async def reread(namespace: str, name: str) -> dict[str, Any]:
+        return obj(30)
+
+    sessions = loop_with(script, reread=reread)
+    assert await sessions.once(KEY, obj(10), lookup, print) == 0.0
+    assert len(script.calls) == 2
+    assert sessions.newest.view(KEY, obj(10))["metadata"]["resourceVersion"] == "30"
+
+
+async def test_a_conflict_on_a_deleted_session_waits_the_periodic_interval() -> None:
+    async def gone(namespace: str, name: str) -> None:
+        return None
+
+    sessions = loop_with(Script([errors.ApiConflict("409")]), reread=gone)
+    assert await sessions.once(KEY, obj(10), lookup, print) == Settings().reconcile_interval
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (errors.ApiUnavailable("down"), errors.ApiUnavailable.retry_delay),
+    (errors.InvalidSpec("bad"), Settings().reconcile_interval * 5),
+    (RuntimeError("bug"), Settings().reconcile_interval),
+])
+async def test_failures_map_to_their_retry_delay_and_are_timed(exc: Exception, expected: float) -> None:
+    reason = getattr(exc, "reason", type(exc).__name__)
+    failures = sample("trading_operator_reconcile_failures_total", kind="TradingSession", reason=reason)
+    timed = sample("trading_operator_reconcile_duration_seconds_count", kind="TradingSession")
+    sessions = loop_with(Script([exc]))
+    assert await sessions.once(KEY, obj(10), lookup, print) == expected
+    assert sample("trading_operator_reconcile_failures_total", kind="TradingSession", reason=reason) == failures + 1
+    assert sample("trading_operator_reconcile_duration_seconds_count", kind="TradingSession") == timed + 1
+
+
+# --------------------------------------------------------------------------- admission
+
+async def test_new_sessions_wait_for_admission_running_ones_never_do() -> None:
+    hold = asyncio.Event()
+    script = Script([], hold=hold)
+    sessions = loop_with(script, new_sessions=1)
+    first = asyncio.create_task(sessions.once(("ns", "a"), obj(1, phase=None), lookup, print))
+    second = asyncio.create_task(sessions.once(("ns", "b"), obj(2, phase=None), lookup, print))
+    running = asyncio.create_task(sessions.once(("ns", "c"), obj(3), lookup, print))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sorted(c.rv for c in script.calls) == ["1", "3"]  # the second new session waits for a slot
+    hold.set()
+    await asyncio.gather(first, second, running)
+    assert sorted(c.rv for c in script.calls) == ["1", "2", "3"]
+
+
+# --------------------------------------------------------------------------- gauges
+
+def test_gauges_are_recounted_only_when_a_phase_or_halt_changes() -> None:
+    gauges = SessionGauges()
+    gauges.record(("ns", "a"), {"phase": "MarketOpen"})
+    gauges.record(("ns", "b"), {"phase": "MarketOpen"})
+    assert gauges.exports == 2
+    assert sample("trading_operator_sessions", phase="MarketOpen") == 2
+    gauges.record(("ns", "a"), {"phase": "MarketOpen"})
+    assert gauges.exports == 2
+    gauges.record(("ns", "a"), {"phase": "Halted", "halt": {"active": True}})
+    assert gauges.exports == 3 and sample("trading_operator_active_halts") == 1
+    assert sample("trading_operator_sessions", phase="Halted") == 1
+    gauges.forget(("ns", "a"))
+    gauges.forget(("ns", "b"))
+    assert sample("trading_operator_active_halts") == 0 and sample("trading_operator_sessions", phase="MarketOpen") == 0
+
+
+# --------------------------------------------------------------------------- the daemon
+
+class Stop:
+    def __init__(self) -> None:
+        self.flag = False
+
+    def __bool__(self) -> bool:
+        return self.flag
+
+
+async def test_the_daemon_sleeps_the_requeue_delay_a_wakeup_cuts_it_short_and_it_cleans_up() -> None:
+    vt = VirtualTime()
+    stop = Stop()
+    script = Script([(30.0, obj(2, phase="PreMarket")), (0.0, None), (45.0, None), (10.0, None)])
+    sessions = loop_with(script, vt)
+
+    def wake() -> None:
+        sessions.wake("ns", "s")  # an event arrives while the daemon sleeps
+
+    def halt_the_loop() -> None:
+        stop.flag = True
+
+    vt.on_wait = [lambda: None, wake, halt_the_loop]
+    await sessions.run("ns", "s", obj(1, phase="PreMarket"), lookup, print, stop)
+    # 30 s slept in full; delay 0 means "again at once" (no wait); 45 s cut short by the wake-up; 10 s then stop.
+    assert vt.waits == [30.0, 45.0, 10.0]
+    assert vt.now == 40.0
+    assert len(script.calls) == 4
+    assert KEY not in sessions.wakeups and KEY not in sessions.gauges.phases
+    assert sessions.newest.view(KEY, obj(1))["metadata"]["resourceVersion"] == "1"

@@ -9,11 +9,14 @@ log to the dashboard.
     OperatorError
     ├── TransientError          (retry soon)
     │   ├── ApiConflict         status write lost a race (409): re-read, retry now
-    │   ├── ApiUnavailable      API server/network trouble
-    │   └── NotFound            the object is gone (callers decide whether that matters)
+    │   └── ApiUnavailable      API server/network trouble
+    ├── NotFound                the object is gone (404): callers decide whether that matters
     └── PermanentError          (retry on the next change)
-        ├── InvalidSpec         the object parsed but cannot be run as written
-        └── PolicyUnavailable   the referenced RiskPolicy is missing or invalid
+        └── InvalidSpec         the object parsed but cannot be run as written (also a 422)
+
+The workers' Kubernetes wrapper (``trading_workers.runtime.kube``) gives a 404 the same meaning: a
+``NotFound`` that is neither transient nor permanent. A missing or invalid RiskPolicy is not an
+error here: ``decide`` reports it as the PolicyApplied condition and the session stops trading.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ class ApiUnavailable(TransientError):
     retry_delay = 5.0
 
 
-class NotFound(TransientError):
+class NotFound(OperatorError):
     reason = "NotFound"
+    retry_delay = 2.0
 
 
 class PermanentError(OperatorError):
@@ -55,7 +59,3 @@ class PermanentError(OperatorError):
 
 class InvalidSpec(PermanentError):
     reason = "InvalidSpec"
-
-
-class PolicyUnavailable(PermanentError):
-    reason = "PolicyUnavailable"

@@ -18,7 +18,8 @@ from trading_workers.executor import derive_gate
 from trading_workers.pretrade import TradingState
 from trading_workers.risk import metrics
 from trading_workers.risk.engine import Figures, evaluate, worst
-from trading_workers.runtime import JsonFormatter, Settings, log_context, redact
+from trading_workers.runtime.logs import JsonFormatter, log_context, redact
+from trading_workers.runtime.settings import Settings
 from trading_workers.strategy import make_strategy
 
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from trading_operator.api import metric_names as mn
 from trading_operator.api.session import TradingSessionStatus
-from trading_workers.runtime import Kube, with_retries
+from trading_workers.runtime.kube import Kube
+from trading_workers.runtime.retry import with_retries
 
 log = logging.getLogger("trading_workers.session_status")
 

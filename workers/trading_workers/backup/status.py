@@ -21,10 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from trading_operator.api.backup import HISTORY_LIMIT, BackupRun, BackupStatus
-from trading_operator.api.common import GROUP, VERSION
 from trading_operator.api.status import set_condition
 from trading_workers.errors import TransientError
-from trading_workers.runtime import Conflict, Kube
+from trading_workers.runtime.kube import Conflict, Kube
 
 log = logging.getLogger("trading_workers.backup.status")
 PLURAL = "backups"
@@ -118,9 +117,7 @@ class BackupApi:
         self.kube = kube
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.kube._call("get_backup", lambda: self.kube.custom().get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=10))
-        return result
+        return await self.kube.get_backup(namespace, name)
 
     async def get_session(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.kube.get_session(namespace, name)
@@ -141,10 +138,7 @@ class BackupApi:
                 return body
             payload = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch}
             try:
-                result: dict[str, Any] = await self.kube._call(
-                    "patch_backup_status", lambda p=payload: self.kube.custom().patch_namespaced_custom_object_status(  # type: ignore[misc]
-                        GROUP, VERSION, namespace, PLURAL, name, p, _request_timeout=10))
-                return result
+                return await self.kube.patch_backup_status(namespace, name, payload)
             except Conflict:
                 continue
         raise TransientError(f"Backup {namespace}/{name}: status kept changing; gave up after {CONFLICT_RETRIES} tries")
@@ -162,9 +156,7 @@ class BackupApi:
             reason=reason, message=message[:1024], type=type_, first_timestamp=now, last_timestamp=now, count=1,
             source=client.V1EventSource(component="trading-backup"), reporting_component="trading-backup",
             reporting_instance="trading-backup")
-        core = client.CoreV1Api(self.kube.api_client)
         try:
-            await self.kube._call("create_event", lambda: core.create_namespaced_event(meta["namespace"], event,
-                                                                                        _request_timeout=10))
+            await self.kube.create_event(meta["namespace"], event)
         except Exception as exc:  # best effort, logged
             log.warning("could not post an Event", extra={"reason": reason, "error": str(exc)})

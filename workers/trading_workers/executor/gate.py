@@ -28,7 +28,7 @@ from trading_operator.api import metric_names as mn
 from trading_operator.api.phases import ORDER_PHASES
 from trading_operator.api.status import ConditionType, HaltAction, Reason
 from trading_workers.pretrade import TradingState
-from trading_workers.runtime import resource_version
+from trading_workers.runtime.kube import resource_version
 
 log = logging.getLogger("trading_workers.executor")
 

@@ -29,7 +29,7 @@ from trading_workers.executor.gate import SessionView
 from trading_workers.executor.policy import Policy
 from trading_workers.journal import Journal
 from trading_workers.pretrade import PreTradeChecks, TradingState
-from trading_workers.runtime import log_context
+from trading_workers.runtime.logs import log_context
 
 log = logging.getLogger("trading_workers.executor")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from trading_operator.api.riskpolicy import OrderControls, RiskPolicySpec
 from trading_workers.pretrade import CheckLimits, PreTradeChecks
-from trading_workers.runtime import Kube, NotFound
+from trading_workers.runtime.kube import Kube, NotFound
 
 log = logging.getLogger("trading_workers.executor")
 

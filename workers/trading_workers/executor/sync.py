@@ -28,7 +28,7 @@ from trading_workers.executor.gate import Gate
 from trading_workers.executor.liveness import Dependencies
 from trading_workers.executor.orders import ORDERS_SENT, OrderPath
 from trading_workers.journal import Journal
-from trading_workers.runtime import log_context
+from trading_workers.runtime.logs import log_context
 
 log = logging.getLogger("trading_workers.executor")
 

@@ -136,6 +136,7 @@ class StoryResult:
     events: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)     # firing alerts seen in Prometheus (with --prometheus)
     backup_series: list[dict[str, Any]] = field(default_factory=list)  # the Backup's metrics as Prometheus scraped them
+    empty_backup_panels: list[str] = field(default_factory=list)  # dashboard backup queries without data
 
 
 def _poll(probe: Callable[[], Any], timeout: float) -> Any:
@@ -197,6 +198,9 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     if monitoring is not None:
         result.backup_series = _poll(lambda: monitoring.query(
             f'time() - trading_backup_last_success_timestamp_seconds{{namespace="{NS}", backup="{BACKUP}"}}'), 60) or []
+        queries = [q for _, q in monitoring.panel_queries(NS, SESSION) if "trading_backup_" in q]
+        _poll(lambda: all(monitoring.query(q) for q in queries), 30)
+        result.empty_backup_panels = [q for q in queries if not monitoring.query(q)]
         story.note(f"backup age in Prometheus: {len(result.backup_series)} series "
                    f"({monitoring.url}/graph?g0.expr=time()-trading_backup_last_success_timestamp_seconds)")
 

@@ -57,11 +57,12 @@ def test_backup_completes_and_verifies(result: story.StoryResult) -> None:
 
 def test_the_breach_fires_an_alert_and_the_backup_shows_in_prometheus(result: story.StoryResult) -> None:
     """With Prometheus beside the platform (the chart's rules): the risk halt is a firing alert naming the
-    session, and the completed Backup's age is a series."""
+    session, and the completed Backup's age is a series (every dashboard query on backups returns data)."""
     assert [a["labels"]["alertname"] for a in result.alerts] == ["TradingSessionHalted"]
     labels = result.alerts[0]["labels"]
     assert (labels["namespace"], labels["session"], labels["source"]) == (story.NS, story.SESSION, "Risk")
     assert [s["metric"].get("backup") for s in result.backup_series] == [story.BACKUP]
+    assert not result.empty_backup_panels, result.empty_backup_panels
 
 
 def test_demo_command_runs_in_short_mode(tmp_path: pathlib.Path) -> None:

@@ -134,6 +134,9 @@ MARKET_DATA_STEP = Metric("trading_market_data_step", "gauge", "Last price-proce
 # ------------------------------------------------------------------ risk (the session's portfolio figures)
 RISK_BREACHES = Metric("trading_risk_breaches_total", "counter", "Portfolio rules that entered breach.",
                        ("rule", "action"), exporter="risk")
+RISK_EXITS = Metric("trading_risk_exits_total", "counter",
+                    "Position exits (stop loss, take profit, trailing stop, gross-exposure cap) sent as intents.",
+                    ("rule",), exporter="risk")
 RISK_EQUITY = Metric("trading_risk_equity", "gauge", "Session equity, USD.", exporter="risk")
 RISK_DAILY_PNL = Metric("trading_risk_daily_pnl_pct", "gauge", "Daily P&L, percent of start equity.", exporter="risk")
 RISK_REALIZED_PNL = Metric("trading_risk_realized_pnl", "gauge", "Realized P&L of the session's positions, USD.",

@@ -161,6 +161,29 @@ class CircuitBreaker(ApiModel):
     action: Action = pydantic.Field(default="Reduce", description=ACTION_DESCRIPTION)
 
 
+class PositionExits(ApiModel):
+    """Per-position exits and a gross-exposure cap, sent by the risk worker as reduce-only market orders.
+
+    Each exit is an order intent like any other: the executor runs it through the pre-trade checks
+    and journals it before sending; its idempotency key names the rule, the symbol and the position
+    (quantity and average price), so one position gets one exit of each kind, even across a restart
+    of the risk worker. Off by default.
+    """
+
+    enabled: bool = pydantic.Field(default=False, description="Whether the risk worker sends exits.")
+    stop_loss_pct: float | None = pydantic.Field(
+        default=None, gt=0, le=100, description="Close a position this far (percent) against its average price.")
+    take_profit_pct: float | None = pydantic.Field(
+        default=None, gt=0, le=1000, description="Close a position this far (percent) in favour of its average price.")
+    trailing_stop_pct: float | None = pydantic.Field(
+        default=None, gt=0, le=100,
+        description="Close a position this far (percent) below its best price since the risk worker saw it open "
+                    "(the best price is kept in memory: after a restart it trails from the current price).")
+    max_gross_exposure: float | None = pydantic.Field(
+        default=None, gt=0, le=1e12,
+        description="Gross exposure cap, USD: beyond it the largest position is reduced by the excess.")
+
+
 class RiskPolicySpec(ApiModel):
     """Limits and the kill switch for every session that references this policy."""
 
@@ -177,6 +200,8 @@ class RiskPolicySpec(ApiModel):
                                     description="Portfolio limits.")
     order_controls: OrderControls = pydantic.Field(default_factory=OrderControls, json_schema_extra=object_default(OrderControls),
                                                    description="Per-order pre-trade checks.")
+    exits: PositionExits = pydantic.Field(default_factory=PositionExits, json_schema_extra=object_default(PositionExits),
+                                          description="Stop-loss, take-profit, trailing stop, gross-exposure cap.")
     circuit_breaker: CircuitBreaker = pydantic.Field(default_factory=CircuitBreaker,
                                                      json_schema_extra=object_default(CircuitBreaker),
                                                      description="Market-wide circuit breaker.")

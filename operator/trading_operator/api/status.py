@@ -125,6 +125,7 @@ class Reason(StrEnum):
     FINALIZING = "Finalizing"
     FINALIZE_TIMEOUT = "FinalizeTimeout"
     POLICY_IN_USE = "PolicyInUse"
+    POSITION_EXIT = "PositionExit"
 
 
 class TradingState(StrEnum):

@@ -11,6 +11,10 @@ RiskPolicy (``engine``) and acts on rules that are beyond their limits:
 * Halt    -> ``status.halt`` {active, source: Risk, action: Halt, rule, reason, since, id}
 * Flatten -> the same halt with ``action: Flatten``; executors flatten positions
 
+Position exits (``risk.exits``; RiskPolicy ``exits``: stop loss, take profit, trailing stop, a
+gross-exposure cap) go out as reduce-only market intents on the bus, through the executor's
+pre-trade checks and journal like any order, each once per position state.
+
 Latches are raised through ``trading_operator.api.transactions`` (the same
 code the operator runs) under a resourceVersion precondition, and are
 cleared only by a human. A rule acts when it enters breach, and again every
@@ -56,12 +60,14 @@ from trading_workers.errors import DependencyUnavailable, MalformedMessage, Trad
 from trading_workers.journal import Journal, PnlSnapshot
 from trading_workers.risk import metrics
 from trading_workers.risk.engine import SEVERITY, Breach, Figures, breaker_tripped, evaluate, worst
+from trading_workers.risk.exits import decide_exits, update_best
 from trading_workers.runtime import NotFound, Runtime, with_retries
 from trading_workers.session_status import EventRecorder, SessionStatus
 
 log = logging.getLogger("trading_workers.risk")
 
 BREACHES = mn.collector(mn.RISK_BREACHES)
+EXITS = mn.collector(mn.RISK_EXITS)
 EQUITY = mn.collector(mn.RISK_EQUITY)
 DAILY_PNL = mn.collector(mn.RISK_DAILY_PNL)
 REALIZED = mn.collector(mn.RISK_REALIZED_PNL)
@@ -120,6 +126,8 @@ class RiskWorker:
         self.prior_close: dict[str, float] = {}
         self.breach_since: dict[str, dt.datetime] = {}
         self.phase: str | None = None
+        self.best_marks: dict[str, float] = {}
+        self.exits_sent: set[str] = set()
         self.started = time.time()
         self.report_at = -math.inf
         self.last_report: dict[str, object] | None = None
@@ -268,6 +276,7 @@ class RiskWorker:
         self._export(figures, sum(p.realized_pnl for p in positions.values()))
         breaches = evaluate(self.policy.limits, self.policy.circuit_breaker, figures)
         await self._act(breaches)
+        await self._exits(positions)
         await self._report(breaches, figures)
         now = time.monotonic()
         if now - self.snapshot_at >= self.snapshot_interval:
@@ -339,6 +348,23 @@ class RiskWorker:
         if top is not None:
             await self._apply(top)
         self.active = current
+
+    async def _exits(self, positions: dict[str, Any]) -> None:
+        """Stop loss, take profit, trailing stop, gross-exposure cap: reduce-only intents on the bus.
+
+        Each goes through the executor's pre-trade checks and journal like any order; its signal id
+        names the rule and the position state, so a repeat is the same order (see ``risk.exits``).
+        """
+        update_best(self.best_marks, positions, self.marks)
+        for exit_ in decide_exits(self.policy.exits, positions, self.marks, self.best_marks):
+            if exit_.intent.signal_id in self.exits_sent:
+                continue
+            await self.bus.publish(bus_mod.INTENTS, bus_mod.encode_intent(exit_.intent))
+            self.exits_sent.add(exit_.intent.signal_id)
+            EXITS.labels(exit_.rule).inc()
+            log.warning("position exit sent", extra={"rule": exit_.rule, "symbol": exit_.intent.symbol,
+                                                     "qty": exit_.intent.qty, "detail": exit_.reason})
+            await self._event("Normal", Reason.POSITION_EXIT, f"{exit_.rule}: {exit_.reason}")
 
     async def _event(self, type_: str, reason: Reason, message: str) -> None:
         if self.events is not None:

@@ -594,8 +594,13 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     labels = await kube.namespace_labels(ts.metadata.namespace) if not ts.spec.broker.paper else None
     key = f"{ts.metadata.namespace}/{ts.metadata.name}"
     liveness.PROBE.ensure_started()
-    heartbeat = ts.status.executor.heartbeat if ts.status.executor is not None else None
-    silence = liveness.WATCH.silence(key, heartbeat.isoformat() if heartbeat is not None else None)
+    silence = liveness.WATCH.silence(key, _heartbeat(body))
+    if silence is not None and silence > settings.executor_stale_seconds:
+        # About to call the executor lost: confirm with the server, not the watch, which may still be
+        # reconnecting after an outage (a frozen watch looked like a silent executor in make chaos).
+        fresh = await kube.get("tradingsessions", ts.metadata.namespace, ts.metadata.name)
+        if fresh is not None:
+            silence = liveness.WATCH.silence(key, _heartbeat(fresh))
     decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence),
                       settings)
 
@@ -646,6 +651,10 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                      else None)
     metrics.session_state(ts.metadata.namespace, ts.metadata.name, new, heartbeat_age)
     return decision.requeue_after, written
+
+
+def _heartbeat(body: Mapping[str, Any]) -> str | None:
+    return (((body.get("status") or {}).get("executor") or {}).get("heartbeat")) or None
 
 
 def trim_deployment(live: Mapping[str, Any]) -> dict[str, Any]:

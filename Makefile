@@ -130,5 +130,10 @@ demo: deps
 bench: deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
+# Fault drills on the local platform with figures (tests/chaos; minutes, not part of `make test`).
+.PHONY: chaos
+chaos: deps
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
+
 clean:
 	rm -rf .dev .pytest_cache .mypy_cache .ruff_cache

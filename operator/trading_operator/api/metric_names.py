@@ -168,6 +168,34 @@ MARKET_DATA_AGE = Metric("trading_risk_market_data_age_seconds", "gauge",
                          "Seconds since the oldest of the session's symbols was last quoted on the bus.",
                          exporter="risk")
 
+# ------------------------------------------------------------------ the daily report (risk worker; docs/daily-report.md)
+REPORT_REALIZED_PNL = Metric("trading_report_realized_pnl", "gauge",
+                             "Daily report: P&L of the day's closing trades, USD, per symbol.", ("symbol",),
+                             exporter="risk")
+REPORT_TRADES = Metric("trading_report_trades", "gauge", "Daily report: closing trades of the day, per symbol.",
+                       ("symbol",), exporter="risk")
+REPORT_WIN_RATE = Metric("trading_report_win_rate_pct", "gauge",
+                         "Daily report: winning trades, percent of the day's closing trades (NaN without one).",
+                         exporter="risk")
+REPORT_AVERAGE_WIN = Metric("trading_report_average_win", "gauge",
+                            "Daily report: mean P&L of a winning trade, USD (NaN without one).", exporter="risk")
+REPORT_AVERAGE_LOSS = Metric("trading_report_average_loss", "gauge",
+                             "Daily report: mean P&L of a losing trade, USD, negative (NaN without one).",
+                             exporter="risk")
+REPORT_PROFIT_FACTOR = Metric("trading_report_profit_factor", "gauge",
+                              "Daily report: gross profit over gross loss (NaN without a losing trade).",
+                              exporter="risk")
+REPORT_SHARPE = Metric("trading_report_sharpe_ratio", "gauge",
+                       "Daily report: mean over sd of equity returns between P&L snapshots (NaN with too few).",
+                       exporter="risk")
+REPORT_MAX_DRAWDOWN = Metric("trading_report_max_drawdown_pct", "gauge",
+                             "Daily report: largest fall of equity from a running peak, percent of the peak.",
+                             exporter="risk")
+REPORT_REJECTIONS = Metric("trading_report_rejections", "gauge",
+                           "Daily report: pre-trade rejections of the day, per reason.", ("reason",), exporter="risk")
+REPORT_FINAL = Metric("trading_report_final", "gauge",
+                      "1 once the day's report is final (written at the close), else 0.", exporter="risk")
+
 # ------------------------------------------------------------------ executor (the order path)
 EXECUTOR_ORDERS_SENT = Metric("trading_executor_orders_sent_total", "counter",
                               "Orders submitted to the broker (first send or retry).", exporter="executor")

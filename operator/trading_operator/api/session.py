@@ -373,6 +373,47 @@ class Summary(ApiModel):
     updated_at: dt.datetime | None = pydantic.Field(default=None, description="When reported.")
 
 
+class ReportFigures(ApiModel):
+    """The daily report's figures for the session, one symbol or one strategy (docs/daily-report.md)."""
+
+    name: str | None = pydantic.Field(default=None, max_length=64,
+                                      description="Symbol or strategy (absent for the session's total).")
+    realized_pnl: float = pydantic.Field(default=0.0, description="P&L of the day's closing trades, USD.")
+    unrealized_pnl: float | None = pydantic.Field(
+        default=None, description="Open positions at the latest marks, USD (absent per strategy: the journal "
+                                  "keeps positions per symbol).")
+    trades: int = pydantic.Field(default=0, ge=0, description="Closing trades of the day.")
+    win_rate_pct: float | None = pydantic.Field(default=None, description="Winning trades, percent of trades.")
+    average_win: float | None = pydantic.Field(default=None, description="Mean P&L of a winning trade, USD.")
+    average_loss: float | None = pydantic.Field(default=None, description="Mean P&L of a losing trade (negative).")
+    profit_factor: float | None = pydantic.Field(default=None,
+                                                 description="Gross profit / gross loss (absent without a loss).")
+    orders: int = pydantic.Field(default=0, ge=0, description="Orders journaled today.")
+    fills: int = pydantic.Field(default=0, ge=0, description="Fills today.")
+    rejected: int = pydantic.Field(default=0, ge=0, description="Pre-trade rejections today.")
+
+
+class DailyReportStatus(ApiModel):
+    """The session day's report (risk worker): refreshed while the day runs, final at the close."""
+
+    day: dt.date = pydantic.Field(description="The session day (calendar time zone).")
+    final: bool = pydantic.Field(default=False, description="Written at the close; no longer refreshed.")
+    total: ReportFigures = pydantic.Field(description="The whole session.")
+    sharpe: float | None = pydantic.Field(default=None,
+                                          description="Mean / sd of equity returns between P&L snapshots.")
+    max_drawdown_pct: float = pydantic.Field(default=0.0, ge=0, description="Largest fall from an equity peak, %.")
+    rejections_by_reason: dict[str, int] = pydantic.Field(default_factory=dict,
+                                                          description="Pre-trade rejections per reason.")
+    symbols: list[ReportFigures] = pydantic.Field(default_factory=list, max_length=100, description="Per symbol.")
+    strategies: list[ReportFigures] = pydantic.Field(
+        default_factory=list, max_length=20,
+        description="Per strategy (the signal id's prefix; trades attributed to the closing order).")
+    request: str | None = pydantic.Field(
+        default=None, max_length=64,
+        description="The last on-demand request answered (the trading.dev/report-request annotation's value).")
+    updated_at: dt.datetime | None = pydantic.Field(default=None, description="When written (wall time).")
+
+
 class ExecutorReport(ApiModel):
     """What the executor reports about itself (written by the executor, read by the operator)."""
 
@@ -433,6 +474,8 @@ class TradingSessionStatus(ApiModel):
                                                      description="Ready/desired replicas per worker role.")
     risk_policy: PolicyStatusRef | None = pydantic.Field(default=None, description="Policy in force.")
     summary: Summary | None = pydantic.Field(default=None, description="Trading figures (risk worker).")
+    report: DailyReportStatus | None = pydantic.Field(
+        default=None, description="The session day's report (risk worker; the journal's daily_reports has it too).")
     executor: ExecutorReport | None = pydantic.Field(default=None, description="The executor's own report.")
     next_transition: NextTransition | None = pydantic.Field(default=None,
                                                             description="Next calendar phase change.")

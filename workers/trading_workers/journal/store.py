@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from trading_workers import report as report_mod
 from trading_workers.domain import Fill, Order, OrderStatus, OrderType, Position, Side
 from trading_workers.errors import DependencyUnavailable
 from trading_workers.journal.migrate import migrate
@@ -339,3 +341,36 @@ class Journal:
         assert row is not None
         return Counts(orders=row["orders"], fills=row["fills"], rejected=row["rejected"],
                       open_orders=row["open_orders"])
+
+    # ------------------------------------------------------------ the daily report
+
+    async def report_rows(self, since: dt.datetime | None = None
+                          ) -> tuple[list[report_mod.OrderRow], list[report_mod.RejectionRow]]:
+        """The orders and pre-trade rejections created at or after ``since`` (the session day), oldest first."""
+        async with self._conn() as conn:
+            orders = await conn.fetch("""
+                SELECT client_order_id, signal_id, symbol, status FROM orders
+                WHERE session = $1 AND ($2::timestamptz IS NULL OR created_at >= $2)
+                ORDER BY created_at, client_order_id""", self.session, since)
+            rejections = await conn.fetch("""
+                SELECT signal_id, symbol, reason FROM rejections
+                WHERE session = $1 AND ($2::timestamptz IS NULL OR at >= $2) ORDER BY id""", self.session, since)
+        return ([report_mod.OrderRow(r["client_order_id"], r["signal_id"], r["symbol"], r["status"]) for r in orders],
+                [report_mod.RejectionRow(r["signal_id"], r["symbol"], r["reason"]) for r in rejections])
+
+    async def record_daily_report(self, day: dt.date, report: dict[str, Any], *, final: bool) -> None:
+        """Write the day's report (one row per session day; a final report is not replaced by a later
+        intraday one)."""
+        async with self._conn() as conn:
+            await conn.execute("""
+                INSERT INTO daily_reports (session, day, final, report) VALUES ($1, $2, $3, $4::jsonb)
+                ON CONFLICT (session, day) DO UPDATE SET report = EXCLUDED.report, final = EXCLUDED.final,
+                    updated_at = now()
+                WHERE NOT daily_reports.final OR EXCLUDED.final""", self.session, day, final, json.dumps(report))
+
+    async def daily_report(self, day: dt.date) -> tuple[dict[str, Any], bool] | None:
+        """(the report, final?) of ``day``, if one was written."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT report, final FROM daily_reports WHERE session = $1 AND day = $2",
+                                      self.session, day)
+        return (json.loads(row["report"]), bool(row["final"])) if row else None

@@ -50,12 +50,15 @@ from trading_operator.api.riskpolicy import RiskPolicySpec
 from trading_operator.api.session import (
     BreachStatus,
     CircuitBreakerStatus,
+    DailyReportStatus,
     DataFreshnessStatus,
+    ReportFigures,
     RiskReport,
     ScaledLimits,
 )
 from trading_operator.api.status import HaltAction, HaltSource, Reason, ReducingSource, Rule, RuleAction
 from trading_workers import bus as bus_mod
+from trading_workers import report as report_mod
 from trading_workers.errors import DependencyUnavailable, MalformedMessage, TradingError, TransientError
 from trading_workers.journal import Journal, PnlSnapshot
 from trading_workers.risk import metrics
@@ -83,6 +86,20 @@ CLOSED_TRADES = mn.collector(mn.RISK_CLOSED_TRADES)
 CORRELATION = mn.collector(mn.RISK_CORRELATION)
 SHARPE = mn.collector(mn.RISK_SHARPE)
 DATA_AGE = mn.collector(mn.MARKET_DATA_AGE)
+REPORT_REALIZED = mn.collector(mn.REPORT_REALIZED_PNL)
+REPORT_TRADES = mn.collector(mn.REPORT_TRADES)
+REPORT_WIN_RATE = mn.collector(mn.REPORT_WIN_RATE)
+REPORT_AVERAGE_WIN = mn.collector(mn.REPORT_AVERAGE_WIN)
+REPORT_AVERAGE_LOSS = mn.collector(mn.REPORT_AVERAGE_LOSS)
+REPORT_PROFIT_FACTOR = mn.collector(mn.REPORT_PROFIT_FACTOR)
+REPORT_SHARPE = mn.collector(mn.REPORT_SHARPE)
+REPORT_MAX_DRAWDOWN = mn.collector(mn.REPORT_MAX_DRAWDOWN)
+REPORT_REJECTIONS = mn.collector(mn.REPORT_REJECTIONS)
+REPORT_FINAL = mn.collector(mn.REPORT_FINAL)
+#: Annotation a user sets (any new value, e.g. a timestamp) to have the day's report written now.
+REPORT_REQUEST_ANNOTATION = "trading.dev/report-request"
+#: Phases in which the day's report is final (the close; AfterHours if the worker missed MarketClose).
+CLOSE_PHASES = frozenset({"MarketClose", "AfterHours"})
 TRADING_DAY_SECONDS = 23_400.0
 REACT_SECONDS = 30.0
 HISTORY_CAP = 5_001
@@ -95,7 +112,7 @@ POLICY_REFRESH_SECONDS = 1.0
 class RiskWorker:
     def __init__(self, rt: Runtime, bus: bus_mod.Bus, journal: Journal, status: SessionStatus, *,
                  eval_interval: float = 1.0, summary_interval: float = 2.0, snapshot_interval: float = 5.0,
-                 events: EventRecorder | None = None) -> None:
+                 report_interval: float = 30.0, events: EventRecorder | None = None) -> None:
         self.rt, self.bus, self.journal, self.status = rt, bus, journal, status
         self.events = events
         self.config = rt.config
@@ -133,6 +150,12 @@ class RiskWorker:
         self.last_report: dict[str, object] | None = None
         self.day_equity: list[float] = []   # equity at each evaluation of the session day (Sharpe)
         self.exported_positions: set[str] = set()
+        self.report_interval = report_interval
+        self.daily_report_at = -math.inf
+        self.final_day: dt.date | None = None        # the day whose final report is written
+        self.report_request: str | None = None       # the report-request annotation as last read
+        self.report_answered: str | None = None
+        self.exported_report_labels: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ inputs
 
@@ -289,6 +312,7 @@ class RiskWorker:
         if now - self.summary_at >= self.summary_interval:
             await self._summary(figures, positions)
             self.summary_at = now
+        await self._daily_report(positions)
         self.last_ok = time.monotonic()
         return figures
 
@@ -415,6 +439,7 @@ class RiskWorker:
         report.updated_at = dt.datetime.now(dt.UTC)
         obj = await self.status.merge({"risk": report.wire()})
         self.phase = str((obj.get("status") or {}).get("phase") or "") or None
+        self.report_request = ((obj.get("metadata") or {}).get("annotations") or {}).get(REPORT_REQUEST_ANNOTATION)
         self.last_report, self.report_at = comparable, now
 
     async def _summary(self, f: Figures, positions: dict[str, Any]) -> None:
@@ -429,6 +454,63 @@ class RiskWorker:
         }
         obj = await self.status.merge({"summary": summary})
         await self._mirror_transitions(obj)
+
+    async def _daily_report(self, positions: dict[str, Any]) -> None:
+        """The day's report (``trading_workers.report``) to the journal, ``status.report`` and the metrics.
+
+        Refreshed every ``report_interval`` seconds while the day runs, written final once when the
+        phase reaches the close, and written at once when the report-request annotation changes.
+        """
+        if self.day is None or (self.final_day == self.day and self.report_request == self.report_answered):
+            return
+        closing = self.phase in CLOSE_PHASES
+        requested = self.report_request is not None and self.report_request != self.report_answered
+        due = time.monotonic() - self.daily_report_at >= self.report_interval
+        if not (closing or requested or due):
+            return
+        final = closing or self.final_day == self.day
+        orders, rejections = await self.journal.report_rows(since=self.day_start_wall)
+        fills = await self.journal.fills(since=self.day_start_wall)
+        snapshots = await self.journal.pnl_snapshots(since=self.day_start_wall)
+        built = report_mod.build(orders=orders, fills=fills, rejections=rejections,
+                                 equities=[s.equity for s in snapshots], positions=positions, marks=self.marks)
+        status = report_status(built, self.day, final=final, request=self.report_request)
+        status.updated_at = dt.datetime.now(dt.UTC)
+        wire = status.wire()
+        await self.journal.record_daily_report(self.day, wire, final=final)
+        await self.status.merge({"report": wire})
+        self._export_report(built, final)
+        self.daily_report_at = time.monotonic()
+        self.report_answered = self.report_request
+        if final and self.final_day != self.day:
+            self.final_day = self.day
+            log.info("daily report final", extra={"day": self.day.isoformat(), "orders": built.total.orders,
+                                                  "fills": built.total.fills,
+                                                  "realized_pnl": round(built.total.realized_pnl, 2)})
+
+    def _export_report(self, built: report_mod.DailyReport, final: bool) -> None:
+        t = built.total
+        for gauge, value in ((REPORT_WIN_RATE, t.win_rate_pct), (REPORT_AVERAGE_WIN, t.average_win),
+                             (REPORT_AVERAGE_LOSS, t.average_loss), (REPORT_PROFIT_FACTOR, t.profit_factor),
+                             (REPORT_SHARPE, built.sharpe)):
+            gauge.set(math.nan if value is None else value)
+        REPORT_MAX_DRAWDOWN.set(built.max_drawdown_pct)
+        REPORT_FINAL.set(1 if final else 0)
+        labels: set[tuple[str, str]] = set()
+        for symbol, figures in built.symbols.items():
+            REPORT_REALIZED.labels(symbol).set(figures.realized_pnl)
+            REPORT_TRADES.labels(symbol).set(figures.trades)
+            labels.add(("symbol", symbol))
+        for reason, count in built.rejections_by_reason.items():
+            REPORT_REJECTIONS.labels(reason).set(count)
+            labels.add(("reason", reason))
+        for kind, label in self.exported_report_labels - labels:  # a new day starts without yesterday's series
+            if kind == "symbol":
+                REPORT_REALIZED.remove(label)
+                REPORT_TRADES.remove(label)
+            else:
+                REPORT_REJECTIONS.remove(label)
+        self.exported_report_labels = labels
 
     async def _mirror_transitions(self, obj: dict[str, Any]) -> None:
         if self.transitions_seen is None:
@@ -457,6 +539,27 @@ class RiskWorker:
             except TradingError as exc:
                 log.error("risk evaluation failed", extra={"error": str(exc)})
             await self.rt.sleep(self.eval_interval)
+
+
+def _figures(name: str | None, f: report_mod.Figures) -> ReportFigures:
+    def r(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return ReportFigures(name=name, realized_pnl=round(f.realized_pnl, 4), unrealized_pnl=r(f.unrealized_pnl),
+                         trades=f.trades, win_rate_pct=r(f.win_rate_pct), average_win=r(f.average_win),
+                         average_loss=r(f.average_loss), profit_factor=r(f.profit_factor), orders=f.orders,
+                         fills=f.fills, rejected=f.rejected)
+
+
+def report_status(built: report_mod.DailyReport, day: dt.date, *, final: bool,
+                  request: str | None = None) -> DailyReportStatus:
+    """The report as ``status.report`` (and the journal's ``daily_reports.report``)."""
+    return DailyReportStatus(
+        day=day, final=final, total=_figures(None, built.total),
+        sharpe=None if built.sharpe is None else round(built.sharpe, 4),
+        max_drawdown_pct=round(built.max_drawdown_pct, 4), rejections_by_reason=built.rejections_by_reason,
+        symbols=[_figures(s, f) for s, f in list(built.symbols.items())[:100]],
+        strategies=[_figures(s, f) for s, f in list(built.strategies.items())[:20]], request=request)
 
 
 async def run(rt: Runtime) -> None:

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not "handler succeeded" per event
     lease = leader.Leader(settings.lease_name, settings.lease_namespace) if settings.leader_election else None
     if lease is not None:
-        lease.acquire()
+        lease.acquire(health=(settings.bind_address, settings.liveness_port))
     _ = handlers  # registers every handler
     try:
         kopf.run(

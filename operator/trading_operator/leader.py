@@ -29,11 +29,13 @@ renewal, so a silently dead watch path fails the liveness probe
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -52,6 +54,29 @@ if not 0 < RETRY_SECONDS < RENEW_DEADLINE < LEASE_SECONDS:
 CURRENT: Leader | None = None  # the process's leader, read by the liveness probe
 
 
+#: A standby whose lease attempts have not completed for this long is not live (its /healthz says 503).
+STANDBY_STALE = 60.0
+
+
+def _standby_health(address: tuple[str, int], live: Callable[[], bool]) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path.split("?")[0] == "/healthz" and live()
+            body = b'{"standby": true}' if ok else b'{"standby": true, "live": false}'
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(address, Handler)
+    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
+    return server
+
+
 def identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -67,6 +92,7 @@ class Leader:
         self.canary_seen = time.monotonic()
         self.released = False
         self.renewed_at = 0.0  # monotonic time the last successful renewal was sent
+        self.attempted_at = time.monotonic()  # monotonic time the last lease attempt completed
 
     def _canary(self) -> None:
         """Watch our own Lease; every delivered event (our renewals) refreshes ``canary_seen``."""
@@ -116,24 +142,40 @@ class Leader:
                 return False
             raise
 
-    def acquire(self) -> None:
+    def acquire(self, health: tuple[str, int] | None = None) -> None:
+        """Block until this process holds the Lease.
+
+        ``health`` (address, port): serve ``/healthz`` there while waiting, so a standby's liveness
+        probe passes (kopf serves it only once it runs, and a standby without one was restarted by
+        the kubelet every minute). It answers 200 while lease attempts complete (won or not) within
+        ``STANDBY_STALE`` seconds, 503 when they hang.
+        """
         global CURRENT
         CURRENT = self
         LOG.info("waiting for leadership of lease %s/%s as %s", self.namespace, self.name, self.me)
-        while True:
-            try:
-                sent = time.monotonic()
-                if self._try():
-                    self.renewed_at = sent
-                    kube.WRITE_FENCE = self.fence
-                    LOG.info("acquired leadership as %s", self.me)
-                    threading.Thread(target=self._watchdog, name="lease-watchdog", daemon=True).start()
-                    threading.Thread(target=self._renew, name="lease-renew", daemon=True).start()
-                    threading.Thread(target=self._canary, name="lease-canary", daemon=True).start()
-                    return
-            except Exception as exc:
-                LOG.warning("lease acquire failed: %s", exc)
-            time.sleep(2)
+        server = _standby_health(health, lambda: time.monotonic() - self.attempted_at < STANDBY_STALE) \
+            if health else None
+        try:
+            while True:
+                try:
+                    sent = time.monotonic()
+                    won = self._try()
+                    self.attempted_at = time.monotonic()
+                    if won:
+                        self.renewed_at = sent
+                        kube.WRITE_FENCE = self.fence
+                        LOG.info("acquired leadership as %s", self.me)
+                        threading.Thread(target=self._watchdog, name="lease-watchdog", daemon=True).start()
+                        threading.Thread(target=self._renew, name="lease-renew", daemon=True).start()
+                        threading.Thread(target=self._canary, name="lease-canary", daemon=True).start()
+                        return
+                except Exception as exc:
+                    LOG.warning("lease acquire failed: %s", exc)
+                time.sleep(RETRY_SECONDS)
+        finally:
+            if server is not None:  # kopf's liveness endpoint takes the port over
+                server.shutdown()
+                server.server_close()
 
     def release(self) -> None:
         """Give the Lease up on a clean shutdown, so a standby takes over at once instead of after expiry."""

@@ -9,11 +9,13 @@ which is shorter than the lease, so it is gone before a standby could take over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import uuid
 
@@ -100,3 +102,59 @@ async def test_a_write_past_the_renew_deadline_never_leaves_the_process(control_
     finally:
         monkeypatch.undo()
         kube.api_client.cache_clear()
+
+
+def test_a_standby_answers_its_liveness_probe_then_takes_over(control_plane: server.ControlPlane, namespace: str,
+                                                              tmp_path: pathlib.Path) -> None:
+    # A standby blocks in the Lease loop before kopf (and its liveness endpoint) starts; without an
+    # endpoint of its own the kubelet restarted it every minute (reported by tests/cluster_platform).
+    import datetime as dt
+    import urllib.request
+
+    leases = client.CoordinationV1Api(config.new_client_from_config(str(control_plane.kubeconfig_path)))
+    lease_name = f"standby-test-{uuid.uuid4().hex[:6]}"
+    now = dt.datetime.now(dt.UTC)
+    leases.create_namespaced_lease("default", client.V1Lease(
+        metadata=client.V1ObjectMeta(name=lease_name),
+        spec=client.V1LeaseSpec(holder_identity="another-replica", lease_duration_seconds=LEASE,
+                                acquire_time=now, renew_time=now)))
+    port = server.free_port()
+    env = dict(os.environ, KUBECONFIG=str(control_plane.kubeconfig_path), TRADING_LEASE_NAME=lease_name,
+               TRADING_LEASE_NAMESPACE="default", TRADING_METRICS_PORT=str(server.free_port()),
+               TRADING_LIVENESS_PORT=str(port), TRADING_LEASE_SECONDS=str(LEASE),
+               TRADING_LEASE_RENEW_DEADLINE=str(DEADLINE), TRADING_LEASE_RETRY_SECONDS=str(RETRY))
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "trading_operator", "--log-format", "plain",
+                                 "--namespace", namespace], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+    def healthz() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    try:
+        # The other replica keeps renewing: this process stays a standby, and its probe passes.
+        until = time.monotonic() + 3 * RETRY + 2
+        seen: list[tuple[int, str]] = []
+        while time.monotonic() < until:
+            lease = leases.read_namespaced_lease(lease_name, "default")
+            lease.spec.renew_time = dt.datetime.now(dt.UTC)
+            leases.replace_namespaced_lease(lease_name, "default", lease)
+            with contextlib.suppress(OSError):
+                seen.append(healthz())
+            time.sleep(RETRY / 2)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert (200, '{"standby": true}') in seen, (seen, log.read_text()[-3000:])
+        assert leases.read_namespaced_lease(lease_name, "default").spec.holder_identity == "another-replica"
+        # The other replica stops renewing: this one takes the Lease, and kopf's endpoint takes the port.
+        wait_for(lambda: (leases.read_namespaced_lease(lease_name, "default").spec.holder_identity or "")
+                 .endswith(f"-{proc.pid}"), timeout=LEASE + 10, what="the standby to take over")
+        wait_for(lambda: healthz()[0] == 200 and "standby" not in healthz()[1], timeout=20,
+                 what="kopf's liveness endpoint")
+        assert proc.poll() is None
+    finally:
+        procs.stop_group(proc, grace=5)

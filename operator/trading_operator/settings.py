@@ -2,12 +2,20 @@
 
 Builders never read the environment: they receive a ``Settings`` object,
 so they stay pure and testable with literal values.
+
+Nothing secret lives here. The Redis URL and the journal DSN are copied into
+every worker and backup pod, so they may carry no password: a URL with one is
+refused at start-up (without echoing it). A password-protected bus or journal
+is named by a Secret instead (``*_secret_name``), which must exist in every
+session namespace; pods read it through ``secretKeyRef`` and the operator
+never reads it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from typing import Any
 
 import pydantic
@@ -17,7 +25,9 @@ from trading_operator.api import workerconfig as wc
 
 
 class Settings(pydantic_settings.BaseSettings):
-    model_config = pydantic_settings.SettingsConfigDict(env_prefix="TRADING_", extra="ignore")
+    # hide_input_in_errors: a refused journal DSN must not print its password in the crash message.
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="TRADING_", extra="ignore",
+                                                        hide_input_in_errors=True)
 
     worker_image: str = pydantic.Field(default="ghcr.io/trading-platform/workers:0.1.0",
                                        description="Image of the worker Deployments.")
@@ -33,7 +43,15 @@ class Settings(pydantic_settings.BaseSettings):
     gpu_resource: str = pydantic.Field(default="nvidia.com/gpu", description="Extended resource of a GPU.")
     redis_url: str = pydantic.Field(default="redis://trading-redis:6379/0", description="Bus for workers.")
     journal_dsn: str = pydantic.Field(default="postgresql://trading@trading-postgres:5432/trading",
-                                      description="Trade journal DSN for workers.")
+                                      description="Trade journal DSN for workers, without a password.")
+    journal_dsn_secret_name: str = pydantic.Field(
+        default="", description="Secret (in every session namespace) whose key journal_dsn_secret_key holds the "
+                                "journal DSN; set, it replaces journal_dsn in worker and backup pods.")
+    journal_dsn_secret_key: str = "dsn"
+    redis_url_secret_name: str = pydantic.Field(
+        default="", description="Secret (in every session namespace) whose key redis_url_secret_key holds the "
+                                "Redis URL; set, it replaces redis_url in worker and backup pods.")
+    redis_url_secret_key: str = "url"
     worker_http_port: int = 8080
     reconcile_interval: float = pydantic.Field(default=2.0, gt=0, description="Seconds between periodic reconciles.")
     executor_stale_seconds: float = pydantic.Field(
@@ -48,6 +66,16 @@ class Settings(pydantic_settings.BaseSettings):
     bind_address: str = pydantic.Field(
         default_factory=lambda: wc.bind_address(os.environ),
         description="Where /metrics and /healthz listen: every interface in a cluster, loopback outside one.")
+
+    @pydantic.field_validator("journal_dsn", "redis_url")
+    @classmethod
+    def _no_password(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if urllib.parse.urlsplit(value).password:
+            secret = f"TRADING_{str(info.field_name).upper()}_SECRET_NAME"
+            raise ValueError(f"TRADING_{str(info.field_name).upper()} carries a password; it would be copied into "
+                             f"every worker pod. Put the URL in a Secret in each session namespace and name it in "
+                             f"{secret}")
+        return value
 
     @pydantic.field_validator("gpu_node_selector", "gpu_tolerations", "worker_command", mode="before")
     @classmethod

@@ -83,7 +83,7 @@ def test_non_default_render(helm: Helm) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["--namespace", "desk-a", "--namespace", "desk-b", "--verbose", "--log-format", "json"]
     assert container["image"] == "trading-platform/operator@sha256:" + "ab" * 32
-    assert env_of(deployment)["TRADING_JOURNAL_DSN"] == {"secretKeyRef": {"name": "trading-journal", "key": "dsn"}}
+    assert env_of(deployment)["TRADING_JOURNAL_DSN_SECRET_NAME"] == "trading-journal"  # the DSN itself: never
     assert deployment["spec"]["replicas"] == 3
     # Namespace scope: the operator's namespaced rules are Roles in the session namespaces, never a ClusterRole.
     operator_roles = [r for r in find(docs, "Role") if r["metadata"]["name"] == "rel-trading-platform-operator"]

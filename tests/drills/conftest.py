@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.drills.harness import Drill, create_drill, namespace_for
+from tests.drills.harness import OPERATOR_ENV, Drill, create_drill, namespace_for
 from trading_dev.platform import LocalPlatform
 
 STARTUP_TIMEOUT = 90.0  # creation -> trading (workers start as fresh Python processes)
@@ -31,7 +31,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     started = time.monotonic()
     with LocalPlatform(tmp_path_factory.mktemp("drill-platform"),
                        operator_env={"TRADING_RECONCILE_INTERVAL": "0.5",
-                                     "TRADING_DELETE_TIMEOUT_SECONDS": "10"}) as p:
+                                     "TRADING_DELETE_TIMEOUT_SECONDS": "10", **OPERATOR_ENV}) as p:
         print(f"drill platform started in {time.monotonic() - started:.1f}s; logs in {p.logs}")
         yield p
 

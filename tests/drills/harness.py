@@ -78,6 +78,15 @@ DEFAULT_POLICY: dict[str, Any] = {
 
 T = TypeVar("T")
 
+# Every drill namespace holds the journal DSN (with a password: PostgreSQL's trust auth ignores it) and
+# broker keys as Secrets; the drill platform's operator names the journal Secret, so every drill runs
+# with credentials by reference, and test_secrets.py scans the whole run for these values.
+JOURNAL_SECRET, BROKER_SECRET = "drill-journal", "drill-broker"
+JOURNAL_PASSWORD = "drill-journal-pw-5f1e9c"
+BROKER_KEY_ID, BROKER_SECRET_KEY = "DRILLKEYID7Q2", "drill-broker-secret-8d3a41"
+SECRET_VALUES = (JOURNAL_PASSWORD, BROKER_KEY_ID, BROKER_SECRET_KEY)
+OPERATOR_ENV = {"TRADING_JOURNAL_DSN_SECRET_NAME": JOURNAL_SECRET}
+
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """``overrides`` merged over ``base``: mappings merge key by key, anything else (lists too) replaces."""
@@ -448,12 +457,18 @@ def create_drill(platform: LocalPlatform, namespace: str, *, policy: Mapping[str
     drill = Drill(platform, namespace, name, policy_name, symbols)
     drill.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
         name=namespace, labels={"trading.dev/drill": "true"})))
+    assert platform.postgres is not None
+    dsn = platform.postgres.dsn.replace("postgres@", f"postgres:{JOURNAL_PASSWORD}@", 1)
+    for secret, data in ((JOURNAL_SECRET, {"dsn": dsn}),
+                         (BROKER_SECRET, {"APCA_API_KEY_ID": BROKER_KEY_ID, "APCA_API_SECRET_KEY": BROKER_SECRET_KEY})):
+        drill.core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=secret),
+                                                                       string_data=data))
     drill.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RiskPolicy", "metadata": {"name": policy_name},
         "spec": deep_merge(DEFAULT_POLICY, policy)})
     start = session_time(at).isoformat().replace("+00:00", "Z")
     base_spec: dict[str, Any] = {
-        "broker": {"kind": "simulated", "simulated": {"seed": 7}},
+        "broker": {"kind": "simulated", "simulated": {"seed": 7}, "credentialsSecretRef": {"name": BROKER_SECRET}},
         "symbols": symbols,
         "strategy": {"name": "momentum"},
         "riskPolicyRef": {"name": policy_name},

@@ -72,8 +72,7 @@ def pod_template(backup: Backup, settings: Settings, model_uri: str | None = Non
     name, session_name = backup.metadata.name, backup.spec.session_ref.name
     env: list[dict[str, Any]] = [
         {"name": wc.ENV_SESSION, "value": f"{backup.metadata.namespace}/{session_name}"},
-        {"name": wc.ENV_JOURNAL_DSN, "value": settings.journal_dsn},
-        {"name": wc.ENV_REDIS_URL, "value": settings.redis_url},
+        *security.connection_env(settings),
         {"name": backup_api.ENV_BACKUP_ROOT, "value": destination_root(backup)},
         {"name": backup_api.ENV_BACKUP_LOCATION, "value": destination_location(backup)},
         {"name": ENV_MODEL_ROOT, "value": names.MODEL_MOUNT},

@@ -52,14 +52,13 @@ def _env(ts: TradingSession, role: Role, settings: Settings) -> list[dict[str, A
         {"name": wc.ENV_SESSION, "value": f"{ts.metadata.namespace}/{ts.metadata.name}"},
         {"name": wc.ENV_ROLE, "value": role.value},
         {"name": wc.ENV_CONFIG, "value": f"{CONFIG_MOUNT}/{wc.CONFIG_KEY}"},
-        {"name": wc.ENV_REDIS_URL, "value": settings.redis_url},
-        {"name": wc.ENV_JOURNAL_DSN, "value": settings.journal_dsn},
+        *security.connection_env(settings),
         {"name": wc.ENV_HTTP_PORT, "value": str(settings.worker_http_port)},
     ]
     secret = ts.spec.broker.credentials_secret_ref
     if role is Role.EXECUTOR and secret is not None:
         for env_name, key in ((wc.ENV_BROKER_KEY_ID, secret.key_id_key), (wc.ENV_BROKER_SECRET, secret.secret_key_key)):
-            env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
+            env.append(security.secret_env(env_name, secret.name, key))
     return env
 
 

@@ -106,7 +106,7 @@ test: deps lint typecheck
 # the newest): the API-server-only tests that exercise the API server's own validation.
 test-oldest: deps
 	TRADING_DEV_KUBERNETES_VERSION=$(KUBERNETES_OLDEST) $(VENV)/bin/pytest -p no:cacheprovider \
-	  tests/test_crds_cluster.py tests/deploy/test_chart_cluster.py
+	  tests/test_crds_cluster.py tests/deploy/test_chart_cluster.py tests/security
 
 test-unit: pydeps
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not cluster and not services and not e2e"

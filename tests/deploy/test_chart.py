@@ -48,7 +48,7 @@ def test_default_render(helm: Helm) -> None:
     assert kinds == sorted(["CustomResourceDefinition"] * 3 + ["ServiceAccount"] * 3 + ["ClusterRole"] * 3
                            + ["ClusterRoleBinding"] * 3 + ["Role"] * 2 + ["RoleBinding"] * 2
                            + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "Pod"]
-                           + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2)
+                           + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3)
     for doc in docs:
         meta = doc["metadata"]
         assert len(meta["name"]) <= 63 or doc["kind"] == "CustomResourceDefinition", meta["name"]

@@ -309,7 +309,7 @@ def test_rbac_real_calls_as_the_service_accounts(helm: Helm, crds_installed: Kub
         "apiVersion: trading.dev/v1alpha1\nkind: TradingSession\nmetadata: {name: demo}\n"
         "spec: {symbols: [AAPL], riskPolicyRef: {name: p}}\n"))
     status = as_sa(WORKER_SA, "patch", "tradingsession", "demo", "-n", ns, "--subresource=status", "--type=merge",
-                   "-p", '{"status":{"phase":"Initializing"}}')
+                   "-p", '{"status":{"executor":{"openOrders":0}}}')  # phase is the operator's (statusadmission.yaml)
     assert status.returncode == 0, status.stderr
     assert as_sa(WORKER_SA, "get", "configmap", "demo-config", "-n", ns).returncode == 0
     for forbidden in (as_sa(WORKER_SA, "patch", "tradingsession", "demo", "-n", ns, "--type=merge",

@@ -1,0 +1,63 @@
+"""Fixtures of the security tests: the chart's admission policies applied to the real API server, and
+kubectl calls made as another identity (impersonation, as ``kubectl --as``)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Kubectl
+
+CHART = ROOT / "charts" / "trading-platform"
+RELEASE, RELEASE_NAMESPACE = "sec", "trading"
+OPERATOR = f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}-trading-platform-operator"
+# The binding applies to namespaces with this label only, so the policy never meets the sessions of
+# other test packages (whose operator and workers run with the admin's credentials).
+SCOPE_LABEL = "trading.dev/security-test"
+
+
+@pytest.fixture(scope="session")
+def helm() -> pathlib.Path:
+    proc = subprocess.run(["bash", str(ROOT / "hack" / "install-helm.sh")], capture_output=True, text=True,
+                          timeout=3600)
+    assert proc.returncode == 0, f"hack/install-helm.sh failed:\n{proc.stderr}"
+    return pathlib.Path(proc.stdout.strip().splitlines()[-1])
+
+
+def render(helm: pathlib.Path, template: str, values: dict[str, Any] | None = None) -> str:
+    args = [str(helm), "template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
+            "--show-only", f"templates/{template}"]
+    for key, value in (values or {}).items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@pytest.fixture(scope="package")
+def status_admission(crds_installed: Kubectl, helm: pathlib.Path) -> Iterator[Kubectl]:
+    rendered = render(helm, "statusadmission.yaml",
+                      {"statusAdmission.namespaceSelector": {"matchLabels": {SCOPE_LABEL: "true"}}})
+    crds_installed("apply", "-f", "-", input=rendered, check=True)
+    try:
+        yield crds_installed
+    finally:
+        crds_installed("delete", "-f", "-", "--ignore-not-found", input=rendered)
+
+
+def service_account(namespace: str, name: str) -> str:
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def as_identity(kubectl: Kubectl, user: str | None, *args: str,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """kubectl as ``user`` (None: the admin of the kubeconfig, in system:masters)."""
+    if user is None:
+        return kubectl(*args, input=input)
+    groups = ["system:authenticated"]
+    if user.startswith("system:serviceaccount:"):
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}"]
+    return kubectl(f"--as={user}", *(f"--as-group={g}" for g in groups), *args, input=input)

@@ -85,7 +85,8 @@ async def apply(manifest: dict[str, Any], owner: dict[str, Any] | None = None) -
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     base = "/apis/apps/v1" if group_version == "apps/v1" else (
         "/api/v1" if group_version == "v1" else f"/apis/{group_version}")
-    plural = {"Deployment": "deployments", "ConfigMap": "configmaps", "Job": "jobs", "CronJob": "cronjobs"}[kind]
+    plural = {"Deployment": "deployments", "ConfigMap": "configmaps", "Job": "jobs", "CronJob": "cronjobs",
+              "ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings"}[kind]
     path = f"{base}/namespaces/{ns}/{plural}/{name}"
     await _raw("PATCH", path, manifest, content_type="application/apply-patch+yaml",
                query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")], decode=False)

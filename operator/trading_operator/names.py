@@ -79,3 +79,13 @@ def backup_labels(backup: str, session: str) -> dict[str, str]:
         LABEL_BACKUP: backup,
         LABEL_SESSION: session,
     }
+
+
+# ------------------------------------------------------------------ per-session identity
+
+WORKER_SA_PREFIX = "trading-worker-"  # the status admission policy (chart) derives the same name
+
+
+def worker_service_account(session: str) -> str:
+    """The ServiceAccount (and Role, RoleBinding) of one session's workers; session names are label values (<= 63)."""
+    return f"{WORKER_SA_PREFIX}{session}"

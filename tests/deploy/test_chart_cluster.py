@@ -146,6 +146,10 @@ def operator_calls(ns: str) -> list[Check]:
     calls += [Check(v, "configmaps", "", ns) for v in crud]
     calls += [Check(v, r, "batch", ns) for r in ("jobs", "cronjobs") for v in crud]
     calls += [Check(v, "events", g, ns) for g in ("", "events.k8s.io") for v in ("create", "patch")]
+    # Each session's worker identity (build/rbac.py).
+    calls += [Check(v, r, g, ns) for r, g in (("serviceaccounts", ""), ("roles", "rbac.authorization.k8s.io"),
+                                              ("rolebindings", "rbac.authorization.k8s.io"))
+              for v in ("get", "create", "patch", "delete")]
     return calls
 
 
@@ -166,18 +170,17 @@ def operator_must_not(ns: str, release_ns: str, lease: str) -> list[Check]:
         Check("create", "pods", "", ns, "portforward"),
         Check("create", "pods", "", ns),
         Check("create", "serviceaccounts", "", ns, "token"),
-        Check("create", "serviceaccounts", "", ns),
         Check("create", "services", "", ns),
         Check("create", "statefulsets", "apps", ns),
         Check("create", "daemonsets", "apps", ns),
         Check("list", "events", "", ns),
         Check("delete", "events", "", ns),
         *(Check(v, r, "trading.dev", ns) for r in TRADING for v in ("create", "delete", "deletecollection")),
-        Check("create", "roles", "rbac.authorization.k8s.io", ns),
-        Check("create", "rolebindings", "rbac.authorization.k8s.io", ns),
         Check("create", "clusterroles", "rbac.authorization.k8s.io"),
         Check("create", "clusterrolebindings", "rbac.authorization.k8s.io"),
         Check("escalate", "clusterroles", "rbac.authorization.k8s.io"),
+        Check("escalate", "roles", "rbac.authorization.k8s.io", ns),
+        Check("bind", "roles", "rbac.authorization.k8s.io", ns),
         Check("bind", "clusterroles", "rbac.authorization.k8s.io"),
         Check("impersonate", "users"),
         Check("impersonate", "serviceaccounts", "", ns),

@@ -21,6 +21,7 @@ from trading_operator.api import workerconfig as wc
 from trading_operator.api.backup import Backup
 from trading_operator.api.session import TradingSession
 from trading_operator.build import backup as build_backup
+from trading_operator.build import rbac as build_rbac
 from trading_operator.build import workers as build_workers
 from trading_operator.settings import Settings
 
@@ -51,7 +52,7 @@ def backups() -> list[Backup]:
 def everything(settings: Settings) -> list[dict[str, Any]]:
     """Every object the operator builds for a session and its backups."""
     ts = session()
-    objects = [build_workers.config_map(ts), *build_workers.all_deployments(ts, settings)]
+    objects = [*build_rbac.all_objects(ts), build_workers.config_map(ts), *build_workers.all_deployments(ts, settings)]
     objects += [build_backup.desired(b, settings, model_uri="pvc://models/m.pt") for b in backups()]
     return objects
 
@@ -77,7 +78,7 @@ def strings(value: Any) -> Iterator[str]:
 def test_every_built_object_carries_credentials_by_reference_only() -> None:
     objects = everything(SETTINGS)
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ConfigMap", "CronJob", *["Deployment"] * 5, "Job"], kinds
+    assert kinds == ["ConfigMap", "CronJob", *["Deployment"] * 5, "Job", "Role", "RoleBinding", "ServiceAccount"], kinds
     referenced: dict[str, set[str]] = {}
     for obj in objects:
         for text in strings(obj):

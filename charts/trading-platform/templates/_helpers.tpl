@@ -114,6 +114,14 @@ The operator's rules on namespaced resources: exactly the calls it makes. Bound 
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Each session's own worker identity (build/rbac.py). RBAC lets the operator grant only rules it holds
+# itself, all of which are above; it needs neither escalate nor bind.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, patch, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, create, patch, delete]
 {{- end }}
 
 {{/* The workers' rules in their session's namespace: read the session and its policy, report status. */}}

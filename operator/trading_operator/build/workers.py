@@ -99,7 +99,7 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
-        "serviceAccountName": settings.worker_service_account,
+        "serviceAccountName": names.worker_service_account(session),  # build.rbac: this session only
         "automountServiceAccountToken": True,
         "terminationGracePeriodSeconds": 30,
         "securityContext": security.pod_security(),

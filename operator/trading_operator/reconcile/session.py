@@ -60,6 +60,7 @@ from trading_operator.api.status import (
 from trading_operator.api.status import (
     Reason as R,
 )
+from trading_operator.build import rbac as build_rbac
 from trading_operator.build import workers as build_workers
 from trading_operator.reconcile.conditions import Event
 from trading_operator.settings import Settings
@@ -579,6 +580,8 @@ def _step(current: Phase | None, target: Phase) -> Phase | None:
 
 # ---------------------------------------------------------------------------------- I/O
 
+_APPLIED_IDENTITY: dict[str, str] = {}  # "ns/name#rbac" -> build_rbac.digest of what this process applied
+
 async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
                     deployments: dict[Role, dict[str, Any] | None], settings: Settings,
                     post_event: Callable[[Event], None], config_map: dict[str, Any] | None,
@@ -604,6 +607,15 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence),
                       settings)
 
+    # Each session's own worker identity (ServiceAccount, Role, RoleBinding) first: the Deployments name
+    # the ServiceAccount. Applied when it changed (a new riskPolicyRef) or the session is new to this
+    # operator process (the digest includes the uid); the operator does not watch them, so one deleted
+    # by hand is put back by the next operator start, not at once.
+    rbac_key, rbac_hash = f"{key}#rbac", build_rbac.digest(ts)
+    if children and _APPLIED_IDENTITY.get(rbac_key) != rbac_hash:
+        for obj in build_rbac.all_objects(ts):  # in order: the binding names the Role and the ServiceAccount
+            await kube.apply(obj, owner=body)
+        _APPLIED_IDENTITY[rbac_key] = rbac_hash
     # Children: each applied when missing, when the desired object changed, or when someone else
     # wrote it (drift.drift_reason). The ConfigMap first (pods mount it), then every drifted
     # Deployment at once: a new session's five applies in series were five round trips before its
@@ -704,4 +716,9 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
     for role in Role:
         await kube.delete("apps/v1", "deployments", ns, names.deployment(name, role))
     await kube.delete("v1", "configmaps", ns, names.configmap(name))
+    identity = names.worker_service_account(name)
+    _APPLIED_IDENTITY.pop(f"{ns}/{name}#rbac", None)
+    for api_version, plural in ((build_rbac.RBAC_API, "rolebindings"), (build_rbac.RBAC_API, "roles"),
+                                ("v1", "serviceaccounts")):
+        await kube.delete(api_version, plural, ns, identity)
     return True

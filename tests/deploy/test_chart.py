@@ -47,7 +47,7 @@ def test_default_render(helm: Helm) -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["CustomResourceDefinition"] * 3 + ["ServiceAccount"] * 3 + ["ClusterRole"] * 3
                            + ["ClusterRoleBinding"] * 3 + ["Role"] * 2 + ["RoleBinding"] * 2
-                           + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "Pod"]
+                           + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy", "Pod"]
                            + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3)
     for doc in docs:
         meta = doc["metadata"]
@@ -94,7 +94,7 @@ def test_non_default_render(helm: Helm) -> None:
     assert sorted(r["metadata"]["namespace"] for r in workers) == ["desk-a", "desk-b"]
     monitor = one(docs, "PodMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["desk-a", "desk-b"]}
-    policy = one(docs, "NetworkPolicy")
+    policy = one(docs, "NetworkPolicy", "rel-trading-platform-operator")
     peers = policy["spec"]["ingress"][0]["from"]
     assert {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}} in peers
     assert any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "test"

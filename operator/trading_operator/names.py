@@ -16,6 +16,11 @@ ANNOTATION_CONFIG_HASH = "trading.dev/config-hash"
 # A hash of the whole manifest the operator applies to a child (trading_operator.drift).
 ANNOTATION_DESIRED_HASH = "trading.dev/desired-hash"
 FINALIZER = "trading.dev/finalizer"
+# Who asked, stamped by the API server (the chart's identityAdmission policies), never by a client.
+ANNOTATION_HALT_BY = "trading.dev/halt-requested-by"
+ANNOTATION_RESUME_BY = "trading.dev/resume-requested-by"
+ANNOTATION_CLEAR_REDUCING_BY = "trading.dev/clear-reducing-requested-by"
+ANNOTATION_MODE_BY = "trading.dev/mode-changed-by"  # on a RiskPolicy
 FIELD_MANAGER = "trading-operator"
 
 ROLE_SLUG = {

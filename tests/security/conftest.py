@@ -3,6 +3,7 @@ kubectl calls made as another identity (impersonation, as ``kubectl --as``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import subprocess
@@ -23,15 +24,23 @@ SCOPE_LABEL = "trading.dev/security-test"
 
 @pytest.fixture(scope="session")
 def helm() -> pathlib.Path:
+    return helm_binary()
+
+
+def helm_binary() -> pathlib.Path:
+    """The helm binary the project builds (hack/install-helm.sh; cached after the first build)."""
     proc = subprocess.run(["bash", str(ROOT / "hack" / "install-helm.sh")], capture_output=True, text=True,
                           timeout=3600)
     assert proc.returncode == 0, f"hack/install-helm.sh failed:\n{proc.stderr}"
     return pathlib.Path(proc.stdout.strip().splitlines()[-1])
 
 
-def render(helm: pathlib.Path, template: str, values: dict[str, Any] | None = None) -> str:
+def render(helm: pathlib.Path, template: str | None, values: dict[str, Any] | None = None,
+           api_versions: tuple[str, ...] = ()) -> str:
+    """``helm template`` of one template (None: the whole chart); ``api_versions``: what the cluster serves."""
     args = [str(helm), "template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
-            "--show-only", f"templates/{template}"]
+            *(["--show-only", f"templates/{template}"] if template else []),
+            *(f"--api-versions={v}" for v in api_versions)]
     for key, value in (values or {}).items():
         args += ["--set-json", f"{key}={json.dumps(value)}"]
     return subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
@@ -61,3 +70,33 @@ def as_identity(kubectl: Kubectl, user: str | None, *args: str,
     if user.startswith("system:serviceaccount:"):
         groups += ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}"]
     return kubectl(f"--as={user}", *(f"--as-group={g}" for g in groups), *args, input=input)
+
+
+MAP = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+
+
+def serves_mutating_policies(kubectl: Kubectl) -> bool:
+    out = kubectl("api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name", check=True).stdout
+    return "mutatingadmissionpolicies.admissionregistration.k8s.io" in out.split()
+
+
+@contextlib.contextmanager
+def identity_policies(kubectl: Kubectl, helm: pathlib.Path) -> Iterator[bool]:
+    """The chart's identity policies bound to SCOPE_LABEL namespaces, applied when the API server serves
+    them; yields whether it does."""
+    if not serves_mutating_policies(kubectl):
+        yield False
+        return
+    rendered = render(helm, "identityadmission.yaml",
+                      {"identityAdmission.namespaceSelector": {"matchLabels": {SCOPE_LABEL: "true"}}}, (MAP,))
+    kubectl("apply", "-f", "-", input=rendered, check=True)
+    try:
+        yield True
+    finally:
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered)
+
+
+@pytest.fixture(scope="package")
+def identity_admission(crds_installed: Kubectl, helm: pathlib.Path) -> Iterator[bool]:
+    with identity_policies(crds_installed, helm) as served:
+        yield served

@@ -30,6 +30,7 @@ from trading_dev import procs
 from trading_dev.controlplane import build, pki
 
 READY_TIMEOUT = 60.0
+AUDIT_POLICY = pathlib.Path(__file__).with_name("audit-policy.yaml")
 
 
 class ControlPlaneError(RuntimeError):
@@ -70,6 +71,11 @@ class ControlPlane:
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _client_ca: pki.CA | None = None
     _serving_ca: pki.CA | None = None
+
+    @property
+    def audit_log(self) -> pathlib.Path:
+        """The API server's audit log (JSON lines), written under ``audit-policy.yaml``."""
+        return self.workdir / "audit.log"
 
     # ------------------------------------------------------------------ start
 
@@ -113,6 +119,9 @@ class ControlPlane:
             # No Pod can route to the loopback address this server advertises, and 1.37 refuses to
             # publish it as the `kubernetes` Service's endpoint: publish none, as envtest does.
             "--endpoint-reconciler-type=none",
+            # Who wrote what to the platform's resources (audit-policy.yaml, docs/security.md).
+            f"--audit-policy-file={AUDIT_POLICY}", f"--audit-log-path={self.audit_log}", "--audit-log-mode=batch",
+            "--audit-log-maxsize=100", "--audit-log-maxbackup=1",
             "--v=0",
         ])
         self.url = f"https://127.0.0.1:{api_port}"

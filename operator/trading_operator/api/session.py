@@ -260,6 +260,10 @@ class TradingSessionSpec(ApiModel):
 
 # ---------------------------------------------------------------- status
 
+_STAMPED = ("stamped by the API server at admission (the chart's identityAdmission policies); absent where they are "
+            "not installed")
+
+
 class HaltStatus(ApiModel):
     """A halt. ``status.halt`` is present only while it is in force; a cleared one moves to ``status.lastHalt``."""
 
@@ -275,6 +279,18 @@ class HaltStatus(ApiModel):
     id: str | None = pydantic.Field(default=None, max_length=64,
                                     description="Halt id; name it in spec.resumeHaltId to resume.")
     cleared_at: dt.datetime | None = pydantic.Field(default=None, description="When it was cleared (lastHalt only).")
+    raised_by: str | None = pydantic.Field(
+        default=None, max_length=512,
+        description="The identity that wrote this halt into status (a worker's ServiceAccount, or the operator's), "
+                    + _STAMPED + ".")
+    requested_by: str | None = pydantic.Field(
+        default=None, max_length=512,
+        description="Who asked for it: the user who set spec.halted (source User), or who set the RiskPolicy's mode "
+                    "(source Policy); " + _STAMPED + ".")
+    resume_requested_by: str | None = pydantic.Field(
+        default=None, max_length=512,
+        description="Who asked for the resume that cleared it (spec.resumeHaltId or spec.halted false; lastHalt only); "
+                    + _STAMPED + ".")
 
 
 class ReducingStatus(ApiModel):
@@ -286,6 +302,12 @@ class ReducingStatus(ApiModel):
     since: dt.datetime | None = pydantic.Field(default=None, description="When it was raised.")
     id: str = pydantic.Field(max_length=64, description="Name it in spec.clearReducingId to clear the latch.")
     cleared_at: dt.datetime | None = pydantic.Field(default=None, description="When it was cleared (lastReducing only).")
+    raised_by: str | None = pydantic.Field(
+        default=None, max_length=512,
+        description="The identity that wrote this latch into status, " + _STAMPED + ".")
+    clear_requested_by: str | None = pydantic.Field(
+        default=None, max_length=512,
+        description="Who named it in spec.clearReducingId (lastReducing only), " + _STAMPED + ".")
 
 
 class BreachStatus(ApiModel):

@@ -311,8 +311,10 @@ def _halt_step(d: _Draft, settings: Settings, halt_id: Callable[[], str]) -> Non
         if source is not None:
             reason = _fresh_user_reason(status, source, reason)
             hid, _ = transactions.raise_halt(status, source=source, reason=reason, now=d.now, halt_id=halt_id)
+            assert status.halt is not None
+            status.halt.requested_by = _requested_by(d, source)
             d.halt_raised = source
-            d.event("Warning", R.HALTED, f"halt {hid} raised by {source}: {reason}")
+            d.event("Warning", R.HALTED, f"halt {hid} raised by {source}{_who(status.halt.requested_by)}: {reason}")
     else:
         _maybe_resume(d)
     halt = status.halt
@@ -390,11 +392,26 @@ def _maybe_resume(d: _Draft) -> None:
                     ("Warning", R.RESUME_BLOCKED))
         return
     cleared = transactions.clear_halt(status, d.now)
-    assert cleared is not None
+    assert cleared is not None and status.last_halt is not None
+    status.last_halt.resume_requested_by = obs.session.metadata.annotations.get(names.ANNOTATION_RESUME_BY) or None
     if named == cleared.id:
         status.consumed_resume_halt_id = named
     d.condition(C.RESUMABLE, True, R.RESUMED, f"halt {cleared.id} cleared")
-    d.event("Normal", R.RESUMED, f"halt {cleared.id} ({cleared.source}: {cleared.reason}) cleared")
+    d.event("Normal", R.RESUMED, f"halt {cleared.id} ({cleared.source}: {cleared.reason}) cleared"
+                                 + _who(status.last_halt.resume_requested_by, "resume requested by"))
+
+
+def _requested_by(d: _Draft, source: HaltSource) -> str | None:
+    """Who asked for a halt the operator raises, as the API server stamped it (names.ANNOTATION_*); None: unknown."""
+    if source == HaltSource.USER:
+        return d.obs.session.metadata.annotations.get(names.ANNOTATION_HALT_BY) or None
+    if source == HaltSource.POLICY and d.obs.policy is not None:
+        return d.obs.policy.metadata.annotations.get(names.ANNOTATION_MODE_BY) or None
+    return None
+
+
+def _who(identity: str | None, verb: str = "requested by") -> str:
+    return f" ({verb} {identity})" if identity else ""
 
 
 # ---------------------------------------------------------------------------- 6. reducing
@@ -418,9 +435,11 @@ def _reducing_step(d: _Draft) -> None:
                             f"Reducing {latch.id} stays: " + "; ".join(blockers), ("Warning", R.CLEAR_BLOCKED))
                 return
             cleared = transactions.clear_reducing(status, d.now)
-            assert cleared is not None
+            assert cleared is not None and status.last_reducing is not None
+            who = obs.session.metadata.annotations.get(names.ANNOTATION_CLEAR_REDUCING_BY) or None
+            status.last_reducing.clear_requested_by = who
             d.event("Normal", R.REDUCING_CLEARED, f"Reducing {cleared.id} ({cleared.source} {cleared.rule or ''}: "
-                                                  f"{cleared.reason}) cleared")
+                                                  f"{cleared.reason}) cleared" + _who(who, "clear requested by"))
             latch = None
     if latch is not None:
         d.condition(C.REDUCING, True, R.REDUCING_LATCHED,
@@ -514,7 +533,8 @@ def _phase_step(d: _Draft) -> tuple[tuple[Phase | None, Phase] | None, Any, list
                 else f"started in {nxt.value}")
         if nxt is Phase.HALTED and d.halt_raised is None and halt is not None:
             # Raised elsewhere (the risk worker writes its halts into status itself): announce it here.
-            d.event("Warning", R.HALTED, f"halt {halt.id} raised by {halt.source}: {halt.reason}")
+            d.event("Warning", R.HALTED, f"halt {halt.id} raised by {halt.source}{_who(halt.raised_by, 'written by')}: "
+                                         f"{halt.reason}")
         status.phase = nxt
         transition = (current, nxt)
     return transition, where, blocked, target

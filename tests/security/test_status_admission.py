@@ -126,7 +126,7 @@ def test_only_the_operator_clears_a_latch_workers_raise_and_report_users_write_s
 
 def test_the_policy_names_every_status_field_it_guards(helm: Any) -> None:
     """A new TradingSessionStatus field is either a worker's (listed here) or the operator's (in the policy)."""
-    workers_write = {"risk", "summary", "executor", "halt", "reducing"}
+    workers_write = {"risk", "summary", "executor", "report", "halt", "reducing"}
     rendered = render(helm, "statusadmission.yaml")
     fields = {info.alias or name for name, info in TradingSessionStatus.model_fields.items()}
     for field in fields - workers_write:

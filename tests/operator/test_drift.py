@@ -64,3 +64,20 @@ def test_every_session_edit_reaches_the_children_and_foreign_edits_are_undone(ap
     api.core.delete_namespaced_config_map(cm_name, namespace)
     wait_for(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"] == expected,
              what="the deleted ConfigMap recreated")
+
+    # A deposed leader's late apply (the same field manager as ours, an older desired object) is put back.
+    live = api.core.read_namespaced_config_map(cm_name, namespace)
+    stale = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": cm_name, "namespace": namespace, "labels": live.metadata.labels,
+                          "annotations": {**live.metadata.annotations, names.ANNOTATION_DESIRED_HASH: "stale"}},
+             "data": {"config.json": original}}
+    client_ = api.core.api_client
+    method, url, headers, body, post = client_.param_serialize(
+        "PATCH", f"/api/v1/namespaces/{namespace}/configmaps/{cm_name}", body=stale,
+        query_params=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
+        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+        auth_settings=["BearerToken"])
+    assert client_.call_api(method, url, header_params=headers, body=body, post_params=post).status == 200
+    wait_for(lambda: (m := api.core.read_namespaced_config_map(cm_name, namespace)).data["config.json"] == expected
+             and m.metadata.annotations[names.ANNOTATION_DESIRED_HASH] != "stale",
+             what="the late write of a deposed leader put back")

@@ -119,3 +119,32 @@ def test_duplicate_memory_only_holds_the_window(clock: Clock) -> None:
         clock.now += 0.01
         assert check(checks, qty=1 + k) is None
     assert len(checks.recent) <= 101  # a 1 s window at 100 orders/s
+
+
+def test_extended_hours_follow_the_policy(clock: Clock) -> None:
+    from trading_operator.api.riskpolicy import ExtendedHours
+
+    def limits(**extended: object) -> PreTradeChecks:
+        controls = OrderControls(max_order_notional=10_000, max_position_notional=1e9, max_orders_per_second=1000,
+                                 duplicate_window_seconds=0)
+        return PreTradeChecks(CheckLimits.from_controls(controls, extended=ExtendedHours(**extended)), clock=clock)
+
+    def ext(c: PreTradeChecks, *, qty: float = 10, limit: float | None = None, market: bool = True,
+            extended: bool = True) -> Reason | None:
+        return c.check("AAPL", 1, qty, limit, 100.0, 0.0, 0, TradingState.ACTIVE, extended_hours=extended,
+                       market=market)
+
+    default = limits()   # as before the field: both phases open to every order
+    assert ext(default) is None and ext(default, qty=100) is None
+    closed = limits(allowed=False)
+    assert ext(closed) is ext(closed, limit=100.0, market=False) is Reason.EXTENDED_HOURS
+    assert ext(closed, extended=False) is None               # regular hours are not affected
+    limited = limits(limitOrdersOnly=True, maxOrderNotionalScale=0.5)
+    assert ext(limited) is Reason.EXTENDED_HOURS              # a market order
+    assert ext(limited, limit=100.0, market=False) is None    # a limit order: 1,000 USD
+    assert ext(limited, qty=51, limit=100.0, market=False) is Reason.MAX_ORDER_NOTIONAL  # 5,100 > 10,000 x 0.5
+    assert ext(limited, qty=51, limit=100.0, market=False, extended=False) is None
+    assert ext(limited, extended=False) is None
+    # Halted still wins, and the check runs before the others (a restricted symbol is refused for hours first).
+    assert limited.check("AAPL", 1, 1, None, 100.0, 0.0, 0, TradingState.HALTED, extended_hours=True,
+                         market=True) is Reason.TRADING_HALTED

@@ -140,6 +140,18 @@ async def test_market_limit_partial_fills_and_account(redis_client: aioredis.Red
     assert too_big.status is OrderStatus.REJECTED and "buying power" in (too_big.reject_reason or "")
 
 
+async def test_an_extended_hours_order_must_be_a_limit_order(redis_client: aioredis.Redis, session_name: str) -> None:
+    ex = exchange(redis_client, f"tp:{{test/{session_name}}}")
+    await ex.connect()
+    await ex.on_quote("AAPL", 50.0)
+    market = await ex.submit(Order("xm", "AAPL", Side.BUY, 1, extended_hours=True))
+    assert market.status is OrderStatus.REJECTED and "limit orders" in (market.reject_reason or "")
+    limit = await ex.submit(Order("xl", "AAPL", Side.BUY, 1, OrderType.LIMIT, 50.0, extended_hours=True))
+    assert limit.status is OrderStatus.FILLED and limit.extended_hours
+    assert (await ex.get_order("xl")).extended_hours  # type: ignore[union-attr]  # kept by the exchange's store
+    assert (await ex.submit(Order("rm", "AAPL", Side.BUY, 1))).status is OrderStatus.FILLED
+
+
 async def test_submit_is_idempotent_recorded_and_persisted(redis_client: aioredis.Redis, session_name: str) -> None:
     prefix = f"tp:{{test/{session_name}}}"
     ex = exchange(redis_client, prefix, latency_ms=20)

@@ -156,6 +156,8 @@ def test_gate_open_only_when_live_and_in_an_order_phase() -> None:
     assert derive_gate(session()).state is TradingState.ACTIVE
     for phase in ("PreMarket", "AfterHours"):
         assert not derive_gate(session(status={"phase": phase})).halted
+        assert derive_gate(session(status={"phase": phase})).extended_hours   # policy extendedHours applies
+    assert not derive_gate(session()).extended_hours
     for phase in ("Initializing", "MarketClose", "Halted", "Error", None):
         gate = derive_gate(session(status={"phase": phase}))
         assert gate.halted and gate.halt_key is None  # not a halt: no onHalt action

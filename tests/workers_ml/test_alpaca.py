@@ -342,3 +342,23 @@ async def test_fills_are_polled_in_order_with_a_cursor(fake_alpaca: FakeAlpaca, 
     assert await broker.fills_since(cursor) == ([], 3)
     second_poll = fake_alpaca.calls("GET", "/v2/account/activities/FILL")[-1]
     assert second_poll.query["page_token"] == fake_alpaca.activities[-1]["id"]
+
+
+async def test_extended_hours_orders_are_day_limit_orders_with_the_flag(fake_alpaca: FakeAlpaca,
+                                                                         clock: VirtualClock) -> None:
+    """Built by alpaca-py's real request models and sent through its real client (the fake records the body)."""
+    broker = make_broker(fake_alpaca, clock)
+    extended = domain.Order(client_order_id=domain.client_order_id("u", "ext"), symbol="MSFT", side=domain.Side.BUY,
+                            qty=2, order_type=domain.OrderType.LIMIT, limit_price=401.5, extended_hours=True)
+    await broker.submit(extended)
+    regular = domain.Order(client_order_id=domain.client_order_id("u", "reg"), symbol="MSFT", side=domain.Side.BUY,
+                           qty=2, order_type=domain.OrderType.LIMIT, limit_price=401.5)
+    await broker.submit(regular)
+    first, second = fake_alpaca.calls("POST", "/v2/orders")
+    assert first.body["extended_hours"] is True and first.body["time_in_force"] == "day"
+    assert first.body["type"] == "limit" and float(first.body["limit_price"]) == 401.5
+    assert "extended_hours" not in second.body and second.body["time_in_force"] == "day"
+    with pytest.raises(OrderRejected):   # Alpaca takes no extended-hours market order: it never leaves the process
+        await broker.submit(domain.Order(client_order_id=domain.client_order_id("u", "mkt"), symbol="MSFT",
+                                         side=domain.Side.BUY, qty=1, extended_hours=True))
+    assert len(fake_alpaca.calls("POST", "/v2/orders")) == 2

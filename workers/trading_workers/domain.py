@@ -80,6 +80,7 @@ class Order:
     avg_fill_price: float = 0.0
     broker_order_id: str | None = None
     reject_reason: str | None = None
+    extended_hours: bool = False   # sent in PreMarket or AfterHours (a DAY limit order at the broker)
 
 
 @dataclass(frozen=True, slots=True)

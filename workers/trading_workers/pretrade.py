@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from trading_operator.api import metric_names as mn
-from trading_operator.api.riskpolicy import OrderControls
+from trading_operator.api.riskpolicy import ExtendedHours, OrderControls
 
 
 class TradingState(enum.StrEnum):
@@ -51,6 +51,7 @@ class Reason(enum.StrEnum):
     MAX_OPEN_ORDERS = "MaxOpenOrders"
     DUPLICATE_ORDER = "DuplicateOrder"
     ORDER_RATE = "OrderRate"
+    EXTENDED_HOURS = "ExtendedHours"   # PreMarket/AfterHours: not allowed, or a market order when limit-only
 
 
 REJECTIONS = mn.collector(mn.PRETRADE_REJECTIONS)
@@ -69,11 +70,19 @@ class CheckLimits:
     duplicate_window_seconds: float = 1.0
     max_open_orders: int = 200
     restricted_symbols: frozenset[str] = frozenset()
+    extended_allowed: bool = True
+    extended_limit_only: bool = False
+    extended_notional_scale: float = 1.0
 
     @classmethod
-    def from_controls(cls, controls: OrderControls, scale: float = 1.0) -> CheckLimits:
-        """``scale`` < 1 tightens notional, position and rate limits (market circuit breaker)."""
+    def from_controls(cls, controls: OrderControls, scale: float = 1.0,
+                      extended: ExtendedHours | None = None) -> CheckLimits:
+        """``scale`` < 1 tightens notional, position and rate limits (market circuit breaker);
+        ``extended`` is the policy's extendedHours (PreMarket and AfterHours)."""
+        extended = extended or ExtendedHours()
         return cls(
+            extended_allowed=extended.allowed, extended_limit_only=extended.limit_orders_only,
+            extended_notional_scale=extended.max_order_notional_scale,
             max_order_notional=controls.max_order_notional * scale,
             max_position_notional=controls.max_position_notional * scale,
             max_orders_per_second=controls.max_orders_per_second * scale,
@@ -137,13 +146,15 @@ class PreTradeChecks:
 
     def check(self, symbol: str, side_sign: int, qty: float, limit_price: float | None,
               last_price: float | None, position_qty: float, open_orders: int,
-              state: TradingState) -> Reason | None:
+              state: TradingState, *, extended_hours: bool = False, market: bool = False) -> Reason | None:
         """``None`` if the order may be sent, else the first reason it may not.
 
         ``position_qty`` is the signed exposure the order would add to (position plus
         the remaining quantity of open orders); ``open_orders`` counts orders open now.
+        ``extended_hours``: the phase is PreMarket or AfterHours; ``market``: a market order.
         """
-        reason = self._check(symbol, side_sign, qty, limit_price, last_price, position_qty, open_orders, state)
+        reason = self._check(symbol, side_sign, qty, limit_price, last_price, position_qty, open_orders, state,
+                             extended_hours, market)
         if self.count_metrics:
             if reason is None:
                 PASSED.inc()
@@ -153,10 +164,12 @@ class PreTradeChecks:
 
     def _check(self, symbol: str, side_sign: int, qty: float, limit_price: float | None,
                last_price: float | None, position_qty: float, open_orders: int,
-               state: TradingState) -> Reason | None:
+               state: TradingState, extended_hours: bool = False, market: bool = False) -> Reason | None:
         limits = self.limits
         if state is TradingState.HALTED:
             return Reason.TRADING_HALTED
+        if extended_hours and (not limits.extended_allowed or (market and limits.extended_limit_only)):
+            return Reason.EXTENDED_HOURS
         if not (qty > 0.0) or math.isinf(qty) or side_sign not in (1, -1):
             return Reason.INVALID_ORDER
         new_position = position_qty + side_sign * qty
@@ -176,7 +189,10 @@ class PreTradeChecks:
             price = limit_price
         else:
             price = last_price
-        if qty * price > limits.max_order_notional:
+        max_notional = limits.max_order_notional
+        if extended_hours:
+            max_notional *= limits.extended_notional_scale
+        if qty * price > max_notional:
             return Reason.MAX_ORDER_NOTIONAL
         if not reduces and abs(new_position) * price > limits.max_position_notional:
             return Reason.MAX_POSITION

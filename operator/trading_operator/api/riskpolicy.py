@@ -184,6 +184,25 @@ class PositionExits(ApiModel):
         description="Gross exposure cap, USD: beyond it the largest position is reduced by the excess.")
 
 
+class ExtendedHours(ApiModel):
+    """What the executor may send in PreMarket and AfterHours (the extended-hours phases).
+
+    Enforced by the executor's pre-trade checks (rejection reason ExtendedHours). Orders sent in
+    those phases are marked extended-hours: Alpaca receives its extended_hours flag on DAY limit
+    orders, and both Alpaca and the simulated exchange refuse an extended-hours market order. The
+    defaults keep both phases open to every order (as before this field); the runbook's "limited"
+    trading is ``allowed: true, limitOrdersOnly: true`` with a notional scale below 1.
+    """
+
+    allowed: bool = pydantic.Field(default=True, description="Whether new orders may be sent in PreMarket and "
+                                                             "AfterHours at all.")
+    limit_orders_only: bool = pydantic.Field(default=False,
+                                             description="Refuse market orders in PreMarket and AfterHours.")
+    max_order_notional_scale: float = pydantic.Field(
+        default=1.0, gt=0, le=1,
+        description="Factor applied to orderControls.maxOrderNotional in PreMarket and AfterHours.")
+
+
 class RiskPolicySpec(ApiModel):
     """Limits and the kill switch for every session that references this policy."""
 
@@ -200,6 +219,9 @@ class RiskPolicySpec(ApiModel):
                                     description="Portfolio limits.")
     order_controls: OrderControls = pydantic.Field(default_factory=OrderControls, json_schema_extra=object_default(OrderControls),
                                                    description="Per-order pre-trade checks.")
+    extended_hours: ExtendedHours = pydantic.Field(
+        default_factory=ExtendedHours, json_schema_extra=object_default(ExtendedHours),
+        description="What PreMarket and AfterHours allow (pre-trade check ExtendedHours).")
     exits: PositionExits = pydantic.Field(default_factory=PositionExits, json_schema_extra=object_default(PositionExits),
                                           description="Stop-loss, take-profit, trailing stop, gross-exposure cap.")
     circuit_breaker: CircuitBreaker = pydantic.Field(default_factory=CircuitBreaker,

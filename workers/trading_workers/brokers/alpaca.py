@@ -447,7 +447,11 @@ class AlpacaBroker:
             if order.order_type is domain.OrderType.LIMIT:
                 return LimitOrderRequest(symbol=order.symbol, qty=order.qty, side=side,
                                          time_in_force=alpaca_enums.TimeInForce.DAY,
-                                         limit_price=order.limit_price, client_order_id=order.client_order_id)
+                                         limit_price=order.limit_price, client_order_id=order.client_order_id,
+                                         extended_hours=order.extended_hours or None)
+            if order.extended_hours:  # Alpaca takes only DAY limit orders outside regular hours
+                raise OrderRejected(f"order {order.client_order_id}: outside regular hours only limit orders "
+                                    "are accepted (RiskPolicy extendedHours.limitOrdersOnly refuses them earlier)")
             return MarketOrderRequest(symbol=order.symbol, qty=order.qty, side=side,
                                       time_in_force=alpaca_enums.TimeInForce.DAY,
                                       client_order_id=order.client_order_id)

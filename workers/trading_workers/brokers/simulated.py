@@ -391,6 +391,8 @@ class SimulatedExchange:
             return "quantity must be positive"
         if order.order_type is OrderType.LIMIT and not (order.limit_price and order.limit_price > 0):
             return "limit order needs a positive limit price"
+        if order.extended_hours and order.order_type is not OrderType.LIMIT:
+            return "outside regular hours only limit orders are accepted"   # as Alpaca
         position = self.positions.get(order.symbol)
         held = position.qty if position else 0.0
         increases = abs(held + order.side.sign * order.qty) > abs(held)

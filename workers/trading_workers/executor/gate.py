@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from trading_operator.api import metric_names as mn
-from trading_operator.api.phases import ORDER_PHASES
+from trading_operator.api.phases import ORDER_PHASES, Phase
 from trading_operator.api.status import ConditionType, HaltAction, Reason
 from trading_workers.pretrade import TradingState
 from trading_workers.runtime.kube import resource_version
 
 log = logging.getLogger("trading_workers.executor")
 
+EXTENDED_PHASES = frozenset({Phase.PRE_MARKET.value, Phase.AFTER_HOURS.value})
 HALTED = mn.collector(mn.EXECUTOR_HALTED)
 HALTED_CHANGED = mn.collector(mn.EXECUTOR_HALTED_CHANGED)
 
@@ -49,6 +50,7 @@ class Gate:
     observed_policy_generation: int | None
     limit_scale: float = 1.0     # < 1 while the market circuit breaker is tripped
     live_cleared: bool = False   # the operator's LiveTradingAllowed condition is True for this generation
+    extended_hours: bool = False  # the phase is PreMarket or AfterHours (policy extendedHours applies)
 
 
 CLOSED = Gate(True, TradingState.HALTED, "session not observed yet", None, None, False, None)
@@ -97,7 +99,7 @@ def derive_gate(obj: dict[str, Any] | None, policy_mode: str | None = None) -> G
     reducing = (status.get("reducing") is not None or status.get("tradingState") == TradingState.REDUCING
                 or policy_mode == "Reducing")
     return Gate(False, TradingState.REDUCING if reducing else TradingState.ACTIVE, "", None, None, False, observed,
-                scale, live)
+                scale, live, phase in EXTENDED_PHASES)
 
 
 class SessionView:

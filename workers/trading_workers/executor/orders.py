@@ -15,6 +15,7 @@ has published by then stops the order. A journaled order that meets a halt is ca
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -71,7 +72,9 @@ class OrderPath:
             self.policy.scale_limits(self.view.gate.limit_scale)
             reason = self.checks.check(intent.symbol, intent.side.sign, intent.qty, intent.limit_price,
                                        self.book.marks.get(intent.symbol), self.book.exposure(intent.symbol),
-                                       len(self.book.open_orders), self.trading_state())
+                                       len(self.book.open_orders), self.trading_state(),
+                                       extended_hours=self.view.gate.extended_hours,
+                                       market=intent.order_type is OrderType.MARKET)
             if reason is not None:
                 await journal.record_rejection(signal_id=intent.signal_id, client_order_id=coid,
                                                symbol=intent.symbol, side=intent.side.value, qty=intent.qty,
@@ -124,8 +127,13 @@ class OrderPath:
 
     async def _submit_unless_halted(self, order: Order, *, syncing: bool) -> Order | None:
         """The halt check, then the broker; None if halted. Nothing is awaited in between."""
-        if self.view.gate.halted:
+        gate = self.view.gate
+        if gate.halted:
             return None
         if not self._may_send() or (not syncing and not self._synced()):
             raise TransientError("cannot confirm the session is live; order stays journaled as new")
-        return await self.broker.submit(order)
+        # A limit order sent in PreMarket/AfterHours is an extended-hours order at the broker (decided when it
+        # is sent, also for a journaled order re-sent after a restart). A market order stays an ordinary DAY
+        # order: Alpaca queues it for the open (policy extendedHours.limitOrdersOnly refuses it instead).
+        extended = gate.extended_hours and order.order_type is OrderType.LIMIT
+        return await self.broker.submit(dataclasses.replace(order, extended_hours=extended))

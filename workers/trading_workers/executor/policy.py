@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from trading_operator.api.riskpolicy import OrderControls, RiskPolicySpec
+from trading_operator.api.riskpolicy import ExtendedHours, OrderControls, RiskPolicySpec
 from trading_workers.pretrade import CheckLimits, PreTradeChecks
 from trading_workers.runtime.kube import Kube, NotFound
 
@@ -36,6 +36,7 @@ class Policy:
         self.error: str | None = "not loaded yet"
         self.allow_live = False
         self._controls: OrderControls | None = None
+        self._extended = ExtendedHours()
         self._observed: int | None = None
         self._read_at = 0.0
         self._scale = 1.0
@@ -56,9 +57,9 @@ class Policy:
             self.error = f"RiskPolicy {self.name} invalid: {exc}"
             return False
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        self._controls, self.allow_live = spec.order_controls, spec.allow_live
+        self._controls, self._extended, self.allow_live = spec.order_controls, spec.extended_hours, spec.allow_live
         self._scale = scale
-        self.checks.update_limits(CheckLimits.from_controls(spec.order_controls, scale))
+        self.checks.update_limits(CheckLimits.from_controls(spec.order_controls, scale, self._extended))
         changed = generation != self.generation or spec.mode != self.mode
         if changed:
             log.info("risk policy applied", extra={"policy": self.name, "generation": generation, "mode": spec.mode})
@@ -71,5 +72,5 @@ class Policy:
         if scale == self._scale or self._controls is None:
             return
         self._scale = scale
-        self.checks.update_limits(CheckLimits.from_controls(self._controls, scale))
+        self.checks.update_limits(CheckLimits.from_controls(self._controls, scale, self._extended))
         log.warning("per-order limits scaled", extra={"scale": scale})

@@ -9,16 +9,20 @@ journal's own orders, fills and rejections, exported as metrics, and printed by 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import signal
 import subprocess
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import ROOT
-from tests.drills.harness import Drill
+from tests.drills.harness import Drill, wait_until
 
 pytestmark = [pytest.mark.drill, pytest.mark.e2e]
 PLUGIN = ROOT / "plugin" / "kubectl-trading"
@@ -83,3 +87,29 @@ def test_the_day_ends_with_its_report(make_drill: Callable[..., Drill]) -> None:
     assert "final" in shown.stdout and "SCOPE" in shown.stdout
     session_row = next(line for line in shown.stdout.splitlines() if line.strip().startswith("session"))
     assert f"{total['realizedPnl']:,.2f}" in session_row
+
+
+def test_the_risk_worker_applies_snapshot_retention(make_drill: Callable[..., Drill]) -> None:
+    """spec.journal.pnlSnapshots reaches the risk worker, which applies it at start (and hourly)."""
+    d = make_drill(spec={"journal": {"pnlSnapshots": {"downsampleAfterDays": 7, "downsampleSeconds": 300,
+                                                      "deleteAfterDays": 365}}})
+    d.wait_status(lambda s: (s.get("risk") or {}).get("updatedAt"), "a risk report")
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    bucket = now - dt.timedelta(days=10, seconds=(now.timestamp() % 300))   # the start of a 5-minute bucket
+    old = [now - dt.timedelta(days=400), now - dt.timedelta(days=400, minutes=1),
+           bucket, bucket + dt.timedelta(minutes=1), bucket + dt.timedelta(minutes=2)]
+    with psycopg.connect(d.dsn, autocommit=True) as conn:
+        for at in old:
+            conn.execute("INSERT INTO pnl_snapshots (session, at, equity, realized_pnl, unrealized_pnl, "
+                         "daily_pnl_pct, drawdown_pct, exposure) VALUES (%s, %s, 1, 0, 0, 0, 0, 0)", (d.key, at))
+    risk = d.replicas("risk")[0]
+    assert risk.proc is not None
+    old_pid = risk.proc.pid
+    os.kill(old_pid, signal.SIGKILL)   # the runtime starts it again; retention runs at start
+
+    def remaining() -> list[dt.datetime] | None:
+        rows = d._rows("SELECT at FROM pnl_snapshots WHERE session = %s ORDER BY at")
+        older = [r["at"] for r in rows if r["at"] < now - dt.timedelta(days=7)]
+        return older if older == [bucket + dt.timedelta(minutes=2)] else None
+
+    wait_until(remaining, timeout=60, what="the old snapshots downsampled and deleted")

@@ -30,6 +30,8 @@ def test_config_hash_changes_with_symbols_but_not_with_a_halt() -> None:
     base = workers.config_hash(ts())
     assert workers.config_hash(ts(symbols=["AAPL", "MSFT"])) != base
     assert workers.config_hash(ts(halted=True)) == base
+    # Journal retention is read by the risk worker from its config: a change restarts the workers.
+    assert workers.config_hash(ts(journal={"pnlSnapshots": {"deleteAfterDays": 365}})) != base
 
 
 def test_suspend_scales_to_zero_and_executor_never_surges() -> None:

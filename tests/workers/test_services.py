@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 
 import asyncpg
@@ -10,12 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.workers.servers import PostgresServer, RedisServer
+from trading_operator.api.session import SnapshotRetention
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.base import BrokerError
 from trading_workers.brokers.simulated import SimulatedExchange, initial_price, read_record
 from trading_workers.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Quote, Side
 from trading_workers.errors import DependencyUnavailable, TransientError
 from trading_workers.journal import Journal, PnlSnapshot, migrate, migrations
+from trading_workers.risk.worker import retention_cutoffs
 
 pytestmark = pytest.mark.services
 
@@ -90,6 +93,40 @@ async def test_rejections_risk_events_pnl_and_transitions(journal: Journal) -> N
     assert (await journal.risk_events())[0]["rule"] == "dailyLoss"
     assert (await journal.pnl_snapshots())[0].equity == 990_000
     assert await journal.last_transition_at() is not None
+
+
+async def test_snapshot_retention_downsamples_then_deletes(journal: Journal) -> None:
+    now = dt.datetime(2026, 6, 10, 12, 0, tzinfo=dt.UTC)
+    spec = SnapshotRetention(downsampleAfterDays=7, downsampleSeconds=300, deleteAfterDays=365)
+
+    def at(days: float, minute: int = 0) -> dt.datetime:
+        return now - dt.timedelta(days=days) + dt.timedelta(minutes=minute)
+
+    for when in [at(400), at(400, 1)] + [at(10, m) for m in range(10)] + [at(1, m) for m in range(5)]:
+        await journal.record_pnl(PnlSnapshot(1_000_000 + when.minute, 0, 0, 0.0, 0.0, 0, at=when))
+    downsample_before, bucket, delete_before = retention_cutoffs(spec, now)
+    assert (downsample_before, bucket, delete_before) == (at(7), 300, at(365))
+    result = await journal.retain_snapshots(downsample_before=downsample_before, bucket_seconds=bucket,
+                                            delete_before=delete_before)
+    assert result == (8, 2)   # 400 days: both deleted; 10 days: 12:00-12:09 -> the last of each 5 minutes
+    kept = [s.at for s in await journal.pnl_snapshots()]
+    assert kept == [at(10, 4), at(10, 9)] + [at(1, m) for m in range(5)]
+    assert await journal.retain_snapshots(downsample_before=downsample_before, bucket_seconds=bucket,
+                                          delete_before=delete_before) == (0, 0)
+    assert retention_cutoffs(SnapshotRetention(), now) == (None, 300, None)   # off by default
+    with pytest.raises(ValueError, match="below deleteAfterDays"):
+        SnapshotRetention(downsampleAfterDays=30, deleteAfterDays=30)
+
+
+async def test_a_final_daily_report_is_not_replaced_by_an_intraday_one(journal: Journal) -> None:
+    day = dt.date(2026, 11, 24)
+    assert await journal.daily_report(day) is None
+    await journal.record_daily_report(day, {"n": 1}, final=False)
+    await journal.record_daily_report(day, {"n": 2}, final=True)
+    await journal.record_daily_report(day, {"n": 3}, final=False)
+    assert await journal.daily_report(day) == ({"n": 2}, True)
+    await journal.record_daily_report(day, {"n": 4}, final=True)   # an on-demand refresh after the close
+    assert await journal.daily_report(day) == ({"n": 4}, True)
 
 
 async def test_journal_unreachable_is_a_dependency_error() -> None:

@@ -132,6 +132,44 @@ class CalendarSpec(ApiModel):
                                           description="End of after-hours trading, HH:MM local time.")
 
 
+class SnapshotRetention(ApiModel):
+    """How long the journal keeps the risk worker's P&L snapshots (one every 5 s) at full resolution.
+
+    Off by default: without ``downsampleAfterDays`` and ``deleteAfterDays`` nothing is removed. The
+    risk worker applies it at start and hourly. Removed rows are gone from the journal: take a Backup
+    first if they must be kept (docs/backup.md).
+    """
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("!has(self.downsampleAfterDays) || !has(self.deleteAfterDays) || "
+            "self.downsampleAfterDays < self.deleteAfterDays",
+            "downsampleAfterDays must be below deleteAfterDays", reason="FieldValueInvalid"),
+    ))
+
+    downsample_after_days: int | None = pydantic.Field(
+        default=None, ge=1, le=36_500,
+        description="Snapshots older than this many days keep one row (the last) per downsampleSeconds.")
+    downsample_seconds: int = pydantic.Field(default=300, ge=10, le=86_400,
+                                             description="Bucket of the downsampled snapshots, seconds.")
+    delete_after_days: int | None = pydantic.Field(default=None, ge=1, le=36_500,
+                                                   description="Snapshots older than this many days are deleted.")
+
+    @pydantic.model_validator(mode="after")
+    def _downsample_before_delete(self) -> SnapshotRetention:
+        if (self.downsample_after_days is not None and self.delete_after_days is not None
+                and self.downsample_after_days >= self.delete_after_days):
+            raise ValueError("downsampleAfterDays must be below deleteAfterDays")
+        return self
+
+
+class JournalSpec(ApiModel):
+    """What the trade journal keeps."""
+
+    pnl_snapshots: SnapshotRetention = pydantic.Field(
+        default_factory=SnapshotRetention, json_schema_extra=object_default(SnapshotRetention),
+        description="Retention of the P&L snapshots (pnl_snapshots).")
+
+
 class ClockSpec(ApiModel):
     """Wall time, or a simulated clock for drills and demos."""
 
@@ -228,6 +266,8 @@ class TradingSessionSpec(ApiModel):
                                             description="Exchange calendar and extended-hours window.")
     clock: ClockSpec = pydantic.Field(default_factory=ClockSpec, json_schema_extra=object_default(ClockSpec),
                                       description="Session clock: wall time or simulated.")
+    journal: JournalSpec = pydantic.Field(default_factory=JournalSpec, json_schema_extra=object_default(JournalSpec),
+                                          description="Journal retention (off by default).")
     workers: WorkersSpec = pydantic.Field(default_factory=WorkersSpec, json_schema_extra=object_default(WorkersSpec),
                                           description="Worker Deployments per role.")
     halted: bool = pydantic.Field(

@@ -60,6 +60,8 @@ class WorkerConfig(ApiModel):
     clock: session_api.ClockSpec
     on_halt: str
     risk_policy_name: str
+    journal: session_api.JournalSpec = pydantic.Field(default_factory=session_api.JournalSpec,
+                                                      description="Journal retention.")
     clock_anchor: dt.datetime = pydantic.Field(
         description="Wall time at which the simulated clock reads clock.start (see api.clock.session_now).")
 
@@ -69,7 +71,7 @@ class WorkerConfig(ApiModel):
         return cls(
             session=SessionIdentity(namespace=ts.metadata.namespace, name=ts.metadata.name, uid=ts.metadata.uid),
             symbols=list(spec.symbols), broker=spec.broker, strategy=spec.strategy, calendar=spec.calendar,
-            clock=spec.clock, on_halt=spec.on_halt, risk_policy_name=spec.risk_policy_ref.name,
+            clock=spec.clock, journal=spec.journal, on_halt=spec.on_halt, risk_policy_name=spec.risk_policy_ref.name,
             # The API server always sets creationTimestamp; the epoch keeps the hash deterministic without it.
             clock_anchor=ts.metadata.creation_timestamp or dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
         )

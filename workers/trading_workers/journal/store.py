@@ -374,3 +374,28 @@ class Journal:
             row = await conn.fetchrow("SELECT report, final FROM daily_reports WHERE session = $1 AND day = $2",
                                       self.session, day)
         return (json.loads(row["report"]), bool(row["final"])) if row else None
+
+    # ------------------------------------------------------------ retention
+
+    async def retain_snapshots(self, *, downsample_before: dt.datetime | None, bucket_seconds: int,
+                               delete_before: dt.datetime | None) -> tuple[int, int]:
+        """Apply the P&L snapshot retention; returns (rows downsampled away, rows deleted).
+
+        Rows recorded before ``delete_before`` are deleted; of the rows before ``downsample_before``,
+        each ``bucket_seconds`` bucket (aligned to the Unix epoch) keeps only its last row. Idempotent.
+        """
+        downsampled = deleted = 0
+        async with self._conn() as conn, conn.transaction():
+            if delete_before is not None:
+                result = await conn.execute("DELETE FROM pnl_snapshots WHERE session = $1 AND at < $2",
+                                            self.session, delete_before)
+                deleted = int(result.split()[-1])
+            if downsample_before is not None:
+                result = await conn.execute("""
+                    DELETE FROM pnl_snapshots p USING (
+                        SELECT id, row_number() OVER (PARTITION BY floor(extract(epoch FROM at) / $3)
+                                                      ORDER BY at DESC, id DESC) AS rn
+                        FROM pnl_snapshots WHERE session = $1 AND at < $2) old
+                    WHERE p.id = old.id AND old.rn > 1""", self.session, downsample_before, float(bucket_seconds))
+                downsampled = int(result.split()[-1])
+        return downsampled, deleted

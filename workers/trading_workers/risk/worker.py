@@ -55,6 +55,7 @@ from trading_operator.api.session import (
     ReportFigures,
     RiskReport,
     ScaledLimits,
+    SnapshotRetention,
 )
 from trading_operator.api.status import HaltAction, HaltSource, Reason, ReducingSource, Rule, RuleAction
 from trading_workers import bus as bus_mod
@@ -103,6 +104,7 @@ CLOSE_PHASES = frozenset({"MarketClose", "AfterHours"})
 TRADING_DAY_SECONDS = 23_400.0
 REACT_SECONDS = 30.0
 HISTORY_CAP = 5_001
+RETENTION_EVERY = 3600.0  # P&L snapshot retention (spec.journal.pnlSnapshots): at start, then hourly
 REPORT_EVERY = 5.0  # status.risk is rewritten when it changes, and at least this often (freshness vouches)
 
 
@@ -156,6 +158,7 @@ class RiskWorker:
         self.report_request: str | None = None       # the report-request annotation as last read
         self.report_answered: str | None = None
         self.exported_report_labels: set[tuple[str, str]] = set()
+        self.retention_at = -math.inf
 
     # ------------------------------------------------------------ inputs
 
@@ -313,6 +316,7 @@ class RiskWorker:
             await self._summary(figures, positions)
             self.summary_at = now
         await self._daily_report(positions)
+        await self._retention()
         self.last_ok = time.monotonic()
         return figures
 
@@ -488,6 +492,19 @@ class RiskWorker:
                                                   "fills": built.total.fills,
                                                   "realized_pnl": round(built.total.realized_pnl, 2)})
 
+    async def _retention(self) -> None:
+        """Downsample and delete old P&L snapshots as the session's ``journal.pnlSnapshots`` says."""
+        if time.monotonic() - self.retention_at < RETENTION_EVERY:
+            return
+        self.retention_at = time.monotonic()
+        downsample_before, bucket, delete_before = retention_cutoffs(self.config.journal.pnl_snapshots,
+                                                                     dt.datetime.now(dt.UTC))
+        if downsample_before is None and delete_before is None:
+            return
+        downsampled, deleted = await self.journal.retain_snapshots(
+            downsample_before=downsample_before, bucket_seconds=bucket, delete_before=delete_before)
+        log.info("P&L snapshot retention applied", extra={"downsampled": downsampled, "deleted": deleted})
+
     def _export_report(self, built: report_mod.DailyReport, final: bool) -> None:
         t = built.total
         for gauge, value in ((REPORT_WIN_RATE, t.win_rate_pct), (REPORT_AVERAGE_WIN, t.average_win),
@@ -539,6 +556,15 @@ class RiskWorker:
             except TradingError as exc:
                 log.error("risk evaluation failed", extra={"error": str(exc)})
             await self.rt.sleep(self.eval_interval)
+
+
+def retention_cutoffs(spec: SnapshotRetention, now: dt.datetime
+                      ) -> tuple[dt.datetime | None, int, dt.datetime | None]:
+    """(downsample rows before, bucket seconds, delete rows before) for ``now`` (wall time)."""
+    def before(days: int | None) -> dt.datetime | None:
+        return None if days is None else now - dt.timedelta(days=days)
+
+    return before(spec.downsample_after_days), spec.downsample_seconds, before(spec.delete_after_days)
 
 
 def _figures(name: str | None, f: report_mod.Figures) -> ReportFigures:

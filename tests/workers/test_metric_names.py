@@ -18,7 +18,8 @@ from trading_workers.risk import metrics as risk_metrics
 EXPORTERS = ("trading_operator.metrics", "trading_workers.bus", "trading_workers.runtime",
              "trading_workers.session_status", "trading_workers.process_metrics", "trading_workers.market_data",
              "trading_workers.risk.worker", "trading_workers.executor", "trading_workers.order_metrics",
-             "trading_workers.pretrade", "trading_workers.strategy.worker", "trading_workers.inference.worker")
+             "trading_workers.pretrade", "trading_workers.strategy.worker", "trading_workers.inference.worker",
+             "trading_workers.brokers.alpaca_data")
 
 
 def test_every_listed_metric_is_registered_by_an_exporter_with_its_kind() -> None:

@@ -134,6 +134,9 @@ MARKET_DATA_STEP = Metric("trading_market_data_step", "gauge", "Last price-proce
 # ------------------------------------------------------------------ risk (the session's portfolio figures)
 RISK_BREACHES = Metric("trading_risk_breaches_total", "counter", "Portfolio rules that entered breach.",
                        ("rule", "action"), exporter="risk")
+ALPACA_QUOTES = Metric("trading_alpaca_quotes_total", "counter",
+                       "Alpaca quotes published to the bus, by source (stream or rest).", ("source",),
+                       exporter="market-data")
 RISK_EXITS = Metric("trading_risk_exits_total", "counter",
                     "Position exits (stop loss, take profit, trailing stop, gross-exposure cap) sent as intents.",
                     ("rule",), exporter="risk")

@@ -30,8 +30,8 @@ from alpaca.data.enums import DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.live.stock import StockDataStream
 from alpaca.data.requests import StockLatestQuoteRequest
-from prometheus_client import Counter
 
+from trading_operator.api import metric_names as mn
 from trading_operator.api import workerconfig
 from trading_workers import bus as bus_mod
 from trading_workers.domain import Quote
@@ -45,7 +45,7 @@ ENV_FEED = "TRADING_ALPACA_FEED"
 FALLBACK_AFTER = 10.0     # seconds without a streamed quote before REST fills in a symbol
 POLL_EVERY = 2.0          # how often the fallback looks for silent symbols
 STREAM_DATA_TIMEOUT = 30.0
-QUOTES = Counter("trading_alpaca_quotes_total", "Alpaca quotes published to the bus, by source.", ["source"])
+QUOTES = mn.collector(mn.ALPACA_QUOTES)
 
 
 def midpoint(bid: float, ask: float) -> float | None:

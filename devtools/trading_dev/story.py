@@ -133,6 +133,7 @@ class StoryResult:
     backup: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)          # status.report: the day's final report
     events: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)     # firing alerts seen in Prometheus (with --prometheus)
     backup_series: list[dict[str, Any]] = field(default_factory=list)  # the Backup's metrics as Prometheus scraped them
@@ -207,13 +208,40 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     story.say("the trading day runs to its close")
     story.wait("AfterHours", lambda st: st.get("phase") in ("AfterHours", "Initializing")
                and any(t["to"] == "MarketClose" for t in st.get("transitions", [])))
-    final = story.session()
+    # The risk worker writes the day's report final when it sees the close (MarketClose or AfterHours).
+    def final_report() -> dict[str, Any] | None:
+        st = story.session()
+        return st if (st.get("report") or {}).get("final") else None
+
+    final = _poll(final_report, 60)
+    if final is None:
+        story.note("no final daily report in status.report within 60 s")
+        final = story.session()
+    result.report = final.get("report") or {}
     result.phases = [t["to"] for t in final.get("transitions", [])]
     result.summary = final.get("summary") or {}
     result.counts = asyncio.run(journal_counts(dsn))
     events = json.loads(p.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"]
     result.events = [e["reason"] for e in events if e["involvedObject"]["name"] == SESSION]
     return result
+
+
+def _report_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The daily report's session figures (``kubectl trading report demo`` prints them all)."""
+    if not report:
+        return [("daily report", "none")]
+    t = report.get("total") or {}
+
+    def fmt(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    reasons = ", ".join(f"{r} {n}" for r, n in (report.get("rejectionsByReason") or {}).items()) or "none"
+    return [("daily report", f"{report.get('day')} {'final' if report.get('final') else 'intraday'}: "
+                             f"{t.get('trades', 0)} trades, win rate {fmt(t.get('winRatePct'), '.1f')} %, "
+                             f"profit factor {fmt(t.get('profitFactor'), '.2f')}"),
+            ("", f"avg win {fmt(t.get('averageWin'), '+.2f')}, avg loss {fmt(t.get('averageLoss'), '+.2f')} USD, "
+                 f"Sharpe {fmt(report.get('sharpe'), '.4f')}, max drawdown {fmt(report.get('maxDrawdownPct'), '.4f')} %"),
+            ("", f"rejections by reason: {reasons}")]
 
 
 def summary_table(result: StoryResult) -> str:
@@ -226,6 +254,7 @@ def summary_table(result: StoryResult) -> str:
         ("risk events", str(result.counts.get("risk_events", 0))),
         ("realized P&L", f"{s.get('realizedPnl', 0.0):+.2f} USD"),
         ("daily P&L", f"{s.get('dailyPnlPct', 0.0):+.4f} %"),
+        *_report_rows(result.report),
         ("halts", ", ".join(f"{h['id']} ({h['source']}: {h['reason']})" for h in result.halts) or "none"),
         ("backup", f"{result.backup.get('phase')} verified={result.backup.get('verified')} "
                    f"size={result.backup.get('sizeBytes')} bytes"),

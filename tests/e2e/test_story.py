@@ -49,6 +49,18 @@ def test_risk_breach_halts_and_the_named_resume_clears_it(result: story.StoryRes
         assert reason in result.events, result.events
 
 
+def test_the_day_ends_with_its_daily_report(result: story.StoryResult) -> None:
+    report = result.report
+    assert report.get("final") is True, report
+    total = report["total"]
+    # The report covers the session day up to the close; the journal also holds AfterHours orders.
+    assert 0 < total["orders"] <= result.counts["orders"] and total["fills"] <= result.counts["fills"]
+    assert sum(report.get("rejectionsByReason", {}).values()) == total["rejected"]
+    assert {s["name"] for s in report["symbols"]} >= {"AAPL"}
+    table = story.summary_table(result)
+    assert "daily report" in table and f"{total['trades']} trades" in table
+
+
 def test_backup_completes_and_verifies(result: story.StoryResult) -> None:
     assert result.backup.get("phase") == "Completed", result.backup
     assert result.backup.get("verified") is True

@@ -13,12 +13,30 @@ It runs its own event loop in a thread, so synchronous tests and drills can use 
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import threading
+import urllib.parse
 from typing import Any
 
-from trading_dev.controlplane.server import free_port
+import yaml
 
-__all__ = ["FaultProxy"]
+from trading_dev.controlplane.server import ControlPlane, free_port
+
+__all__ = ["FaultProxy", "kubeconfig_via", "to_api_server"]
+
+
+def kubeconfig_via(cp: ControlPlane, proxy_port: int, path: pathlib.Path) -> pathlib.Path:
+    """A copy of the control plane's admin kubeconfig whose server is the proxy on ``proxy_port``."""
+    cfg = yaml.safe_load(cp.kubeconfig_path.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy_port}"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def to_api_server(cp: ControlPlane) -> FaultProxy:
+    """A started proxy in front of the control plane's API server."""
+    url = urllib.parse.urlparse(cp.url)
+    return FaultProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
 
 
 class FaultProxy:

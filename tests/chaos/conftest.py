@@ -16,16 +16,14 @@ import json
 import os
 import pathlib
 import random
-import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.drills.conftest import STARTUP_TIMEOUT
 from tests.drills.harness import Drill, create_drill, namespace_for
-from tests.faults import FaultProxy
+from tests.faults import FaultProxy, kubeconfig_via, to_api_server
 from trading_dev.platform import LocalPlatform
 
 if os.environ.get("TRADING_CHAOS") != "1":
@@ -62,14 +60,9 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosPlatform]:
     def kubeconfig_for(i: int) -> pathlib.Path:
         cp = holder["p"].cp
         assert cp is not None
-        url = urllib.parse.urlparse(cp.url)
-        proxy = FaultProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
+        proxy = to_api_server(cp)
         proxies.append(proxy)
-        cfg = yaml.safe_load(cp.kubeconfig_path.read_text())
-        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-        path = workdir / f"kubeconfig-operator-{i}"
-        path.write_text(yaml.safe_dump(cfg))
-        return path
+        return kubeconfig_via(cp, proxy.port, workdir / f"kubeconfig-operator-{i}")
 
     platform = LocalPlatform(workdir, operator_env=OPERATOR_ENV, operator_replicas=2,
                              operator_kubeconfig=kubeconfig_for)

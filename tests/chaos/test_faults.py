@@ -282,6 +282,23 @@ def _takeover(chaos: ChaosPlatform, old: Supervised, since: float, timeout: floa
     return time.monotonic() - since
 
 
+def _cut_off_leader(chaos: ChaosPlatform, mode: str, results: dict[str, Any]) -> float:
+    """Partition the leader from the API server; record its exit and the takeover; heal. Returns how long
+    the cut-off leader outlived the takeover (negative: it was gone first)."""
+    i, leader = _leader(chaos)
+    exits = len(leader.exits)
+    (chaos.proxies[i].blackhole if mode == "blackhole" else chaos.proxies[i].refuse)()
+    start = time.monotonic()
+    takeover = _takeover(chaos, leader, start)
+    wait_until(lambda: len(leader.exits) > exits, timeout=30, what=f"the {mode} leader to exit")
+    exited = leader.exits[-1][0] - start
+    results[f"{'blackholed' if mode == 'blackhole' else mode}_leader_exit_s"] = round(exited, 1)
+    results[f"takeover_after_{mode}_s"] = round(takeover, 1)
+    chaos.proxies[i].heal()
+    leader.wait_running(exits, timeout=60)
+    return exited - takeover
+
+
 def test_leader_sigkill_sigstop_and_partitions(chaos: ChaosPlatform, make_drill: Callable[..., Drill]) -> None:
     d = make_drill()
     results: dict[str, Any] = {}
@@ -310,34 +327,11 @@ def test_leader_sigkill_sigstop_and_partitions(chaos: ChaosPlatform, make_drill:
             (chaos.platform.logs / n).read_text(errors="replace").count("write fenced")
             for n in ("operator.log", "operator-1.log")) - fenced_before
 
-        # Black hole: the leader's packets are dropped; it must exit before the standby may take over.
+        # Black hole (packets dropped) and refused (connections fail fast): the cut-off leader must exit
+        # before the standby may take over; a black hole delivers what it held when it heals, late.
         leader.wait_running(exits, timeout=30)
-        i, leader = _leader(chaos)
-        exits = len(leader.exits)
-        chaos.proxies[i].blackhole()
-        start = time.monotonic()
-        takeover = _takeover(chaos, leader, start)
-        wait_until(lambda: len(leader.exits) > exits, timeout=30, what="the partitioned leader to exit")
-        exited = leader.exits[-1][0] - start
-        results["blackholed_leader_exit_s"] = round(exited, 1)
-        results["takeover_after_blackhole_s"] = round(takeover, 1)
-        alive_after_takeover.append(exited - takeover)
-        chaos.proxies[i].heal()  # bytes it sent before its deadline are delivered now, late
-
-        # Refused: connections to the API server fail fast.
-        leader.wait_running(exits, timeout=60)
-        i, leader = _leader(chaos)
-        exits = len(leader.exits)
-        chaos.proxies[i].refuse()
-        start = time.monotonic()
-        takeover = _takeover(chaos, leader, start)
-        wait_until(lambda: len(leader.exits) > exits, timeout=30, what="the cut-off leader to exit")
-        exited = leader.exits[-1][0] - start
-        results["refused_leader_exit_s"] = round(exited, 1)
-        results["takeover_after_refused_s"] = round(takeover, 1)
-        alive_after_takeover.append(exited - takeover)
-        chaos.proxies[i].heal()
-
+        for mode in ("blackhole", "refused"):
+            alive_after_takeover.append(_cut_off_leader(chaos, mode, results))
         # After all that, an edit converges under the new leader, and late writes were put back.
         healed = time.monotonic()
         d.patch_spec({"workers": {"executor": {"resources": {"limits": {"cpu": "400m"}}}}})

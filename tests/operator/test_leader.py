@@ -15,17 +15,14 @@ import pathlib
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
 import uuid
 
 import pytest
-import yaml
 from kubernetes import client, config
 
 from tests.bind import listen_addresses
 from tests.conftest import wait_for
-from tests.faults import FaultProxy
+from tests.faults import kubeconfig_via, to_api_server
 from trading_dev import procs
 from trading_dev.controlplane import server
 from trading_operator import errors, kube, leader, metrics
@@ -37,12 +34,8 @@ LEASE, DEADLINE, RETRY = 6, 4.0, 1.0
 
 def test_a_partitioned_leader_exits_within_its_renew_deadline(control_plane: server.ControlPlane,
                                                               namespace: str, tmp_path: pathlib.Path) -> None:
-    url = urllib.parse.urlparse(control_plane.url)
-    proxy = FaultProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
-    cfg = yaml.safe_load(control_plane.kubeconfig_path.read_text())
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    kubeconfig = tmp_path / "kubeconfig-via-proxy"
-    kubeconfig.write_text(yaml.safe_dump(cfg))
+    proxy = to_api_server(control_plane)
+    kubeconfig = kubeconfig_via(control_plane, proxy.port, tmp_path / "kubeconfig-via-proxy")
     lease_name = f"leader-test-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), TRADING_LEASE_NAME=lease_name,
                TRADING_LEASE_NAMESPACE="default", TRADING_METRICS_PORT=str(server.free_port()),

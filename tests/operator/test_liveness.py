@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import time
-import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import yaml
 
-from tests.workers.conftest import TcpProxy
+from tests.faults import FaultProxy, kubeconfig_via, to_api_server
 from trading_dev.controlplane import server
 from trading_operator import kube, liveness
 
@@ -32,19 +30,14 @@ def kube_via(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-async def proxied(control_plane: server.ControlPlane, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
-                  kube_via: None) -> AsyncIterator[TcpProxy]:
-    url = urllib.parse.urlparse(control_plane.url)
-    proxy = await TcpProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
-    cfg = yaml.safe_load(control_plane.kubeconfig_path.read_text())
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    path = tmp_path / "kubeconfig-via-proxy"
-    path.write_text(yaml.safe_dump(cfg))
-    monkeypatch.setenv("KUBECONFIG", str(path))
+def proxied(control_plane: server.ControlPlane, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+            kube_via: None) -> Iterator[FaultProxy]:
+    proxy = to_api_server(control_plane)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig_via(control_plane, proxy.port, tmp_path / "kubeconfig")))
     try:
         yield proxy
     finally:
-        await proxy.cut()
+        proxy.stop()
 
 
 async def _until(predicate: object, timeout: float, what: str) -> float:
@@ -56,7 +49,7 @@ async def _until(predicate: object, timeout: float, what: str) -> float:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def test_probe_sees_the_api_server_go_and_come_back(proxied: TcpProxy) -> None:
+async def test_probe_sees_the_api_server_go_and_come_back(proxied: FaultProxy) -> None:
     watch = liveness.HeartbeatWatch()
     probe = liveness.ApiProbe(watch, lambda: kube.readyz(timeout=1.0), interval=0.2, timeout=1.5)
     probe.ensure_started()
@@ -67,11 +60,11 @@ async def test_probe_sees_the_api_server_go_and_come_back(proxied: TcpProxy) -> 
         counted = watch.silence("ns/s", "hb-1")
         assert counted is not None and counted >= 1.0  # reachable: silence is counted
 
-        await proxied.cut()
+        proxied.refuse()
         noticed = await _until(lambda: watch.silence("ns/s", "hb-1") is None, 5.0, "the probe to notice the cut")
         assert noticed < 3.0
         await asyncio.sleep(2.0)
-        await proxied.restore()
+        proxied.heal()
         await _until(lambda: watch.silence("ns/s", "hb-1") is not None, 5.0, "the probe to see the server again")
         after = watch.silence("ns/s", "hb-1")
         assert after is not None and after < 1.0, f"the outage was counted as silence: {after}"

@@ -32,7 +32,7 @@ class Settings(pydantic_settings.BaseSettings):
     worker_image: str = pydantic.Field(default="ghcr.io/trading-platform/workers:0.1.0",
                                        description="Image of the worker Deployments.")
     worker_service_account: str = pydantic.Field(default="trading-worker",
-                                                 description="ServiceAccount of worker and backup pods.")
+                                                 description="ServiceAccount of backup pods (workers: build.rbac).")
     worker_command: list[str] = pydantic.Field(default_factory=lambda: ["trading-platform"],
                                                description="Entry point of the worker image.")
     gpu_node_selector: dict[str, str] = pydantic.Field(

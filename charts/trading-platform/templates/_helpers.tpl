@@ -124,23 +124,18 @@ The operator's rules on namespaced resources: exactly the calls it makes. Bound 
   verbs: [get, create, patch, delete]
 {{- end }}
 
-{{/* The workers' rules in their session's namespace: read the session and its policy, report status. */}}
+{{/* The backup pods' rules in a session namespace: read sessions and policies (the resources target), report
+into their Backup. Session workers run under their session's own identity (operator: build/rbac.py). */}}
 {{- define "trading-platform.workerRules" -}}
 - apiGroups: [trading.dev]
   resources: [tradingsessions, riskpolicies]
   verbs: [get, list, watch]
-- apiGroups: [trading.dev]
-  resources: [tradingsessions/status]
-  verbs: [get, patch]
 - apiGroups: [trading.dev]
   resources: [backups]
   verbs: [get]
 - apiGroups: [trading.dev]
   resources: [backups/status]
   verbs: [get, patch]
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

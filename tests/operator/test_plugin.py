@@ -126,3 +126,18 @@ def test_backup_runs_a_scheduled_backup_now(api: Api, operator: Any, namespace: 
                            "trading.dev/backup=nightly", "-o", "name"], capture_output=True, text=True).stdout
     assert "-manual-" in jobs, jobs
     assert run(kc, namespace, "backup", "nosuch").returncode == 1
+
+
+def test_report_says_when_there_is_none_and_refresh_asks_by_annotation(api: Api, operator: Any, namespace: str,
+                                                                      control_plane: Any) -> None:
+    """Without a risk worker there is no report: ``report`` says so (exit 1); ``--refresh`` sets the request
+    annotation and says nobody answered. The table itself is checked on a real day in
+    tests/drills/test_daily_report.py."""
+    kc = control_plane.kubeconfig_path
+    create(api, namespace, "q")
+    none = run(kc, namespace, "report", "q")
+    assert none.returncode == 1 and "no daily report yet" in none.stderr, none.stdout + none.stderr
+    asked = run(kc, namespace, "report", "q", "--refresh", "--timeout", "2")
+    assert asked.returncode == 1 and "is the risk worker running?" in asked.stderr, asked.stdout + asked.stderr
+    token = api.get(namespace, "tradingsessions", "q")["metadata"]["annotations"]["trading.dev/report-request"]
+    assert token in asked.stderr

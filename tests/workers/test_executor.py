@@ -514,5 +514,5 @@ async def test_model_strategy_flow_through_inference_and_strategy_workers(
     orders = await eventually(model_orders, timeout=90, interval=0.5, what="filled orders from model signals")
     signals = await flow.bus.latest("signals", 100)
     assert signals and all(json.loads(f["data"])["kind"] == "model" for _, f in signals)
-    expected = {flow.coid(json.loads(f["data"])["signal_id"]) for _, f in signals}
+    expected = {flow.coid(json.loads(f["data"])["signalId"]) for _, f in signals}
     assert {o.client_order_id for o in orders} <= expected, "every order traces back to a model signal"

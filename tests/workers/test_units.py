@@ -12,7 +12,7 @@ import pytest
 from trading_operator.api.riskpolicy import CircuitBreaker, Limits
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.simulated import PriceProcess, initial_price
-from trading_workers.domain import Fill, OrderIntent, OrderType, Quote, Side
+from trading_workers.domain import Fill, OrderIntent, OrderType, Quote, Side, Signal
 from trading_workers.errors import ConfigError, MalformedMessage, PermanentError, TransientError
 from trading_workers.executor import derive_gate
 from trading_workers.pretrade import TradingState
@@ -203,9 +203,21 @@ def test_codecs_round_trip() -> None:
     assert bus_mod.decode_quote(bus_mod.encode_quote(quote)) == quote
     intent = OrderIntent("AAPL", Side.SELL, 3, OrderType.LIMIT, 99.5, "s-1")
     assert bus_mod.decode_intent(bus_mod.encode_intent(intent)) == intent
-    signal = {"kind": "model", "symbol": "AAPL", "side": "buy", "qty": 2, "signal_id": "model:AAPL:3", "score": 0.4}
-    assert bus_mod.decode_signal(bus_mod.encode_signal(signal)) == OrderIntent("AAPL", Side.BUY, 2,
-                                                                              signal_id="model:AAPL:3")
+    signal = Signal("AAPL", Side.BUY, 2, "model:AAPL:3", score=0.4, expected_return=0.01, price=101.5, ts=2.0,
+                    seq=3, model="builtin://default")
+    assert bus_mod.decode_signal(bus_mod.encode_signal(signal)) == signal
+    assert signal.intent() == OrderIntent("AAPL", Side.BUY, 2, signal_id="model:AAPL:3")
+
+
+def test_one_key_convention_on_every_stream() -> None:
+    """camelCase JSON keys, as in the Kubernetes API: no snake_case key on any stream."""
+    messages = [bus_mod.encode_quote(Quote("AAPL", 1.0, 0.0, 1)),
+                bus_mod.encode_signal(Signal("AAPL", Side.BUY, 1, "s-1", expected_return=0.1)),
+                bus_mod.encode_intent(OrderIntent("AAPL", Side.BUY, 1, OrderType.LIMIT, 1.0, "s-1"))]
+    for fields in messages:
+        assert set(fields) == {"id", "data"}
+        assert not [k for k in json.loads(fields["data"]) if "_" in k]
+    assert "signalId" in json.loads(messages[1]["data"]) and "signalId" in json.loads(messages[2]["data"])
 
 
 @pytest.mark.parametrize("fields", [

@@ -13,7 +13,7 @@ import torch
 
 from trading_operator.api.session import TradingSession
 from trading_operator.api.workerconfig import WorkerConfig
-from trading_workers.domain import Quote, Side
+from trading_workers.domain import Quote, Side, Signal
 from trading_workers.inference import engine, model, predictor, synthetic, worker
 
 SYMBOLS = ["AAPL", "MSFT", "TSLA"]
@@ -40,16 +40,16 @@ def nan_model() -> model.PriceMLP:
     return net
 
 
-def check_signals(signals: list[dict[str, Any]]) -> None:
-    last_side: dict[str, str] = {}
+def check_signals(signals: list[Signal]) -> None:
+    last_side: dict[str, Side] = {}
     for s in signals:
-        assert s["kind"] == "model" and s["symbol"] in SYMBOLS and s["side"] in ("buy", "sell")
-        assert s["signal_id"] == f"model:{s['symbol']}:{s['seq']}"
-        assert np.isfinite(s["score"]) and np.isfinite(s["expected_return"])
-        assert abs(s["score"]) >= engine.DEFAULT_THRESHOLD
-        assert (s["score"] > 0) == (s["side"] == Side.BUY.value)
-        assert last_side.get(s["symbol"]) != s["side"]       # edge-triggered: only direction changes
-        last_side[s["symbol"]] = s["side"]
+        assert s.kind == "model" and s.symbol in SYMBOLS and s.side in (Side.BUY, Side.SELL)
+        assert s.signal_id == f"model:{s.symbol}:{s.seq}"
+        assert np.isfinite(s.score) and np.isfinite(s.expected_return)
+        assert abs(s.score) >= engine.DEFAULT_THRESHOLD
+        assert (s.score > 0) == (s.side is Side.BUY)
+        assert last_side.get(s.symbol) != s.side       # edge-triggered: only direction changes
+        last_side[s.symbol] = s.side
 
 
 # ---------------------------------------------------------------- engine
@@ -123,7 +123,7 @@ class StandInRuntime:
         self.config = config
         self._quotes = quotes
         self._fail_after = fail_after
-        self.signals: list[dict[str, Any]] = []
+        self.signals: list[Signal] = []
         self.reduce_requests: list[str] = []
         self.ready: bool | None = None
 
@@ -135,8 +135,8 @@ class StandInRuntime:
             if n % len(SYMBOLS) == len(SYMBOLS) - 1:
                 await asyncio.sleep(0)          # a tick boundary: let the worker score what arrived
 
-    async def publish_signal(self, signal: Mapping[str, Any]) -> None:
-        self.signals.append(dict(signal))
+    async def publish_signal(self, signal: Signal) -> None:
+        self.signals.append(signal)
 
     async def request_reducing(self, reason: str) -> None:
         self.reduce_requests.append(reason)
@@ -164,7 +164,7 @@ async def test_the_worker_turns_quotes_into_signals() -> None:
     assert runtime.reduce_requests == []
     assert len(runtime.signals) >= 3
     check_signals(runtime.signals)
-    assert {s["model"] for s in runtime.signals} == {"builtin://default"}
+    assert {s.model for s in runtime.signals} == {"builtin://default"}
 
 
 async def test_nan_outputs_ask_for_reducing_once_and_publish_nothing(tmp_path: pathlib.Path) -> None:

@@ -2,11 +2,16 @@
 
 Three streams per session, all under the session's key prefix
 (``tp:{namespace/name}``, a Redis Cluster hash tag, so one session's keys
-live on one shard):
+live on one shard), each carrying one typed message of ``domain``:
 
-``md``       quotes from the market-data worker
-``signals``  model signals from the inference workers (read by the strategy)
-``intents``  order intents from the strategy (read by the executor)
+``md``       ``Quote``         from the market-data worker
+``signals``  ``Signal``        from the inference workers (read by the model strategy)
+``intents``  ``OrderIntent``   from the strategy (read by the executor)
+
+On the wire every message is ``{"id": <idempotency key>, "data": <JSON object>}`` and the JSON keys
+are camelCase, as in the Kubernetes API (``signalId``, ``orderType``, ``limitPrice``,
+``expectedReturn``): one convention for every stream. ``encode_*``/``decode_*`` are the only
+places that know it.
 
 Delivery is at-least-once: consumers read through a consumer group and
 ``XACK`` only after the handler finished, so a consumer killed mid-message
@@ -32,7 +37,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
@@ -40,7 +45,7 @@ import redis.exceptions
 
 from trading_operator.api import metric_names as mn
 from trading_operator.api.session import SYMBOL_PATTERN
-from trading_workers.domain import OrderIntent, OrderType, Quote, Side
+from trading_workers.domain import OrderIntent, OrderType, Quote, Side, Signal
 from trading_workers.errors import DependencyUnavailable, MalformedMessage, PermanentError, TransientError
 
 log = logging.getLogger("trading_workers.bus")
@@ -129,22 +134,36 @@ def decode_quote(fields: Any) -> Quote:
     return Quote(symbol=_symbol(data), price=price, ts=float(_number(data, "ts") or 0.0), seq=_int(data, "seq"))
 
 
-def encode_signal(signal: Mapping[str, Any]) -> Fields:
-    """A model signal (the inference worker's dict: symbol, side, qty, score, signal_id, ...)."""
-    return _dump(dict(signal), str(signal.get("signal_id", "")))
-
-
-def decode_signal(fields: Any) -> OrderIntent:
-    """A model signal, as the order intent it asks for (the strategy forwards it to the executor)."""
-    data = _payload(fields)
-    signal_id = data.get("signal_id")
+def _signal_id(data: dict[str, Any]) -> str:
+    signal_id = data.get("signalId")
     if not isinstance(signal_id, str) or not signal_id or len(signal_id) > 200:
-        raise MalformedMessage("signal_id (the idempotency key) must be a non-empty string")
+        raise MalformedMessage("signalId (the idempotency key) must be a non-empty string")
+    return signal_id
+
+
+def _side(data: dict[str, Any]) -> Side:
     try:
-        side = Side(str(data.get("side")))
+        return Side(str(data.get("side")))
     except ValueError as exc:
         raise MalformedMessage(str(exc)) from exc
-    return OrderIntent(symbol=_symbol(data), side=side, qty=float(_number(data, "qty") or 0.0), signal_id=signal_id)
+
+
+def encode_signal(signal: Signal) -> Fields:
+    return _dump({"kind": signal.kind, "symbol": signal.symbol, "side": signal.side.value, "qty": signal.qty,
+                  "score": signal.score, "expectedReturn": signal.expected_return, "price": signal.price,
+                  "ts": signal.ts, "seq": signal.seq, "signalId": signal.signal_id, "model": signal.model},
+                 signal.signal_id)
+
+
+def decode_signal(fields: Any) -> Signal:
+    data = _payload(fields)
+    return Signal(symbol=_symbol(data), side=_side(data), qty=float(_number(data, "qty") or 0.0),
+                  signal_id=_signal_id(data), kind=str(data.get("kind") or "model"),
+                  score=float(_number(data, "score", optional=True) or 0.0),
+                  expected_return=float(_number(data, "expectedReturn", optional=True) or 0.0),
+                  price=float(_number(data, "price", optional=True) or 0.0),
+                  ts=float(_number(data, "ts", optional=True) or 0.0), seq=_int(data, "seq"),
+                  model=str(data.get("model") or ""))
 
 
 def encode_intent(intent: OrderIntent) -> Fields:
@@ -156,11 +175,9 @@ def encode_intent(intent: OrderIntent) -> Fields:
 def decode_intent(fields: Any) -> OrderIntent:
     """Decode and validate the shape; business limits (qty > 0, collars) are pre-trade checks, not decoding."""
     data = _payload(fields)
-    signal_id = data.get("signalId")
-    if not isinstance(signal_id, str) or not signal_id or len(signal_id) > 200:
-        raise MalformedMessage("signalId (the idempotency key) must be a non-empty string")
+    signal_id = _signal_id(data)
+    side = _side(data)
     try:
-        side = Side(str(data.get("side")))
         order_type = OrderType(str(data.get("orderType", "market")))
     except ValueError as exc:
         raise MalformedMessage(str(exc)) from exc
@@ -301,6 +318,29 @@ class Consumer(Generic[T]):
             if await self._process(msg_id, fields):
                 done += 1
         return done
+
+    async def run(self, *, stop: asyncio.Event | None = None, gate: Callable[[], Awaitable[bool]] | None = None,
+                  on_polled: Callable[[], None] | None = None, on_error: Callable[[TransientError], None] | None = None,
+                  retry_after: float = 0.5) -> None:
+        """The one consumer loop: poll until ``stop`` is set (or the task is cancelled).
+
+        ``gate`` (optional) is awaited before every poll and returns False while the consumer must not
+        read (it does its own waiting); ``on_polled`` runs after every successful poll; a
+        ``TransientError`` (Redis down, a handler that could not finish) goes to ``on_error`` and the
+        loop waits ``retry_after`` seconds: the message stays pending and is read again.
+        """
+        while stop is None or not stop.is_set():
+            if gate is not None and not await gate():
+                continue
+            try:
+                await self.poll()
+            except TransientError as exc:
+                if on_error is not None:
+                    on_error(exc)
+                await asyncio.sleep(retry_after)
+                continue
+            if on_polled is not None:
+                on_polled()
 
     async def _claim(self) -> list[tuple[str, Fields]]:
         loop = asyncio.get_running_loop()

@@ -61,6 +61,27 @@ class OrderIntent:
     signal_id: str = ""  # idempotency key from the strategy (bus message id based)
 
 
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A model's view on a symbol (the inference worker's output, the model strategy's input)."""
+
+    symbol: str
+    side: Side
+    qty: float
+    signal_id: str  # deterministic (model:<symbol>:<quote seq>): the idempotency key of the order it becomes
+    kind: str = "model"
+    score: float = 0.0
+    expected_return: float = 0.0
+    price: float = 0.0
+    ts: float = 0.0
+    seq: int = 0
+    model: str = ""
+
+    def intent(self) -> OrderIntent:
+        """The order intent this signal asks for (a market order under the signal's id)."""
+        return OrderIntent(self.symbol, self.side, self.qty, signal_id=self.signal_id)
+
+
 def client_order_id(session_uid: str, signal_id: str) -> str:
     """Deterministic id: the same signal always maps to the same broker order (max 48 chars, Alpaca's limit)."""
     digest = hashlib.sha256(f"{session_uid}:{signal_id}".encode()).hexdigest()[:32]

@@ -263,16 +263,18 @@ class Executor:
     async def _intents_loop(self) -> None:
         consumer = bus_mod.Consumer(self.bus, bus_mod.INTENTS, "executor", self.consumer_name,
                                     bus_mod.decode_intent, self.orders.on_intent, block_ms=500)
-        while True:
+
+        async def live() -> bool:  # intents stay pending on the bus while anything fails closed
             if self.blockers():
                 await self._wait_changed(0.5)
-                continue
-            try:
-                await consumer.poll()
-            except TransientError as exc:
-                log.warning("intent not finished; stays pending", extra={"error": str(exc)})
-                self.failed(exc)
-                await asyncio.sleep(0.2)
+                return False
+            return True
+
+        def not_finished(exc: TransientError) -> None:
+            log.warning("intent not finished; stays pending", extra={"error": str(exc)})
+            self.failed(exc)
+
+        await consumer.run(gate=live, on_error=not_finished, retry_after=0.2)
 
     async def _fills_loop(self) -> None:
         while True:

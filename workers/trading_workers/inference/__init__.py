@@ -7,7 +7,8 @@ Layers, from pure to impure:
 - ``predictor`` — batched inference on a device with preallocated buffers, and the guard
   (NaN outputs, slow batches) that asks for Reducing;
 - ``train``     — the documented command that produces ``models/default.pt``;
-- ``worker``    — the inference worker role, a thin loop over a minimal runtime interface.
+- ``worker``    — the inference worker loop, over a minimal runtime interface (``InferenceRuntime``);
+- ``role``      — the role's ``run(runtime)``: that interface over the bus and the session's status.
 
-Only ``worker`` knows about the runtime; everything else is testable and benchmarkable alone.
+Only ``role`` knows about the worker runtime; everything else is testable and benchmarkable alone.
 """

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from trading_workers.domain import Quote, Side
+from trading_workers.domain import Quote, Side, Signal
 from trading_workers.inference.predictor import OK, REASON_NAN, BatchResult, Predictor, Verdict
 
 DEFAULT_THRESHOLD = 0.3   # in units of the window's RMS return (the model's output scale)
@@ -70,7 +70,7 @@ class WindowBook:
 
 @dataclass
 class StepResult:
-    signals: list[dict[str, Any]] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
     scored: int = 0
     batch: BatchResult | None = None
 
@@ -148,22 +148,13 @@ class SignalEngine:
             result.signals.append(self._signal(i, float(batch.scores[j]), windows[j], int(desired[j])))
         return result
 
-    def _signal(self, i: int, score: float, window: np.ndarray, direction: int) -> dict[str, Any]:
+    def _signal(self, i: int, score: float, window: np.ndarray, direction: int) -> Signal:
         quote = self.book.last_quote[i]
         assert quote is not None  # a full window implies at least one quote
         returns = np.diff(np.log(window))
         rms = float(np.sqrt(np.mean(returns * returns)))
         key = quote.seq if quote.seq > 0 else repr(quote.ts)
-        return {
-            "kind": "model",
-            "symbol": quote.symbol,
-            "side": (Side.BUY if direction > 0 else Side.SELL).value,
-            "qty": self.order_qty,
-            "score": score,
-            "expected_return": score * rms,
-            "price": quote.price,
-            "ts": quote.ts,
-            "seq": quote.seq,
-            "signal_id": f"model:{quote.symbol}:{key}",
-            "model": self.model_uri,
-        }
+        return Signal(symbol=quote.symbol, side=Side.BUY if direction > 0 else Side.SELL, qty=self.order_qty,
+                      signal_id=f"model:{quote.symbol}:{key}", kind="model", score=score,
+                      expected_return=score * rms, price=quote.price, ts=quote.ts, seq=quote.seq,
+                      model=self.model_uri)

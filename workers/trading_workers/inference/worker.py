@@ -12,11 +12,9 @@ What ``run`` assumes of ``runtime`` (see :class:`InferenceRuntime`):
   default 0.3; ``orderQty``: default 1).
 - ``runtime.quotes()`` — an async iterator of :class:`~trading_workers.domain.Quote` for the
   session's symbols, as read from the bus (at-least-once: a repeated ``seq`` is ignored).
-- ``await runtime.publish_signal(signal)`` — publish one JSON-safe ``dict`` with keys
-  ``kind`` ("model"), ``symbol``, ``side`` ("buy"/"sell"), ``qty``, ``score``, ``expected_return``,
-  ``price``, ``ts``, ``seq``, ``signal_id`` (deterministic: the idempotency key for
-  ``client_order_id``) and ``model`` (the artifact URI). It carries everything an
-  ``OrderIntent(symbol, Side(side), qty, signal_id=signal_id)`` needs.
+- ``await runtime.publish_signal(signal)`` — publish one :class:`~trading_workers.domain.Signal`
+  (symbol, side, qty, score, expected return, the quote it was scored on, the model's URI and a
+  deterministic ``signal_id``: the idempotency key of the order it becomes, ``signal.intent()``).
 - ``await runtime.request_reducing(reason)`` — ask that the session's trading state become
   Reducing (the guard tripped: NaN outputs, or a batch slower than ``ModelSpec.max_latency_ms``).
   Called once per reason per :data:`REDUCE_REPEAT_S`, not on every batch.
@@ -32,15 +30,15 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import torch
 
 from trading_operator.api import metric_names as mn
 from trading_operator.api.session import ModelSpec
 from trading_operator.api.workerconfig import WorkerConfig
-from trading_workers.domain import Quote
+from trading_workers.domain import Quote, Signal
 from trading_workers.inference.engine import SignalEngine, StepResult
 from trading_workers.inference.predictor import Predictor
 
@@ -65,7 +63,7 @@ class InferenceRuntime(Protocol):
 
     def quotes(self) -> AsyncIterator[Quote]: ...
 
-    async def publish_signal(self, signal: Mapping[str, Any]) -> None: ...
+    async def publish_signal(self, signal: Signal) -> None: ...
 
     async def request_reducing(self, reason: str) -> None: ...
 
@@ -167,4 +165,4 @@ async def _publish(runtime: InferenceRuntime, reduce: ReduceRequester, result: S
         await reduce(verdict.reason, verdict.detail)
     for signal in result.signals:
         await runtime.publish_signal(signal)
-        SIGNALS.labels(side=signal["side"]).inc()
+        SIGNALS.labels(side=signal.side.value).inc()

@@ -12,13 +12,12 @@ quote of a symbol, and a consumer group would split them between replicas.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 
 from trading_operator.api import metric_names as mn
 from trading_workers import bus as bus_mod
-from trading_workers.domain import OrderIntent, Quote
+from trading_workers.domain import OrderIntent, Quote, Signal
 from trading_workers.errors import TransientError
 from trading_workers.runtime import Runtime
 from trading_workers.strategy.rules import make_strategy
@@ -49,11 +48,11 @@ async def run(rt: Runtime) -> None:
             log.info("intent published", extra={"signal_id": head.signal_id, "symbol": head.symbol,
                                                 "side": head.side.value, "qty": head.qty})
 
-    consumer: bus_mod.Consumer[Quote] | bus_mod.Consumer[OrderIntent]
+    consumer: bus_mod.Consumer[Quote] | bus_mod.Consumer[Signal]
     if rt.config.strategy.name == "model":
-        async def on_signal(_: str, intent: OrderIntent) -> None:
-            if intent.symbol in symbols:
-                await publish(intent)
+        async def on_signal(_: str, signal: Signal) -> None:
+            if signal.symbol in symbols:
+                await publish(signal.intent())
 
         consumer = bus_mod.Consumer(bus, bus_mod.SIGNALS, "strategy", consumer_name, bus_mod.decode_signal, on_signal)
     else:
@@ -68,14 +67,15 @@ async def run(rt: Runtime) -> None:
                                     on_quote)
     ready = {"ok": False}
     rt.health.add("bus", lambda: (ready["ok"], "redis unreachable"))
+
+    def polled() -> None:
+        ready["ok"] = True
+
+    def failed(exc: TransientError) -> None:
+        ready["ok"] = False
+        log.warning("strategy step failed; will retry", extra={"error": str(exc)})
+
     try:
-        while not rt.stop.is_set():
-            try:
-                await consumer.poll()
-                ready["ok"] = True
-            except TransientError as exc:
-                ready["ok"] = False
-                log.warning("strategy step failed; will retry", extra={"error": str(exc)})
-                await asyncio.sleep(0.5)
+        await consumer.run(stop=rt.stop, on_polled=polled, on_error=failed)
     finally:
         await client.aclose()

@@ -11,6 +11,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.conftest import ROOT, Kubectl
+from tests.fixtures.api import G, V
 from trading_operator.api import phases
 from trading_operator.api.phases import Phase
 
@@ -79,7 +80,7 @@ def custom(control_plane) -> client.CustomObjectsApi:  # type: ignore[no-untyped
 
 def _set_phase(api: client.CustomObjectsApi, ns: str, name: str, phase: Phase) -> None:
     api.patch_namespaced_custom_object_status(
-        "trading.dev", "v1alpha1", ns, "tradingsessions", name, {"status": {"phase": phase.value}})
+        G, V, ns, "tradingsessions", name, {"status": {"phase": phase.value}})
 
 
 def test_every_phase_transition_is_enforced_by_the_api_server(
@@ -89,7 +90,7 @@ def test_every_phase_transition_is_enforced_by_the_api_server(
     results = {}
     for i, (src, dst) in enumerate(itertools.product(Phase, Phase)):
         name = f"t{i}"
-        custom.create_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "tradingsessions",
+        custom.create_namespaced_custom_object(G, V, namespace, "tradingsessions",
                                                {**body, "metadata": {"name": name}})
         for step in _path_to(src):
             _set_phase(custom, namespace, name, step)
@@ -107,7 +108,7 @@ def test_every_phase_transition_is_enforced_by_the_api_server(
 
 def test_first_phase_must_be_initializing(
         crds_installed: Kubectl, namespace: str, custom: client.CustomObjectsApi) -> None:
-    custom.create_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "tradingsessions", {
+    custom.create_namespaced_custom_object(G, V, namespace, "tradingsessions", {
         "apiVersion": "trading.dev/v1alpha1", "kind": "TradingSession", "metadata": {"name": "first"},
         "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"}}})
     with pytest.raises(ApiException) as err:

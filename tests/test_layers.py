@@ -165,3 +165,35 @@ def test_decide_is_pure() -> None:
         todo.extend(sorted(used & set(functions)))
     assert "_halt_step" in seen and "_phase_step" in seen  # the walk follows the steps
     assert bad == {}
+
+
+def _test_imports() -> dict[str, set[str]]:
+    tests = ROOT / "tests"
+    out: dict[str, set[str]] = {}
+    for path in sorted(tests.rglob("*.py")):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        out[str(path.relative_to(ROOT))] = {m for m in found if m == "tests" or m.startswith("tests.")}
+    return out
+
+
+def test_test_packages_share_only_the_fixtures_plugin() -> None:
+    """A test package imports from itself, from ``tests.fixtures`` and the root conftest, never from another."""
+    bad = {}
+    for path, mods in _test_imports().items():
+        own = ".".join(pathlib.PurePath(path).parent.parts[:2])  # e.g. tests.workers (tests for root files)
+        wrong = sorted(m for m in mods if not _under(m, own, "tests.fixtures", "tests.conftest"))
+        if wrong:
+            bad[path] = wrong
+    assert bad == {}
+
+
+def test_the_api_group_and_version_are_spelled_once_in_the_tests() -> None:
+    literal, assignment = '"trading.dev", ' + '"v1alpha1"', "G, V" + " = "
+    spelled = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+                     if literal in p.read_text() or assignment in p.read_text())
+    assert spelled == ["tests/fixtures/api.py"]

@@ -1,4 +1,4 @@
-"""Fixtures for the backup tests: real PostgreSQL and Redis (the workers' fixtures), the real control plane.
+"""Fixtures for the backup tests: real PostgreSQL and Redis (tests/fixtures), the real control plane.
 
 Each test gets its own journal database on the shared PostgreSQL server
 (``journal_db``), so whole-database counts and checksums belong to that
@@ -15,30 +15,26 @@ import pathlib
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import pytest
 from kubernetes import client
-from kubernetes import config as kconfig
 
-from tests.conftest import Kubectl, running_operator
-from tests.operator.conftest import api  # noqa: F401 - fixture: API helpers
-from tests.workers.conftest import postgres_server, redis_server  # noqa: F401 - fixtures: real servers
-from tests.workers.servers import PostgresServer, RedisServer
-from trading_dev.controlplane import server
+from tests.fixtures.api import Api, G, V
+from tests.fixtures.operator import operator_fixture
+from tests.fixtures.servers import PostgresServer, RedisServer
 from trading_workers.backup import postgres as pg
 from trading_workers.domain import Fill, Order, OrderStatus, OrderType, Side
 from trading_workers.journal import Journal, PnlSnapshot
 
-G, V = "trading.dev", "v1alpha1"
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG"]
 
 
 @pytest.fixture
-async def journal_db(postgres_server: PostgresServer) -> AsyncIterator[str]:  # noqa: F811
+async def journal_db(postgres_server: PostgresServer) -> AsyncIterator[str]:
     """A fresh, empty journal database for this test; yields its DSN."""
     name = f"bk_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_server.dsn)
@@ -105,26 +101,30 @@ async def journal_state(dsn: str, session: str | None = None) -> dict[str, dict[
 
 @dataclass
 class Cluster:
-    """The test's namespace on the real API server, with helpers for sessions and Backups."""
+    """The test's namespace on the real API server (through ``Api``), with helpers for sessions and Backups."""
 
-    custom: client.CustomObjectsApi
-    core: client.CoreV1Api
+    api: Api
     namespace: str
-    kubeconfig: pathlib.Path
+
+    @property
+    def kubeconfig(self) -> pathlib.Path:
+        return self.api.kubeconfig
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return self.api.custom
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.create_namespaced_custom_object(G, V, self.namespace, plural, body))
+        return self.api.create(self.namespace, plural, body)
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.get_namespaced_custom_object(G, V, self.namespace, plural, name))
+        return self.api.get(self.namespace, plural, name)
 
     def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.patch_namespaced_custom_object(G, V, self.namespace, plural, name,
-                                                                               body))
+        return self.api.patch(self.namespace, plural, name, body)
 
     def patch_status(self, plural: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.patch_namespaced_custom_object_status(
-            G, V, self.namespace, plural, name, {"status": status}))
+        return self.api.patch_status(self.namespace, plural, name, status)
 
     def session(self, name: str = "s", phases: tuple[str, ...] = ("Initializing", "PreMarket", "MarketOpen"),
                 **spec: Any) -> str:
@@ -147,19 +147,16 @@ class Cluster:
         return self.get("backups", name).get("status") or {}
 
     def events(self, name: str) -> list[str]:
-        return [str(e.reason) for e in self.core.list_namespaced_event(self.namespace).items
-                if e.involved_object.name == name]
+        return [str(e.reason) for e in self.api.events(self.namespace, name)]
 
 
 @pytest.fixture
-def cluster(control_plane: Any, namespace: str) -> Cluster:
-    api_client = kconfig.new_client_from_config(str(control_plane.kubeconfig_path))
-    return Cluster(client.CustomObjectsApi(api_client), client.CoreV1Api(api_client), namespace,
-                   control_plane.kubeconfig_path)
+def cluster(api: Api, namespace: str) -> Cluster:
+    return Cluster(api, namespace)
 
 
 @pytest.fixture
-def backup_cli(cluster: Cluster, journal_db: str, redis_server: RedisServer,  # noqa: F811
+def backup_cli(cluster: Cluster, journal_db: str, redis_server: RedisServer,
                tmp_path: pathlib.Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``trading-platform backup <args>`` as the backup Job would, against this test's journal and Redis."""
     destination = tmp_path / "backups"
@@ -175,9 +172,4 @@ def backup_cli(cluster: Cluster, journal_db: str, redis_server: RedisServer,  # 
     return run
 
 
-@pytest.fixture(scope="package")
-def operator(control_plane: server.ControlPlane, crds_installed: Kubectl,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path]:
-    """The operator for this test package only (see tests.conftest.running_operator)."""
-    with running_operator(control_plane, tmp_path_factory) as log:
-        yield log
+operator = operator_fixture()

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 import yaml
 
 from tests.backup.conftest import Cluster, journal_state, seed_journal
-from tests.workers.servers import RedisServer
+from tests.fixtures.servers import RedisServer
 from trading_workers.backup import manifest as mf
 from trading_workers.backup.files import resolve_model
 from trading_workers.bus import session_prefix

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.backup.conftest import Cluster, G, V
+from tests.backup.conftest import Cluster
+from tests.fixtures.api import G, V
 
 pytestmark = pytest.mark.cluster
 

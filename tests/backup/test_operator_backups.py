@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes import config as kconfig
 
 from tests.backup.conftest import Cluster, seed_journal
-from tests.operator.conftest import wait_for
+from tests.fixtures.waiting import eventually_sync
 from trading_operator import names
 
 pytestmark = pytest.mark.cluster
@@ -56,7 +56,7 @@ def test_a_scheduled_backup_creates_a_cronjob_with_the_schedule_and_suspend_is_h
     cluster.backup("hourly", schedule="0 * * * *", retention={"keepLast": 1, "maxAge": "7d"},
                    destination={"pvc": {"claimName": "trading-backups", "path": "/journal"}})
     cron_name = names.backup_cronjob("hourly")
-    cron = wait_for(lambda: batch.read_namespaced_cron_job(cron_name, ns), what="the CronJob")
+    cron = eventually_sync(lambda: batch.read_namespaced_cron_job(cron_name, ns), what="the CronJob")
     assert cron.spec.schedule == "0 * * * *" and cron.spec.suspend is False
     assert cron.spec.time_zone == "Etc/UTC" and cron.spec.concurrency_policy == "Forbid"
     uid = cluster.get("backups", "hourly")["metadata"]["uid"]
@@ -68,7 +68,7 @@ def test_a_scheduled_backup_creates_a_cronjob_with_the_schedule_and_suspend_is_h
     env = {e.name: e.value for e in pod.containers[0].env}
     assert env["TRADING_BACKUP_ROOT"] == "/backups/journal" and env["TRADING_BACKUP_LOCATION"] == "pvc://trading-backups/journal"
 
-    status = wait_for(lambda: (s := cluster.status("hourly")).get("nextScheduleTime") and s, what="nextScheduleTime")
+    status = eventually_sync(lambda: (s := cluster.status("hourly")).get("nextScheduleTime") and s, what="nextScheduleTime")
     assert status["phase"] == "Pending" and status["observedGeneration"] == 1
     nxt = dt.datetime.fromisoformat(status["nextScheduleTime"].replace("Z", "+00:00"))
     now = dt.datetime.now(dt.UTC)
@@ -76,19 +76,19 @@ def test_a_scheduled_backup_creates_a_cronjob_with_the_schedule_and_suspend_is_h
     assert ready(cluster, "hourly")["reason"] == "Scheduled"
 
     cluster.patch("backups", "hourly", {"spec": {"suspend": True}})
-    wait_for(lambda: batch.read_namespaced_cron_job(cron_name, ns).spec.suspend is True, what="suspended CronJob")
-    wait_for(lambda: ready(cluster, "hourly").get("reason") == "Suspended", what="Ready=Suspended")
+    eventually_sync(lambda: batch.read_namespaced_cron_job(cron_name, ns).spec.suspend is True, what="suspended CronJob")
+    eventually_sync(lambda: ready(cluster, "hourly").get("reason") == "Suspended", what="Ready=Suspended")
     status = cluster.status("hourly")
     assert "nextScheduleTime" not in status and status["observedGeneration"] == 2
 
     cluster.patch("backups", "hourly", {"spec": {"suspend": False, "schedule": "*/5 * * * *"}})
-    wait_for(lambda: (c := batch.read_namespaced_cron_job(cron_name, ns).spec).suspend is False
+    eventually_sync(lambda: (c := batch.read_namespaced_cron_job(cron_name, ns).spec).suspend is False
              and c.schedule == "*/5 * * * *", what="resumed, rescheduled CronJob")
-    status = wait_for(lambda: (s := cluster.status("hourly")).get("nextScheduleTime") and s.get(
+    status = eventually_sync(lambda: (s := cluster.status("hourly")).get("nextScheduleTime") and s.get(
         "observedGeneration") == 3 and s, what="a new nextScheduleTime")
     nxt = dt.datetime.fromisoformat(status["nextScheduleTime"].replace("Z", "+00:00"))
     assert nxt.minute % 5 == 0 and nxt - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=5)
-    wait_for(lambda: {"CronJobCreated", "CronJobUpdated", "Suspended", "Scheduled"} <= set(cluster.events("hourly")),
+    eventually_sync(lambda: {"CronJobCreated", "CronJobUpdated", "Suspended", "Scheduled"} <= set(cluster.events("hourly")),
              what="the operator's Events")
     assert batch.list_namespaced_job(ns).items == []  # a schedule never runs a one-shot Job
 
@@ -101,16 +101,16 @@ async def test_a_one_shot_backup_runs_one_job_and_the_run_reports_into_status(
     await seed_journal(journal_db, session, orders=100)
     cluster.backup("once", targets=["journal", "resources"])
     job_name = names.backup_job("once")
-    job = wait_for(lambda: batch.read_namespaced_job(job_name, ns), what="the Job")
+    job = eventually_sync(lambda: batch.read_namespaced_job(job_name, ns), what="the Job")
     assert_restricted_backup_pod(job.spec.template.spec, ns, "once", "backups")
     assert job.metadata.owner_references[0].kind == "Backup"
-    wait_for(lambda: cluster.status("once").get("phase") == "Pending", what="Pending")
+    eventually_sync(lambda: cluster.status("once").get("phase") == "Pending", what="Pending")
     assert ready(cluster, "once")["reason"] == "JobCreated"
 
     # Stand in for the Job's pod.
     proc = backup_cli("run", "--backup", f"{ns}/once")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    wait_for(lambda: cluster.status("once").get("phase") == "Completed", what="Completed")
+    eventually_sync(lambda: cluster.status("once").get("phase") == "Completed", what="Completed")
     time.sleep(2.0)  # the operator reconciles the status change; it must leave the run's results alone
     status = cluster.status("once")
     assert status["phase"] == "Completed" and status["verified"] is True and status["observedGeneration"] == 1
@@ -118,9 +118,9 @@ async def test_a_one_shot_backup_runs_one_job_and_the_run_reports_into_status(
 
     # Scheduling it later swaps in a CronJob; unscheduling removes it (and never re-runs the one-shot).
     cluster.patch("backups", "once", {"spec": {"schedule": "@daily"}})
-    wait_for(lambda: batch.read_namespaced_cron_job(names.backup_cronjob("once"), ns), what="the CronJob")
+    eventually_sync(lambda: batch.read_namespaced_cron_job(names.backup_cronjob("once"), ns), what="the CronJob")
     cluster.patch("backups", "once", {"spec": {"schedule": None}})
-    wait_for(lambda: not batch.list_namespaced_cron_job(ns).items, what="the CronJob gone")
+    eventually_sync(lambda: not batch.list_namespaced_cron_job(ns).items, what="the CronJob gone")
     time.sleep(1.0)
     assert [j.metadata.name for j in batch.list_namespaced_job(ns).items] == [job_name]
 
@@ -131,8 +131,8 @@ def test_a_job_that_fails_before_the_run_reports_marks_the_backup_failed(
     cluster.session(phases=())
     cluster.backup("doomed")
     job_name = names.backup_job("doomed")
-    wait_for(lambda: batch.read_namespaced_job(job_name, ns), what="the Job")
-    wait_for(lambda: cluster.status("doomed").get("phase") == "Pending", what="Pending")
+    eventually_sync(lambda: batch.read_namespaced_job(job_name, ns), what="the Job")
+    eventually_sync(lambda: cluster.status("doomed").get("phase") == "Pending", what="Pending")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     message = "Job has reached the specified backoff limit"
     batch.patch_namespaced_job_status(job_name, ns, {"status": {
@@ -141,17 +141,17 @@ def test_a_job_that_fails_before_the_run_reports_marks_the_backup_failed(
              "lastTransitionTime": now, "lastProbeTime": now},
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message,
              "lastTransitionTime": now, "lastProbeTime": now}]}})
-    status = wait_for(lambda: (s := cluster.status("doomed")).get("phase") == "Failed" and s, timeout=40,
+    status = eventually_sync(lambda: (s := cluster.status("doomed")).get("phase") == "Failed" and s, timeout=40,
                       what="Failed from the Job's condition (periodic reconcile)")
     assert "BackoffLimitExceeded" in status["history"][-1]["message"]
-    wait_for(lambda: "BackupFailed" in cluster.events("doomed"), what="the BackupFailed Event")  # posted async
+    eventually_sync(lambda: "BackupFailed" in cluster.events("doomed"), what="the BackupFailed Event")  # posted async
 
 
 def test_a_schedule_the_api_accepts_but_cron_cannot_run_is_reported(operator: Any, cluster: Cluster,
                                                                       batch: Any) -> None:
     cluster.session(phases=())
     cluster.backup("odd", schedule="61 * * * *")  # the right shape for the schema, not a real minute
-    cond = wait_for(lambda: (c := ready(cluster, "odd")).get("reason") == "InvalidSchedule" and c, what="InvalidSchedule")
+    cond = eventually_sync(lambda: (c := ready(cluster, "odd")).get("reason") == "InvalidSchedule" and c, what="InvalidSchedule")
     assert cond["status"] == "False" and "61 * * * *" in cond["message"]
     assert batch.list_namespaced_cron_job(cluster.namespace).items == []
-    wait_for(lambda: "InvalidSchedule" in cluster.events("odd"), what="the InvalidSchedule Event")  # posted async
+    eventually_sync(lambda: "InvalidSchedule" in cluster.events("odd"), what="the InvalidSchedule Event")  # posted async

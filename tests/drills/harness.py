@@ -47,6 +47,8 @@ from kubernetes import client
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
 
+from tests.fixtures.api import G, V
+from tests.fixtures.waiting import eventually_sync
 from trading_dev.platform import LocalPlatform
 from trading_dev.runtime import Replica
 from trading_operator import names
@@ -55,7 +57,6 @@ from trading_workers import bus as bus_mod
 from trading_workers.brokers.simulated import BrokerRecord, read_record
 from trading_workers.domain import OrderIntent, OrderType, Side, client_order_id
 
-GROUP, VERSION = "trading.dev", "v1alpha1"
 SESSIONS, POLICIES = "tradingsessions", "riskpolicies"
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -98,24 +99,6 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> 
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def wait_until(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2,
-               hint: str = "") -> T:
-    """Poll ``probe`` until it returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except (ApiException, psycopg.OperationalError, redis.RedisError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return cast(T, last)
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last value: {last!r}"
-                                 + (f"\n{hint}" if hint else ""))
-        time.sleep(interval)
 
 
 def _run(coro: Any) -> Any:
@@ -221,14 +204,14 @@ class Drill:
 
     def get(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, SESSIONS, self.name))
+            G, V, self.namespace, SESSIONS, self.name))
 
     def status(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.get().get("status") or {})
 
     def policy(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, POLICIES, self.policy_name))
+            G, V, self.namespace, POLICIES, self.policy_name))
 
     def condition(self, type_: str, status: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         st = self.status() if status is None else status
@@ -237,12 +220,12 @@ class Drill:
     def patch_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the session's spec (``None`` values remove a field)."""
         return cast(dict[str, Any], self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, SESSIONS, self.name, {"spec": dict(spec)}))
+            G, V, self.namespace, SESSIONS, self.name, {"spec": dict(spec)}))
 
     def patch_policy(self, spec: Mapping[str, Any]) -> int:
         """JSON merge patch of the RiskPolicy's spec; returns the policy's new generation."""
         obj = cast(dict[str, Any], self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, POLICIES, self.policy_name, {"spec": dict(spec)}))
+            G, V, self.namespace, POLICIES, self.policy_name, {"spec": dict(spec)}))
         return int(obj["metadata"]["generation"])
 
     def events(self, name: str | None = None, kind: str | None = "TradingSession") -> list[dict[str, Any]]:
@@ -260,7 +243,7 @@ class Drill:
         def probe() -> dict[str, Any] | None:
             st = self.status()
             return st if predicate(st) else None
-        return wait_until(probe, timeout=timeout, what=f"{self.key}: {what}", hint=self.hint())
+        return eventually_sync(probe, timeout=timeout, what=f"{self.key}: {what}", hint=self.hint())
 
     def wait_phase(self, phase: str, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_status(lambda st: st.get("phase") == phase, f"phase {phase}", timeout)
@@ -278,7 +261,7 @@ class Drill:
 
     def wait_event(self, reason: str, timeout: float = 30.0, name: str | None = None,
                    kind: str | None = "TradingSession") -> dict[str, Any]:
-        return wait_until(lambda: next((e for e in self.events(name, kind) if e["reason"] == reason), None),
+        return eventually_sync(lambda: next((e for e in self.events(name, kind) if e["reason"] == reason), None),
                           timeout=timeout, what=f"Event {reason} on {name or self.name}", hint=self.hint())
 
     def wait_trading(self, timeout: float = 60.0) -> dict[str, Any]:
@@ -290,7 +273,7 @@ class Drill:
         st = self.wait_status(lambda st: (st.get("executor") or {}).get("tradingState") == "Active"
                               and ((st.get("workers") or {}).get("executor") or {}).get("ready") == 1,
                               "the executor ready and Active", timeout)
-        wait_until(lambda: self.redis.xlen(f"{self.prefix}:stream:{bus_mod.MARKET_DATA}") >= 2 * len(self.symbols),
+        eventually_sync(lambda: self.redis.xlen(f"{self.prefix}:stream:{bus_mod.MARKET_DATA}") >= 2 * len(self.symbols),
                    timeout=timeout, what="quotes on the bus", hint=self.hint())
         return st
 
@@ -331,7 +314,7 @@ class Drill:
 
     def order_outcome(self, coid: str, timeout: float = 20.0) -> Outcome:
         """Wait until the executor has handled the intent (sent, refused or cancelled unsent); return what it did."""
-        return wait_until(lambda: self.outcome_now(coid), timeout=timeout,
+        return eventually_sync(lambda: self.outcome_now(coid), timeout=timeout,
                           what=f"the executor to handle intent {coid}", hint=self.hint())
 
     def wait_order_status(self, coid: str, *statuses: str, timeout: float = 20.0) -> Outcome:
@@ -339,7 +322,7 @@ class Drill:
         def probe() -> Outcome | None:
             out = self.outcome_now(coid)
             return out if out is not None and out.status in statuses else None
-        return wait_until(probe, timeout=timeout, what=f"order {coid} to be {'/'.join(statuses)}", hint=self.hint())
+        return eventually_sync(probe, timeout=timeout, what=f"order {coid} to be {'/'.join(statuses)}", hint=self.hint())
 
     def exchange(self) -> BrokerRecord:
         """The simulated exchange's own record for this session: submits received, orders, fills, account."""
@@ -381,7 +364,7 @@ class Drill:
 
     def _delete(self, timeout: float) -> None:
         try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, SESSIONS, self.name)
+            self.custom.delete_namespaced_custom_object(G, V, self.namespace, SESSIONS, self.name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -402,7 +385,7 @@ class Drill:
                     if exc.status != 404:
                         raise
             try:
-                self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, SESSIONS, self.name,
+                self.custom.patch_namespaced_custom_object(G, V, self.namespace, SESSIONS, self.name,
                                                            {"metadata": {"finalizers": None}})
             except ApiException as exc:
                 if exc.status != 404:
@@ -464,8 +447,8 @@ def create_drill(platform: LocalPlatform, namespace: str, *, policy: Mapping[str
                          (BROKER_SECRET, {"APCA_API_KEY_ID": BROKER_KEY_ID, "APCA_API_SECRET_KEY": BROKER_SECRET_KEY})):
         drill.core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=secret),
                                                                        string_data=data))
-    drill.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RiskPolicy", "metadata": {"name": policy_name},
+    drill.custom.create_namespaced_custom_object(G, V, namespace, POLICIES, {
+        "apiVersion": f"{G}/{V}", "kind": "RiskPolicy", "metadata": {"name": policy_name},
         "spec": deep_merge(DEFAULT_POLICY, policy)})
     start = session_time(at).isoformat().replace("+00:00", "Z")
     base_spec: dict[str, Any] = {
@@ -478,8 +461,8 @@ def create_drill(platform: LocalPlatform, namespace: str, *, policy: Mapping[str
                     "risk": {"replicas": 1 if risk else 0}},
         "onHalt": "CancelOpenOrders",
     }
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TradingSession", "metadata": {"name": name},
+    body = {"apiVersion": f"{G}/{V}", "kind": "TradingSession", "metadata": {"name": name},
             "spec": deep_merge(base_spec, spec)}
-    obj = cast(dict[str, Any], drill.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, SESSIONS, body))
+    obj = cast(dict[str, Any], drill.custom.create_namespaced_custom_object(G, V, namespace, SESSIONS, body))
     drill.uid = obj["metadata"]["uid"]
     return drill

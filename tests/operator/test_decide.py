@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from tests.fixtures.builders import SessionBuilder, policy, ready_deployment
 from trading_operator import liveness
 from trading_operator.api.phases import Phase
 from trading_operator.api.riskpolicy import RiskPolicy
@@ -16,65 +17,6 @@ UTC = dt.UTC
 # Monday 2026-11-23 10:00 New York: the market is open.
 OPEN = dt.datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 SETTINGS = Settings()
-
-
-class SessionBuilder:
-    """Chained test fixture: ``SessionBuilder().phase("MarketOpen").halted().build()``."""
-
-    def __init__(self) -> None:
-        self.spec: dict[str, Any] = {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"},
-                                     "workers": {r.value: {"replicas": 0} for r in Role}}
-        self.status: dict[str, Any] = {}
-
-    def phase(self, phase: str) -> SessionBuilder:
-        self.status["phase"] = phase
-        return self
-
-    def with_spec(self, **fields: Any) -> SessionBuilder:
-        self.spec.update(fields)
-        return self
-
-    def halt(self, source: str = "Risk", halt_id: str = "h-abc") -> SessionBuilder:
-        self.status["phase"] = "Halted"
-        self.status["halt"] = {"active": True, "source": source, "reason": "test", "id": halt_id,
-                               "since": "2026-11-23T14:00:00Z"}
-        return self
-
-    def executor(self, **report: Any) -> SessionBuilder:
-        self.spec["workers"]["executor"] = {"replicas": 1}
-        self.status["executor"] = report
-        return self
-
-    def risk(self, *breaches: tuple[str, str], stale: list[str] | None = None, tripped: bool = False,
-             at: str = "2026-11-23T14:59:55Z") -> SessionBuilder:
-        """The risk worker's report: (rule, action) breaches, stale symbols, circuit breaker."""
-        self.status["risk"] = {
-            "breaches": [{"rule": r, "action": a, "value": 1.0, "threshold": 1.0, "message": f"{r} over"}
-                         for r, a in breaches],
-            "data": {"maxAgeSeconds": 1.0, "limitSeconds": 60, "staleSymbols": stale or []},
-            "circuitBreaker": {"tripped": tripped, "reason": "VIX at 60 >= 50" if tripped else "",
-                               "limitScale": 0.3 if tripped else None},
-            "updatedAt": at}
-        return self
-
-    def reducing(self, source: str = "Risk", rule: str = "concentration", rid: str = "r-abc") -> SessionBuilder:
-        self.status["reducing"] = {"source": source, "rule": rule, "reason": "test", "id": rid,
-                                   "since": "2026-11-23T14:00:00Z"}
-        return self
-
-    def build(self) -> TradingSession:
-        return TradingSession.model_validate({
-            "metadata": {"name": "s", "namespace": "ns", "generation": 3,
-                         "creationTimestamp": "2026-11-20T00:00:00Z"},
-            "spec": self.spec, "status": self.status})
-
-
-def policy(mode: str = "Active") -> RiskPolicy:
-    return RiskPolicy.model_validate({"metadata": {"name": "p", "generation": 2}, "spec": {"mode": mode}})
-
-
-def ready_deployment(n: int = 1) -> dict[str, Any]:
-    return {"status": {"readyReplicas": n}}
 
 
 def decide(ts: TradingSession, pol: RiskPolicy | None = None, deployments: dict[Role, Any] | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.fixtures.builders import SessionBuilder
 from trading_operator import errors
 from trading_operator.api.session import Role
 from trading_operator.loop import Inputs, NewestSeen, SessionGauges, SessionLoop
@@ -22,10 +23,9 @@ from trading_operator.settings import Settings
 KEY = ("ns", "s")
 
 
-def obj(rv: int, *, phase: str | None = "MarketOpen", halted: bool = False) -> dict[str, Any]:
-    status: dict[str, Any] = {} if phase is None else {"phase": phase, "halt": {"active": halted}}
-    return {"metadata": {"namespace": "ns", "name": "s", "resourceVersion": str(rv)},
-            "spec": {"riskPolicyRef": {"name": "p"}}, "status": status}
+def obj(rv: int, *, phase: str | None = "MarketOpen") -> dict[str, Any]:
+    built = SessionBuilder().version(rv)
+    return (built.phase(phase) if phase is not None else built).wire()
 
 
 def lookup(snapshot: Mapping[str, Any]) -> Inputs:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.operator.conftest import Api, wait_for
+from tests.fixtures.api import Api, G, V
+from tests.fixtures.waiting import eventually_sync
 from trading_operator.api.session import Role
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +34,7 @@ def create(api: Api, ns: str, name: str) -> None:
                                        "metadata": {"name": name},
                                        "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "limits"},
                                                 "workers": ZERO_WORKERS}})
-    wait_for(lambda: (api.get(ns, "tradingsessions", name).get("status") or {}).get("phase"), timeout=20)
+    eventually_sync(lambda: (api.get(ns, "tradingsessions", name).get("status") or {}).get("phase"), timeout=20)
 
 
 def status(api: Api, ns: str, name: str) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def test_status_halt_resume_suspend(api: Api, operator: Any, namespace: str, con
     assert halted.returncode == 0, halted.stderr
     spec = api.get(namespace, "tradingsessions", "p")["spec"]
     assert (spec["halted"], spec["haltReason"]) == (True, "desk asked")  # = the README's raw patch
-    halt = wait_for(lambda: status(api, namespace, "p").get("halt"), timeout=15)
+    halt = eventually_sync(lambda: status(api, namespace, "p").get("halt"), timeout=15)
     assert halt["source"] == "User"
     assert f"halt           {halt['id']} by User" in run(kc, namespace, "status", "p").stdout
 
@@ -63,7 +64,7 @@ def test_status_halt_resume_suspend(api: Api, operator: Any, namespace: str, con
 
     assert run(kc, namespace, "suspend", "p").returncode == 0
     assert api.get(namespace, "tradingsessions", "p")["spec"]["suspend"] is True
-    wait_for(lambda: any(c["type"] == "Ready" and c["reason"] == "Suspended"
+    eventually_sync(lambda: any(c["type"] == "Ready" and c["reason"] == "Suspended"
                          for c in status(api, namespace, "p").get("conditions", [])), timeout=15)
     assert run(kc, namespace, "unsuspend", "p").returncode == 0
     assert api.get(namespace, "tradingsessions", "p")["spec"]["suspend"] is False
@@ -76,7 +77,7 @@ def test_kill_switch_and_a_blocked_resume_say_why(api: Api, operator: Any, names
     on = run(kc, namespace, "kill-switch", "limits", "on")
     assert on.returncode == 0, on.stderr
     assert api.get(namespace, "riskpolicies", "limits")["spec"]["mode"] == "Halted"
-    halt = wait_for(lambda: (status(api, namespace, "k").get("halt") or {}).get("source") == "Policy"
+    halt = eventually_sync(lambda: (status(api, namespace, "k").get("halt") or {}).get("source") == "Policy"
                     and status(api, namespace, "k")["halt"], timeout=15)
     blocked = run(kc, namespace, "resume", "k", "--timeout", "20")
     assert blocked.returncode == 1, blocked.stdout + blocked.stderr
@@ -95,7 +96,7 @@ def test_clear_reducing_names_the_rule_that_blocks(api: Api, operator: Any, name
     create(api, namespace, "r")
     assert "no Reducing latch" in run(kc, namespace, "clear-reducing", "r").stdout
     # What the risk worker writes when a Reduce rule is breached: the latch and its report.
-    api.custom.patch_namespaced_custom_object_status("trading.dev", "v1alpha1", namespace, "tradingsessions", "r", {
+    api.custom.patch_namespaced_custom_object_status(G, V, namespace, "tradingsessions", "r", {
         "status": {"reducing": {"source": "Risk", "rule": "concentration", "reason": "60% >= 30%", "id": "r-0123456789",
                                 "since": "2026-12-01T10:00:00Z"},
                    "risk": {"breaches": [{"rule": "concentration", "action": "Reduce", "value": 60, "threshold": 30,
@@ -103,7 +104,7 @@ def test_clear_reducing_names_the_rule_that_blocks(api: Api, operator: Any, name
     blocked = run(kc, namespace, "clear-reducing", "r", "--timeout", "20")
     assert blocked.returncode == 1, blocked.stdout + blocked.stderr
     assert "ClearBlocked" in blocked.stderr and "concentration" in blocked.stderr
-    api.custom.patch_namespaced_custom_object_status("trading.dev", "v1alpha1", namespace, "tradingsessions", "r",
+    api.custom.patch_namespaced_custom_object_status(G, V, namespace, "tradingsessions", "r",
                                                      {"status": {"risk": {"breaches": []}}})
     cleared = run(kc, namespace, "clear-reducing", "r")
     assert cleared.returncode == 0, cleared.stdout + cleared.stderr
@@ -117,7 +118,7 @@ def test_backup_runs_a_scheduled_backup_now(api: Api, operator: Any, namespace: 
                                       "metadata": {"name": "nightly"},
                                       "spec": {"sessionRef": {"name": "any"}, "schedule": "0 2 * * *",
                                                "destination": {"pvc": {"claimName": "b", "path": "/x"}}}})
-    wait_for(lambda: subprocess.run(
+    eventually_sync(lambda: subprocess.run(
         ["kubectl", f"--kubeconfig={kc}", "-n", namespace, "get", "cronjobs", "-l", "trading.dev/backup=nightly",
          "-o", "name"], capture_output=True, text=True).stdout.strip(), timeout=30, what="the Backup's CronJob")
     made = run(kc, namespace, "backup", "nightly")

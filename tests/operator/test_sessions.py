@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.operator.conftest import Api, wait_for
+from tests.fixtures.api import Api
+from tests.fixtures.waiting import eventually_sync
 from trading_operator import names
 from trading_operator.api import phases
 from trading_operator.api.session import Role
@@ -47,7 +48,7 @@ def assert_legal(api: Api, ns: str, name: str) -> list[str]:
 def test_session_becomes_five_deployments(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("s1", workers={"inference": {"replicas": 1}}))
-    deps = wait_for(lambda: len(items := api.apps.list_namespaced_deployment(
+    deps = eventually_sync(lambda: len(items := api.apps.list_namespaced_deployment(
         namespace, label_selector=f"{names.LABEL_SESSION}=s1").items) == 5 and items, what="5 deployments")
     by_role = {d.metadata.labels[names.LABEL_ROLE]: d for d in deps}
     assert set(by_role) == set(names.ROLE_SLUG.values())
@@ -71,10 +72,10 @@ def test_session_becomes_five_deployments(api: Api, operator: Any, namespace: st
     assert api.core.read_namespaced_config_map(names.configmap("s1"), namespace).data["config.json"]
 
     # Status reflects the Deployments (written here as a kubelet/controller would).
-    wait_for(lambda: status(api, namespace, "s1").get("workers", {}).get("strategy") == {"ready": 0, "desired": 1})
+    eventually_sync(lambda: status(api, namespace, "s1").get("workers", {}).get("strategy") == {"ready": 0, "desired": 1})
     api.apps.patch_namespaced_deployment_status(names.deployment("s1", Role.STRATEGY), namespace,
                                                 {"status": {"replicas": 1, "readyReplicas": 1}})
-    wait_for(lambda: status(api, namespace, "s1")["workers"]["strategy"] == {"ready": 1, "desired": 1},
+    eventually_sync(lambda: status(api, namespace, "s1")["workers"]["strategy"] == {"ready": 1, "desired": 1},
              what="ready count in session status")
 
 
@@ -82,7 +83,7 @@ def test_device_cpu_keeps_inference_off_the_gpu_pool(api: Api, operator: Any, na
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session(
         "cpu", strategy={"name": "model", "model": {"device": "cpu"}}))
-    dep = wait_for(lambda: api.apps.read_namespaced_deployment(names.deployment("cpu", Role.INFERENCE), namespace))
+    dep = eventually_sync(lambda: api.apps.read_namespaced_deployment(names.deployment("cpu", Role.INFERENCE), namespace))
     pod = dep.spec.template.spec
     assert pod.node_selector is None and pod.tolerations is None
     assert "nvidia.com/gpu" not in (pod.containers[0].resources.limits or {})
@@ -98,7 +99,7 @@ def test_simulated_clock_drives_a_full_day_and_a_holiday_does_not_open(api: Api,
     api.create(namespace, "tradingsessions", session("holiday", workers=ZERO_WORKERS,
                                                      clock={**fast, "start": "2026-11-26T08:59:30Z"}))
     want = ["Initializing", "PreMarket", "MarketOpen", "MarketClose", "AfterHours", "Initializing"]
-    wait_for(lambda: assert_legal(api, namespace, "day")[:6] == want, timeout=60, interval=0.5,
+    eventually_sync(lambda: assert_legal(api, namespace, "day")[:6] == want, timeout=60, interval=0.5,
              what="a full trading day")
     seen = assert_legal(api, namespace, "holiday")
     assert "MarketOpen" not in seen and seen[0] == "Initializing", seen
@@ -110,24 +111,24 @@ def test_simulated_clock_drives_a_full_day_and_a_holiday_does_not_open(api: Api,
 def test_halt_and_resume_by_halt_id(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("h", workers=ZERO_WORKERS))
-    wait_for(lambda: status(api, namespace, "h").get("phase"))
+    eventually_sync(lambda: status(api, namespace, "h").get("phase"))
     api.patch(namespace, "tradingsessions", "h", {"spec": {"halted": True, "haltReason": "drill"}})
-    wait_for(lambda: status(api, namespace, "h").get("phase") == "Halted", timeout=10)
+    eventually_sync(lambda: status(api, namespace, "h").get("phase") == "Halted", timeout=10)
     halt = status(api, namespace, "h")["halt"]
     assert halt["active"] and halt["source"] == "User" and halt["reason"] == "drill"
     assert condition(api, namespace, "h", "Halted")["status"] == "True"
-    wait_for(lambda: "Halted" in [e.reason for e in api.events(namespace, "h")], what="Halted event")
+    eventually_sync(lambda: "Halted" in [e.reason for e in api.events(namespace, "h")], what="Halted event")
 
     api.patch(namespace, "tradingsessions", "h", {"spec": {"halted": False, "resumeHaltId": "h-stale0"}})
-    wait_for(lambda: condition(api, namespace, "h", "Resumable").get("reason") == "StaleHaltId", timeout=10)
+    eventually_sync(lambda: condition(api, namespace, "h", "Resumable").get("reason") == "StaleHaltId", timeout=10)
     assert status(api, namespace, "h")["halt"]["active"] is True
-    wait_for(lambda: "ResumeRefused" in [e.reason for e in api.events(namespace, "h")])
+    eventually_sync(lambda: "ResumeRefused" in [e.reason for e in api.events(namespace, "h")])
 
     api.patch(namespace, "tradingsessions", "h", {"spec": {"resumeHaltId": halt["id"]}})
-    wait_for(lambda: "halt" not in status(api, namespace, "h"), timeout=10, what="resume")
+    eventually_sync(lambda: "halt" not in status(api, namespace, "h"), timeout=10, what="resume")
     assert status(api, namespace, "h")["lastHalt"]["id"] == halt["id"]
     # Back into the phase the calendar dictates now (not necessarily the one before the halt).
-    wait_for(lambda: status(api, namespace, "h")["phase"] != "Halted", timeout=10, what="left Halted")
+    eventually_sync(lambda: status(api, namespace, "h")["phase"] != "Halted", timeout=10, what="left Halted")
     last = status(api, namespace, "h")["transitions"][-1]
     assert last["from"] == "Halted" and last["reason"] == f"resumed from halt {halt['id']}", last
     wait_for(lambda: "Resumed" in [e.reason for e in api.events(namespace, "h")], what="the Resumed Event")
@@ -139,18 +140,18 @@ def test_policy_mode_halted_halts_every_session_and_latches(api: Api, operator: 
     for name in ("a", "b"):
         api.create(namespace, "tradingsessions", session(name, "kill", workers=ZERO_WORKERS))
     for name in ("a", "b"):
-        wait_for(lambda n=name: status(api, namespace, n).get("phase"))
+        eventually_sync(lambda n=name: status(api, namespace, n).get("phase"))
     api.patch(namespace, "riskpolicies", "kill", {"spec": {"mode": "Halted"}})
     for name in ("a", "b"):
-        wait_for(lambda n=name: status(api, namespace, n).get("halt", {}).get("source") == "Policy", timeout=10)
+        eventually_sync(lambda n=name: status(api, namespace, n).get("halt", {}).get("source") == "Policy", timeout=10)
         assert status(api, namespace, name)["phase"] == "Halted"
     api.patch(namespace, "riskpolicies", "kill", {"spec": {"mode": "Active"}})
     # Latched: the policy going back to Active does not clear the halt by itself.
-    wait_for(lambda: status(api, namespace, "a")["riskPolicy"]["mode"] == "Active")
+    eventually_sync(lambda: status(api, namespace, "a")["riskPolicy"]["mode"] == "Active")
     assert status(api, namespace, "a")["halt"]["active"] is True
     halt_id = status(api, namespace, "a")["halt"]["id"]
     api.patch(namespace, "tradingsessions", "a", {"spec": {"resumeHaltId": halt_id}})
-    wait_for(lambda: "halt" not in status(api, namespace, "a"), timeout=10)
+    eventually_sync(lambda: "halt" not in status(api, namespace, "a"), timeout=10)
     assert status(api, namespace, "b")["halt"]["active"] is True
     assert_legal(api, namespace, "a")
 
@@ -159,34 +160,34 @@ def test_hand_deleted_deployment_is_restored_and_changes_roll_out(api: Api, oper
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("r"))
     dep_name = names.deployment("r", Role.MARKET_DATA)
-    first = wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace))
+    first = eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace))
     api.apps.delete_namespaced_deployment(dep_name, namespace)
-    wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).metadata.uid != first.metadata.uid,
+    eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).metadata.uid != first.metadata.uid,
              timeout=10, what="deployment restored")
     api.apps.patch_namespaced_deployment(dep_name, namespace, {"spec": {"replicas": 7}})
-    wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).spec.replicas == 1, timeout=10,
+    eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).spec.replicas == 1, timeout=10,
              what="hand edit put back")
 
     old_hash = first.spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH]
     api.patch(namespace, "tradingsessions", "r", {"spec": {"symbols": ["AAPL", "MSFT", "NVDA"]}})
-    wait_for(lambda: api.apps.read_namespaced_deployment(dep_name, namespace)
+    eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace)
              .spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH] != old_hash, timeout=10,
              what="symbols change rolled out")
     assert "NVDA" in api.core.read_namespaced_config_map(names.configmap("r"), namespace).data["config.json"]
 
-    wait_for(lambda: status(api, namespace, "r").get("riskPolicy", {}).get("observedGeneration") == 1)
+    eventually_sync(lambda: status(api, namespace, "r").get("riskPolicy", {}).get("observedGeneration") == 1)
     api.patch(namespace, "riskpolicies", "limits", {"spec": {"orderControls": {"maxOrderNotional": 5000}}})
-    wait_for(lambda: status(api, namespace, "r")["riskPolicy"]["observedGeneration"] == 2, timeout=10,
+    eventually_sync(lambda: status(api, namespace, "r")["riskPolicy"]["observedGeneration"] == 2, timeout=10,
              what="policy generation propagated")
     pol = api.get(namespace, "riskpolicies", "limits")
-    wait_for(lambda: "r" in api.get(namespace, "riskpolicies", "limits").get("status", {}).get("sessions", []),
+    eventually_sync(lambda: "r" in api.get(namespace, "riskpolicies", "limits").get("status", {}).get("sessions", []),
              timeout=15)
     assert pol["spec"]["orderControls"]["maxOrderNotional"] == 5000
 
 
 def test_missing_policy_blocks_trading_with_a_condition(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "tradingsessions", session("orphan", "does-not-exist", workers=ZERO_WORKERS))
-    cond = wait_for(lambda: condition(api, namespace, "orphan", "PolicyApplied"))
+    cond = eventually_sync(lambda: condition(api, namespace, "orphan", "PolicyApplied"))
     assert cond["status"] == "False" and cond["reason"] == "PolicyNotFound"
     assert status(api, namespace, "orphan")["tradingState"] == "Halted"
 
@@ -194,10 +195,10 @@ def test_missing_policy_blocks_trading_with_a_condition(api: Api, operator: Any,
 def test_delete_runs_the_finalizer_and_removes_workers(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("bye"))
-    wait_for(lambda: api.get(namespace, "tradingsessions", "bye")["metadata"].get("finalizers"))
-    wait_for(lambda: len(api.apps.list_namespaced_deployment(
+    eventually_sync(lambda: api.get(namespace, "tradingsessions", "bye")["metadata"].get("finalizers"))
+    eventually_sync(lambda: len(api.apps.list_namespaced_deployment(
         namespace, label_selector=f"{names.LABEL_SESSION}=bye").items) == 5)
-    api.custom.delete_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "tradingsessions", "bye")
+    api.delete(namespace, "tradingsessions", "bye")
 
     def gone() -> bool:
         try:
@@ -206,31 +207,31 @@ def test_delete_runs_the_finalizer_and_removes_workers(api: Api, operator: Any, 
             return exc.status == 404
         return False
 
-    wait_for(gone, timeout=20, what="finalizer released")
-    wait_for(lambda: not api.apps.list_namespaced_deployment(
+    eventually_sync(gone, timeout=20, what="finalizer released")
+    eventually_sync(lambda: not api.apps.list_namespaced_deployment(
         namespace, label_selector=f"{names.LABEL_SESSION}=bye").items, timeout=10, what="workers deleted")
 
 
 def test_a_policy_in_use_is_protected_from_deletion(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy("held"))
     api.create(namespace, "tradingsessions", session("user", "held", workers=ZERO_WORKERS))
-    wait_for(lambda: condition(api, namespace, "user", "PolicyApplied").get("status") == "True", timeout=15)
-    wait_for(lambda: api.get(namespace, "riskpolicies", "held")["metadata"].get("finalizers"), timeout=15,
+    eventually_sync(lambda: condition(api, namespace, "user", "PolicyApplied").get("status") == "True", timeout=15)
+    eventually_sync(lambda: api.get(namespace, "riskpolicies", "held")["metadata"].get("finalizers"), timeout=15,
              what="the policy's finalizer")
-    api.custom.delete_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "riskpolicies", "held")
-    wait_for(lambda: "PolicyInUse" in [e.reason for e in api.events(namespace, "held")], timeout=15,
+    api.delete(namespace, "riskpolicies", "held")
+    eventually_sync(lambda: "PolicyInUse" in [e.reason for e in api.events(namespace, "held")], timeout=15,
              what="PolicyInUse event naming the session")
     event = next(e for e in api.events(namespace, "held") if e.reason == "PolicyInUse")
     assert "user" in event.message
     assert api.get(namespace, "riskpolicies", "held")["metadata"].get("deletionTimestamp")
-    cond = wait_for(lambda: condition(api, namespace, "user", "PolicyApplied").get("reason") == "PolicyDeleting"
+    cond = eventually_sync(lambda: condition(api, namespace, "user", "PolicyApplied").get("reason") == "PolicyDeleting"
                     and condition(api, namespace, "user", "PolicyApplied"), timeout=15)
     assert cond["status"] == "False"
     ready = condition(api, namespace, "user", "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "PolicyDeleting")
     assert status(api, namespace, "user")["tradingState"] == "Halted"
     # Once no session uses it, the deletion completes.
-    api.custom.delete_namespaced_custom_object("trading.dev", "v1alpha1", namespace, "tradingsessions", "user")
+    api.delete(namespace, "tradingsessions", "user")
 
     def gone() -> bool:
         try:
@@ -239,13 +240,13 @@ def test_a_policy_in_use_is_protected_from_deletion(api: Api, operator: Any, nam
             return exc.status == 404
         return False
 
-    wait_for(gone, timeout=30, what="the policy deleted once unused")
+    eventually_sync(gone, timeout=30, what="the policy deleted once unused")
 
 
 def test_events_are_reported_by_the_operator_not_kopf(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("ev", workers=ZERO_WORKERS))
-    wait_for(lambda: "PhaseChanged" in [e.reason for e in api.events(namespace, "ev")], what="PhaseChanged")
+    eventually_sync(lambda: "PhaseChanged" in [e.reason for e in api.events(namespace, "ev")], what="PhaseChanged")
     events = api.events(namespace, "ev")
     assert {e.source.component for e in events} == {"trading-operator"}, [e.source for e in events]
     first = next(e for e in events if e.reason == "PhaseChanged" and "Initializing" in e.message

@@ -1,20 +1,17 @@
-"""Fixtures for the worker tests: real Redis, real PostgreSQL, real API server, real worker processes.
+"""Fixtures for the worker tests: sessions on the real API server, real worker processes.
 
-Shared servers (one per test session) serve most tests; each test uses its
-own session name, so keys, streams and journal rows never collide. Tests
-that stop a server get their own (``own_redis``, ``own_postgres``).
+Real Redis and PostgreSQL come from the fixtures plugin (``tests.fixtures.servers``): shared servers
+serve most tests, and each test uses its own session name, so keys, streams and journal rows never
+collide; tests that stop a server get their own (``own_redis``, ``own_postgres``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import pathlib
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,39 +23,14 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 from kubernetes import client
-from kubernetes import config as kconfig
 
+from tests.fixtures.api import Api, G, V
+from tests.fixtures.servers import PostgresServer, RedisServer, TcpProxy, free_port
 from tests.workers.flow import Flow
-from tests.workers.servers import PostgresServer, RedisServer, free_port
-from trading_dev import services
 from trading_operator.api.session import TradingSession
 from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers.bus import session_prefix
 from trading_workers.journal import Journal
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with services.running_redis("redis") as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    with services.running_postgres("pg") as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    with services.running_redis("redis-own") as server:
-        yield server
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    with services.running_postgres("pg-own") as server:
-        yield server
 
 
 @pytest.fixture
@@ -86,7 +58,6 @@ async def journal(postgres_server: PostgresServer, session_name: str) -> AsyncIt
 
 # --------------------------------------------------------------------------- cluster + worker processes
 
-GROUP, VERSION = "trading.dev", "v1alpha1"
 
 DEFAULT_POLICY: dict[str, Any] = {
     "mode": "Active",
@@ -96,21 +67,6 @@ DEFAULT_POLICY: dict[str, Any] = {
     "limits": {"concentration": {"thresholdPct": 100, "action": "Alert"},
                "marginUsage": {"thresholdPct": 100, "action": "Alert"}},
 }
-
-
-async def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1,
-                     what: str = "condition") -> Any:
-    """Poll ``probe`` (sync or async) until it returns something truthy; fail with the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
 
 
 @dataclass
@@ -134,28 +90,28 @@ class SessionHandle:
 
     def get(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "tradingsessions", self.name))
+            G, V, self.namespace, "tradingsessions", self.name))
 
     def status(self) -> dict[str, Any]:
         return self.get().get("status") or {}
 
     def patch_spec(self, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, "tradingsessions", self.name,
+        self.custom.patch_namespaced_custom_object(G, V, self.namespace, "tradingsessions", self.name,
                                                    {"spec": spec})
 
     def patch_status(self, status: dict[str, Any]) -> dict[str, Any]:
         return cast(dict[str, Any], self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, "tradingsessions", self.name, {"status": status}))
+            G, V, self.namespace, "tradingsessions", self.name, {"status": status}))
 
     def patch_policy(self, spec: dict[str, Any]) -> int:
         obj = cast(dict[str, Any], self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "riskpolicies", self.config.risk_policy_name, {"spec": spec}))
+            G, V, self.namespace, "riskpolicies", self.config.risk_policy_name, {"spec": spec}))
         return int(obj["metadata"]["generation"])
 
 
 @pytest.fixture
-def custom_api(control_plane: Any) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kconfig.new_client_from_config(str(control_plane.kubeconfig_path)))
+def custom_api(api: Api) -> client.CustomObjectsApi:
+    return api.custom
 
 
 @pytest.fixture
@@ -166,20 +122,20 @@ def make_session(custom_api: client.CustomObjectsApi, namespace: str, session_na
     def make(*, symbols: list[str] | None = None, policy: dict[str, Any] | None = None,
              spec: dict[str, Any] | None = None, phase: str = "MarketOpen") -> SessionHandle:
         policy_name = "limits"
-        custom_api.create_namespaced_custom_object(GROUP, VERSION, namespace, "riskpolicies", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "RiskPolicy", "metadata": {"name": policy_name},
+        custom_api.create_namespaced_custom_object(G, V, namespace, "riskpolicies", {
+            "apiVersion": f"{G}/{V}", "kind": "RiskPolicy", "metadata": {"name": policy_name},
             "spec": policy if policy is not None else DEFAULT_POLICY})
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TradingSession", "metadata": {"name": session_name},
+        body = {"apiVersion": f"{G}/{V}", "kind": "TradingSession", "metadata": {"name": session_name},
                 "spec": {"symbols": symbols or ["AAPL", "MSFT", "NVDA"], "riskPolicyRef": {"name": policy_name},
                          **(spec or {})}}
-        custom_api.create_namespaced_custom_object(GROUP, VERSION, namespace, "tradingsessions", body)
+        custom_api.create_namespaced_custom_object(G, V, namespace, "tradingsessions", body)
         path = {"Initializing": ["Initializing"], "PreMarket": ["Initializing", "PreMarket"],
                 "MarketOpen": ["Initializing", "PreMarket", "MarketOpen"]}[phase]
         for step in path:
-            custom_api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "tradingsessions",
+            custom_api.patch_namespaced_custom_object_status(G, V, namespace, "tradingsessions",
                                                              session_name, {"status": {"phase": step}})
         obj = cast(dict[str, Any], custom_api.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "tradingsessions", session_name))
+            G, V, namespace, "tradingsessions", session_name))
         config = WorkerConfig.from_session(TradingSession.model_validate(obj))
         config_path = tmp_path / f"{session_name}-config.json"
         config_path.write_text(config.to_json())
@@ -294,53 +250,6 @@ def workers(control_plane: Any, tmp_path: pathlib.Path) -> Iterator[Workers]:
         yield pool
     finally:
         pool.stop_all()
-
-
-class TcpProxy:
-    """A loopback TCP proxy the test can cut: a real network failure between a worker and a server."""
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
-        self.port = free_port()
-        self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        return self
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-    async def cut(self) -> None:
-        """Refuse new connections and drop the open ones."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def restore(self) -> None:
-        await self.start()
 
 
 @pytest.fixture

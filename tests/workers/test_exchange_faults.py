@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tests.workers.servers import RedisServer, free_port
+from tests.fixtures.servers import RedisServer, free_port
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.base import BrokerError
 from trading_workers.brokers.simulated import SimulatedExchange, read_record

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.workers.conftest import DEFAULT_POLICY, SessionHandle, TcpProxy, WorkerProc, Workers, eventually
+from tests.fixtures.servers import PostgresServer, RedisServer, TcpProxy
+from tests.fixtures.waiting import eventually
+from tests.workers.conftest import DEFAULT_POLICY, SessionHandle, WorkerProc, Workers
 from tests.workers.flow import Flow
-from tests.workers.servers import PostgresServer, RedisServer
 from trading_workers.domain import OrderStatus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services]

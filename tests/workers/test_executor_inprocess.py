@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.workers.conftest import SessionHandle, eventually
+from tests.fixtures.servers import PostgresServer, RedisServer
+from tests.fixtures.waiting import eventually
+from tests.workers.conftest import SessionHandle
 from tests.workers.flow import Flow
-from tests.workers.servers import PostgresServer, RedisServer
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.base import BrokerCapabilities
 from trading_workers.brokers.simulated import SimulatedExchange

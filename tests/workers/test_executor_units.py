@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from tests.fixtures.builders import SessionBuilder
 from trading_workers.brokers.base import BrokerError
 from trading_workers.errors import DependencyUnavailable
 from trading_workers.executor.gate import SessionView
@@ -55,8 +56,8 @@ def test_an_outage_or_a_failed_call_requires_a_new_sync() -> None:
 
 
 def _session(rv: int, *, halted: bool = False) -> dict[str, Any]:
-    return {"metadata": {"resourceVersion": str(rv), "generation": 1}, "spec": {"halted": halted},
-            "status": {"phase": "MarketOpen", "tradingState": "Active"}}
+    built = SessionBuilder().phase("MarketOpen").version(rv)
+    return (built.user_halt() if halted else built).wire()
 
 
 class _Clock:

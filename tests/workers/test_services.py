@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.workers.servers import PostgresServer, RedisServer
+from tests.fixtures.servers import PostgresServer, RedisServer
 from trading_operator.api.session import SnapshotRetention
 from trading_workers import bus as bus_mod
 from trading_workers.brokers.base import BrokerError

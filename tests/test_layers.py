@@ -182,11 +182,13 @@ def _test_imports() -> dict[str, set[str]]:
 
 
 def test_test_packages_share_only_the_fixtures_plugin() -> None:
-    """A test package imports from itself, from ``tests.fixtures`` and the root conftest, never from another."""
+    """A test package imports from itself, ``tests.fixtures`` and the modules at the tests root, never another package."""
+    packages = {p.parent.name for p in (ROOT / "tests").glob("*/__init__.py")} - {"fixtures"}
     bad = {}
     for path, mods in _test_imports().items():
         own = ".".join(pathlib.PurePath(path).parent.parts[:2])  # e.g. tests.workers (tests for root files)
-        wrong = sorted(m for m in mods if not _under(m, own, "tests.fixtures", "tests.conftest"))
+        others = [f"tests.{p}" for p in packages if f"tests.{p}" != own]
+        wrong = sorted(m for m in mods if _under(m, *others))
         if wrong:
             bad[path] = wrong
     assert bad == {}

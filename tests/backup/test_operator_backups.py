@@ -83,13 +83,13 @@ def test_a_scheduled_backup_creates_a_cronjob_with_the_schedule_and_suspend_is_h
 
     cluster.patch("backups", "hourly", {"spec": {"suspend": False, "schedule": "*/5 * * * *"}})
     eventually_sync(lambda: (c := batch.read_namespaced_cron_job(cron_name, ns).spec).suspend is False
-             and c.schedule == "*/5 * * * *", what="resumed, rescheduled CronJob")
+                    and c.schedule == "*/5 * * * *", what="resumed, rescheduled CronJob")
     status = eventually_sync(lambda: (s := cluster.status("hourly")).get("nextScheduleTime") and s.get(
         "observedGeneration") == 3 and s, what="a new nextScheduleTime")
     nxt = dt.datetime.fromisoformat(status["nextScheduleTime"].replace("Z", "+00:00"))
     assert nxt.minute % 5 == 0 and nxt - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=5)
     eventually_sync(lambda: {"CronJobCreated", "CronJobUpdated", "Suspended", "Scheduled"} <= set(cluster.events("hourly")),
-             what="the operator's Events")
+                    what="the operator's Events")
     assert batch.list_namespaced_job(ns).items == []  # a schedule never runs a one-shot Job
 
 
@@ -142,7 +142,7 @@ def test_a_job_that_fails_before_the_run_reports_marks_the_backup_failed(
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": message,
              "lastTransitionTime": now, "lastProbeTime": now}]}})
     status = eventually_sync(lambda: (s := cluster.status("doomed")).get("phase") == "Failed" and s, timeout=40,
-                      what="Failed from the Job's condition (periodic reconcile)")
+                             what="Failed from the Job's condition (periodic reconcile)")
     assert "BackoffLimitExceeded" in status["history"][-1]["message"]
     eventually_sync(lambda: "BackupFailed" in cluster.events("doomed"), what="the BackupFailed Event")  # posted async
 

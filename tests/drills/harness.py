@@ -262,7 +262,7 @@ class Drill:
     def wait_event(self, reason: str, timeout: float = 30.0, name: str | None = None,
                    kind: str | None = "TradingSession") -> dict[str, Any]:
         return eventually_sync(lambda: next((e for e in self.events(name, kind) if e["reason"] == reason), None),
-                          timeout=timeout, what=f"Event {reason} on {name or self.name}", hint=self.hint())
+                               timeout=timeout, what=f"Event {reason} on {name or self.name}", hint=self.hint())
 
     def wait_trading(self, timeout: float = 60.0) -> dict[str, Any]:
         """MarketOpen, the executor ready and reporting Active, and quotes on the bus for every symbol.
@@ -274,7 +274,7 @@ class Drill:
                               and ((st.get("workers") or {}).get("executor") or {}).get("ready") == 1,
                               "the executor ready and Active", timeout)
         eventually_sync(lambda: self.redis.xlen(f"{self.prefix}:stream:{bus_mod.MARKET_DATA}") >= 2 * len(self.symbols),
-                   timeout=timeout, what="quotes on the bus", hint=self.hint())
+                        timeout=timeout, what="quotes on the bus", hint=self.hint())
         return st
 
     # ------------------------------------------------------------ orders
@@ -315,7 +315,7 @@ class Drill:
     def order_outcome(self, coid: str, timeout: float = 20.0) -> Outcome:
         """Wait until the executor has handled the intent (sent, refused or cancelled unsent); return what it did."""
         return eventually_sync(lambda: self.outcome_now(coid), timeout=timeout,
-                          what=f"the executor to handle intent {coid}", hint=self.hint())
+                               what=f"the executor to handle intent {coid}", hint=self.hint())
 
     def wait_order_status(self, coid: str, *statuses: str, timeout: float = 20.0) -> Outcome:
         """Wait until the journal shows the order in one of ``statuses`` (e.g. filled after a partial fill)."""

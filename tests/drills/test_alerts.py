@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.drills.harness import Drill, wait_until
+from tests.drills.harness import Drill
+from tests.fixtures.waiting import eventually_sync
 from trading_dev.monitoring import Monitoring
 from trading_dev.platform import LocalPlatform
 from trading_operator.api.session import Role
@@ -36,30 +37,30 @@ def monitoring(platform: LocalPlatform, tmp_path_factory: pytest.TempPathFactory
 def test_alerts_fire_with_the_sessions_identity_and_every_panel_has_data(make_drill: Callable[..., Drill],
                                                                         monitoring: Monitoring) -> None:
     d = make_drill(spec={"workers": {"inference": {"replicas": 1}}})
-    wait_until(lambda: all(r.ready for r in d.replicas(Role.INFERENCE)), timeout=120, what="inference ready",
-               hint=d.hint())
+    eventually_sync(lambda: all(r.ready for r in d.replicas(Role.INFERENCE)), timeout=120, what="inference ready",
+                    hint=d.hint())
     who = {"namespace": d.namespace, "session": d.name}
     # Prometheus scrapes every worker of the session, each with its identity.
-    targets = wait_until(lambda: (t := [x for x in monitoring.api("targets")["activeTargets"]
+    targets = eventually_sync(lambda: (t := [x for x in monitoring.api("targets")["activeTargets"]
                                         if x["labels"].get("session") == d.name and x["health"] == "up"])
-                         and len(t) >= 4 and t, timeout=30, what="the session's workers scraped")
+                              and len(t) >= 4 and t, timeout=30, what="the session's workers scraped")
     assert {t["labels"]["role"] for t in targets} >= {"market-data", "risk", "executor", "inference"}
 
     # A breach on the simulated exchange: one position is the whole book (concentration 100 % > 30 %).
     assert d.order_outcome(d.send_intent("AAPL", "buy", 100)).sent
-    alert = wait_until(lambda: monitoring.alert("TradingConcentrationHigh", **who), timeout=60,
-                       what="TradingConcentrationHigh active")
+    alert = eventually_sync(lambda: monitoring.alert("TradingConcentrationHigh", **who), timeout=60,
+                            what="TradingConcentrationHigh active")
     assert alert["labels"]["role"] == "risk" and alert["state"] in ("pending", "firing")  # for: 5m (promtool)
     assert float(alert["value"]) > 30
 
     # A halt: the operator's per-session series fires at once, with the session and the halt's source.
     d.patch_spec({"halted": True, "haltReason": "alert drill"})
-    halted = wait_until(lambda: monitoring.alert("TradingSessionHalted", "firing", **who), timeout=60,
-                        what="TradingSessionHalted firing")
+    halted = eventually_sync(lambda: monitoring.alert("TradingSessionHalted", "firing", **who), timeout=60,
+                             what="TradingSessionHalted firing")
     assert halted["labels"]["source"] == "User"
-    wait_until(lambda: any(a["labels"].get("alertname") == "TradingSessionHalted"
+    eventually_sync(lambda: any(a["labels"].get("alertname") == "TradingSessionHalted"
                            and {k: a["labels"].get(k) for k in who} == who for a in monitoring.received()),
-               timeout=60, what="TradingSessionHalted received by Alertmanager")
+                    timeout=60, what="TradingSessionHalted received by Alertmanager")
 
     # Every dashboard query returns series for this session.
     time.sleep(20)  # rates need a few scrapes of every counter
@@ -76,6 +77,6 @@ def test_alerts_fire_with_the_sessions_identity_and_every_panel_has_data(make_dr
 
     # A silent feed: market data stopped, the stalest quote ages past 60 s and the alert fires (no `for:`).
     d.patch_spec({"workers": {"marketData": {"replicas": 0}}})
-    stale = wait_until(lambda: monitoring.alert("TradingMarketDataStale", "firing", **who), timeout=120,
-                       what="TradingMarketDataStale firing")
+    stale = eventually_sync(lambda: monitoring.alert("TradingMarketDataStale", "firing", **who), timeout=120,
+                            what="TradingMarketDataStale firing")
     assert stale["labels"]["severity"] == "critical" and float(stale["value"]) > 60

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.operator.conftest import Api, wait_for
+from tests.fixtures.api import Api
+from tests.fixtures.waiting import eventually_sync
 from tests.operator.test_sessions import ZERO_WORKERS, policy, session
 from trading_operator import names
 from trading_operator.api.session import Role
@@ -28,10 +29,10 @@ def test_every_session_edit_reaches_the_children_and_foreign_edits_are_undone(ap
                                                                                namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session("d1", workers=ZERO_WORKERS))
-    wait_for(lambda: len(api.apps.list_namespaced_deployment(
+    eventually_sync(lambda: len(api.apps.list_namespaced_deployment(
         namespace, label_selector=f"{names.LABEL_SESSION}=d1").items) == 5, what="5 deployments")
     cm_name = names.configmap("d1")
-    original = wait_for(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"])
+    original = eventually_sync(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"])
 
     # Resources and tolerations of a worker: they reach its Deployment, and status says so only then.
     workers = json.loads(json.dumps(ZERO_WORKERS))
@@ -39,12 +40,12 @@ def test_every_session_edit_reaches_the_children_and_foreign_edits_are_undone(ap
                                 "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "trading",
                                                  "effect": "NoSchedule"}]})
     generation = api.patch(namespace, "tradingsessions", "d1", {"spec": {"workers": workers}})["metadata"]["generation"]
-    pod = wait_for(lambda: (p := _container(api, namespace, Role.EXECUTOR)).containers[0].resources.limits
-                   and p, what="the executor's resources on its Deployment")
+    pod = eventually_sync(lambda: (p := _container(api, namespace, Role.EXECUTOR)).containers[0].resources.limits
+                          and p, what="the executor's resources on its Deployment")
     assert pod.containers[0].resources.limits == {"cpu": "300m", "memory": "256Mi"}
     assert [(t.key, t.value, t.effect) for t in pod.tolerations] == [("dedicated", "trading", "NoSchedule")]
-    wait_for(lambda: (api.get(namespace, "tradingsessions", "d1").get("status") or {})
-             .get("observedGeneration") == generation, what="observedGeneration")
+    eventually_sync(lambda: (api.get(namespace, "tradingsessions", "d1").get("status") or {})
+                    .get("observedGeneration") == generation, what="observedGeneration")
 
     # A hand edit of the Deployment (another field manager) is undone.
     api.apps.patch_namespaced_deployment(
@@ -52,18 +53,18 @@ def test_every_session_edit_reaches_the_children_and_foreign_edits_are_undone(ap
         {"spec": {"template": {"spec": {"containers": [{"name": names.ROLE_SLUG[Role.EXECUTOR],
                                                         "resources": {"limits": {"cpu": "5"}}}]}}}},
         field_manager="kubectl-edit")
-    wait_for(lambda: _container(api, namespace, Role.EXECUTOR).containers[0].resources.limits
-             == {"cpu": "300m", "memory": "256Mi"}, what="the hand-edited Deployment put back")
+    eventually_sync(lambda: _container(api, namespace, Role.EXECUTOR).containers[0].resources.limits
+                    == {"cpu": "300m", "memory": "256Mi"}, what="the hand-edited Deployment put back")
 
     # A hand edit of the ConfigMap is undone; a deleted ConfigMap is recreated.
     api.core.patch_namespaced_config_map(cm_name, namespace, {"data": {"config.json": "{}"}},
                                          field_manager="kubectl-edit")
-    expected = wait_for(lambda: (d := api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"])
-                        != "{}" and d, what="the hand-edited ConfigMap put back")
+    expected = eventually_sync(lambda: (d := api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"])
+                               != "{}" and d, what="the hand-edited ConfigMap put back")
     assert json.loads(expected)["session"] == json.loads(original)["session"]
     api.core.delete_namespaced_config_map(cm_name, namespace)
-    wait_for(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"] == expected,
-             what="the deleted ConfigMap recreated")
+    eventually_sync(lambda: api.core.read_namespaced_config_map(cm_name, namespace).data["config.json"] == expected,
+                    what="the deleted ConfigMap recreated")
 
     # A deposed leader's late apply (the same field manager as ours, an older desired object) is put back.
     live = api.core.read_namespaced_config_map(cm_name, namespace)
@@ -78,6 +79,6 @@ def test_every_session_edit_reaches_the_children_and_foreign_edits_are_undone(ap
         header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
         auth_settings=["BearerToken"])
     assert client_.call_api(method, url, header_params=headers, body=body, post_params=post).status == 200
-    wait_for(lambda: (m := api.core.read_namespaced_config_map(cm_name, namespace)).data["config.json"] == expected
-             and m.metadata.annotations[names.ANNOTATION_DESIRED_HASH] != "stale",
-             what="the late write of a deposed leader put back")
+    eventually_sync(lambda: (m := api.core.read_namespaced_config_map(cm_name, namespace)).data["config.json"] == expected
+                    and m.metadata.annotations[names.ANNOTATION_DESIRED_HASH] != "stale",
+                    what="the late write of a deposed leader put back")

@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client, config
 
 from tests.bind import listen_addresses
-from tests.conftest import wait_for
 from tests.faults import kubeconfig_via, to_api_server
+from tests.fixtures.waiting import eventually_sync
 from trading_dev import procs
 from trading_dev.controlplane import server
 from trading_operator import errors, kube, leader, metrics
@@ -48,19 +48,19 @@ def test_a_partitioned_leader_exits_within_its_renew_deadline(control_plane: ser
                                 start_new_session=True)
     leases = client.CoordinationV1Api(config.new_client_from_config(str(control_plane.kubeconfig_path)))
     try:
-        wait_for(lambda: (leases.read_namespaced_lease(lease_name, "default").spec.holder_identity or "")
-                 .endswith(f"-{proc.pid}"), timeout=45, what="the operator to take its lease")
+        eventually_sync(lambda: (leases.read_namespaced_lease(lease_name, "default").spec.holder_identity or "")
+                        .endswith(f"-{proc.pid}"), timeout=45, what="the operator to take its lease")
         time.sleep(2 * RETRY)  # a few renewals through the proxy
         assert proc.poll() is None, log.read_text()[-3000:]
         # Off-cluster, its metrics and liveness endpoints listen on loopback only (issue 20, defect 7).
         for port in (env["TRADING_METRICS_PORT"], env["TRADING_LIVENESS_PORT"]):
-            assert wait_for(lambda p=int(port): listen_addresses(p), what=f"a listener on {port}") == {"127.0.0.1"}
+            assert eventually_sync(lambda p=int(port): listen_addresses(p), what=f"a listener on {port}") == {"127.0.0.1"}
 
         proxy.blackhole()
         cut = time.monotonic()
         last_renew = leases.read_namespaced_lease(lease_name, "default").spec.renew_time
-        wait_for(lambda: proc.poll() is not None, timeout=LEASE + 10, interval=0.05,
-                 what="the partitioned leader to exit")
+        eventually_sync(lambda: proc.poll() is not None, timeout=LEASE + 10, interval=0.05,
+                        what="the partitioned leader to exit")
         stopped_after = time.monotonic() - cut
         assert proc.returncode == 1
         assert stopped_after <= DEADLINE + 1.0, f"ran {stopped_after:.1f}s into the partition"
@@ -144,10 +144,10 @@ def test_a_standby_answers_its_liveness_probe_then_takes_over(control_plane: ser
         assert (200, '{"standby": true}') in seen, (seen, log.read_text()[-3000:])
         assert leases.read_namespaced_lease(lease_name, "default").spec.holder_identity == "another-replica"
         # The other replica stops renewing: this one takes the Lease, and kopf's endpoint takes the port.
-        wait_for(lambda: (leases.read_namespaced_lease(lease_name, "default").spec.holder_identity or "")
-                 .endswith(f"-{proc.pid}"), timeout=LEASE + 10, what="the standby to take over")
-        wait_for(lambda: healthz()[0] == 200 and "standby" not in healthz()[1], timeout=20,
-                 what="kopf's liveness endpoint")
+        eventually_sync(lambda: (leases.read_namespaced_lease(lease_name, "default").spec.holder_identity or "")
+                        .endswith(f"-{proc.pid}"), timeout=LEASE + 10, what="the standby to take over")
+        eventually_sync(lambda: healthz()[0] == 200 and "standby" not in healthz()[1], timeout=20,
+                        what="kopf's liveness endpoint")
         assert proc.poll() is None
     finally:
         procs.stop_group(proc, grace=5)

@@ -78,7 +78,7 @@ def test_kill_switch_and_a_blocked_resume_say_why(api: Api, operator: Any, names
     assert on.returncode == 0, on.stderr
     assert api.get(namespace, "riskpolicies", "limits")["spec"]["mode"] == "Halted"
     halt = eventually_sync(lambda: (status(api, namespace, "k").get("halt") or {}).get("source") == "Policy"
-                    and status(api, namespace, "k")["halt"], timeout=15)
+                           and status(api, namespace, "k")["halt"], timeout=15)
     blocked = run(kc, namespace, "resume", "k", "--timeout", "20")
     assert blocked.returncode == 1, blocked.stdout + blocked.stderr
     assert "ResumeBlocked" in blocked.stderr and "RiskPolicy mode is Halted" in blocked.stderr

@@ -76,7 +76,7 @@ def test_session_becomes_five_deployments(api: Api, operator: Any, namespace: st
     api.apps.patch_namespaced_deployment_status(names.deployment("s1", Role.STRATEGY), namespace,
                                                 {"status": {"replicas": 1, "readyReplicas": 1}})
     eventually_sync(lambda: status(api, namespace, "s1")["workers"]["strategy"] == {"ready": 1, "desired": 1},
-             what="ready count in session status")
+                    what="ready count in session status")
 
 
 def test_device_cpu_keeps_inference_off_the_gpu_pool(api: Api, operator: Any, namespace: str) -> None:
@@ -100,7 +100,7 @@ def test_simulated_clock_drives_a_full_day_and_a_holiday_does_not_open(api: Api,
                                                      clock={**fast, "start": "2026-11-26T08:59:30Z"}))
     want = ["Initializing", "PreMarket", "MarketOpen", "MarketClose", "AfterHours", "Initializing"]
     eventually_sync(lambda: assert_legal(api, namespace, "day")[:6] == want, timeout=60, interval=0.5,
-             what="a full trading day")
+                    what="a full trading day")
     seen = assert_legal(api, namespace, "holiday")
     assert "MarketOpen" not in seen and seen[0] == "Initializing", seen
     kinds = [e.reason for e in api.events(namespace, "day")]
@@ -163,25 +163,25 @@ def test_hand_deleted_deployment_is_restored_and_changes_roll_out(api: Api, oper
     first = eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace))
     api.apps.delete_namespaced_deployment(dep_name, namespace)
     eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).metadata.uid != first.metadata.uid,
-             timeout=10, what="deployment restored")
+                    timeout=10, what="deployment restored")
     api.apps.patch_namespaced_deployment(dep_name, namespace, {"spec": {"replicas": 7}})
     eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace).spec.replicas == 1, timeout=10,
-             what="hand edit put back")
+                    what="hand edit put back")
 
     old_hash = first.spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH]
     api.patch(namespace, "tradingsessions", "r", {"spec": {"symbols": ["AAPL", "MSFT", "NVDA"]}})
     eventually_sync(lambda: api.apps.read_namespaced_deployment(dep_name, namespace)
-             .spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH] != old_hash, timeout=10,
-             what="symbols change rolled out")
+                    .spec.template.metadata.annotations[names.ANNOTATION_CONFIG_HASH] != old_hash, timeout=10,
+                    what="symbols change rolled out")
     assert "NVDA" in api.core.read_namespaced_config_map(names.configmap("r"), namespace).data["config.json"]
 
     eventually_sync(lambda: status(api, namespace, "r").get("riskPolicy", {}).get("observedGeneration") == 1)
     api.patch(namespace, "riskpolicies", "limits", {"spec": {"orderControls": {"maxOrderNotional": 5000}}})
     eventually_sync(lambda: status(api, namespace, "r")["riskPolicy"]["observedGeneration"] == 2, timeout=10,
-             what="policy generation propagated")
+                    what="policy generation propagated")
     pol = api.get(namespace, "riskpolicies", "limits")
     eventually_sync(lambda: "r" in api.get(namespace, "riskpolicies", "limits").get("status", {}).get("sessions", []),
-             timeout=15)
+                    timeout=15)
     assert pol["spec"]["orderControls"]["maxOrderNotional"] == 5000
 
 
@@ -217,15 +217,15 @@ def test_a_policy_in_use_is_protected_from_deletion(api: Api, operator: Any, nam
     api.create(namespace, "tradingsessions", session("user", "held", workers=ZERO_WORKERS))
     eventually_sync(lambda: condition(api, namespace, "user", "PolicyApplied").get("status") == "True", timeout=15)
     eventually_sync(lambda: api.get(namespace, "riskpolicies", "held")["metadata"].get("finalizers"), timeout=15,
-             what="the policy's finalizer")
+                    what="the policy's finalizer")
     api.delete(namespace, "riskpolicies", "held")
     eventually_sync(lambda: "PolicyInUse" in [e.reason for e in api.events(namespace, "held")], timeout=15,
-             what="PolicyInUse event naming the session")
+                    what="PolicyInUse event naming the session")
     event = next(e for e in api.events(namespace, "held") if e.reason == "PolicyInUse")
     assert "user" in event.message
     assert api.get(namespace, "riskpolicies", "held")["metadata"].get("deletionTimestamp")
     cond = eventually_sync(lambda: condition(api, namespace, "user", "PolicyApplied").get("reason") == "PolicyDeleting"
-                    and condition(api, namespace, "user", "PolicyApplied"), timeout=15)
+                           and condition(api, namespace, "user", "PolicyApplied"), timeout=15)
     assert cond["status"] == "False"
     ready = condition(api, namespace, "user", "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "PolicyDeleting")

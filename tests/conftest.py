@@ -19,6 +19,10 @@ from trading_dev.controlplane import server
 # the operator fixture factory) are imported from tests.fixtures.* by the packages that use them.
 pytest_plugins = ["tests.fixtures.api", "tests.fixtures.servers"]
 
+# Old names of helpers that moved to tests/fixtures, for test code written before the move.
+from tests.fixtures.operator import running_operator  # noqa: E402, F401
+from tests.fixtures.waiting import eventually_sync as wait_for  # noqa: E402, F401
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRDS = ROOT / "crds"
 

@@ -101,6 +101,9 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> 
     return out
 
 
+wait_until = eventually_sync  # the old name, for drills written before tests/fixtures
+
+
 def _run(coro: Any) -> Any:
     """Run one coroutine to completion (helpers are synchronous; drills are plain test functions)."""
     return asyncio.run(coro)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.bind import listen_addresses
-from tests.workers.servers import free_port
+from tests.fixtures.servers import free_port
 from trading_workers.runtime import Health, Settings
 
 pytestmark = pytest.mark.services

@@ -131,7 +131,7 @@ def test_halt_and_resume_by_halt_id(api: Api, operator: Any, namespace: str) -> 
     eventually_sync(lambda: status(api, namespace, "h")["phase"] != "Halted", timeout=10, what="left Halted")
     last = status(api, namespace, "h")["transitions"][-1]
     assert last["from"] == "Halted" and last["reason"] == f"resumed from halt {halt['id']}", last
-    wait_for(lambda: "Resumed" in [e.reason for e in api.events(namespace, "h")], what="the Resumed Event")
+    eventually_sync(lambda: "Resumed" in [e.reason for e in api.events(namespace, "h")], what="the Resumed Event")
     assert_legal(api, namespace, "h")
 
 

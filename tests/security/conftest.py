@@ -7,6 +7,8 @@ import contextlib
 import json
 import pathlib
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,9 +93,36 @@ def identity_policies(kubectl: Kubectl, helm: pathlib.Path) -> Iterator[bool]:
                       {"identityAdmission.namespaceSelector": {"matchLabels": {SCOPE_LABEL: "true"}}}, (MAP,))
     kubectl("apply", "-f", "-", input=rendered, check=True)
     try:
+        _wait_until_stamping(kubectl)
         yield True
     finally:
         kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered)
+
+
+def _wait_until_stamping(kubectl: Kubectl, timeout: float = 60.0) -> None:
+    """An applied admission policy takes effect when the API server's policy informer has it, not when
+    ``kubectl apply`` returns: a write in between is admitted unmutated. Wait until a server-side dry-run
+    halt in a scoped namespace comes back stamped with who asked."""
+    namespace = f"who-probe-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace, check=True)
+    kubectl("label", "namespace", namespace, f"{SCOPE_LABEL}=true", check=True)
+    probe = json.dumps({"apiVersion": "trading.dev/v1alpha1", "kind": "TradingSession",
+                        "metadata": {"name": "probe", "namespace": namespace},
+                        "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"}, "halted": True,
+                                 "haltReason": "probe"}})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            out = kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=probe)
+            stamped = out.returncode == 0 and "trading.dev/halt-requested-by" in (
+                json.loads(out.stdout).get("metadata", {}).get("annotations") or {})
+            if stamped:
+                return
+            assert time.monotonic() < deadline, (
+                f"the identity policies did not take effect within {timeout:.0f} s: {out.stderr or out.stdout}")
+            time.sleep(0.2)
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 @pytest.fixture(scope="package")

@@ -32,7 +32,7 @@ _BASE = ["assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequ
          "select", "tonumber", "tostring", "type", "unpack", "xpcall", "getmetatable", "setmetatable", "_VERSION"]
 
 _RUNNER = """
-local base, script, name, object = ...
+local base, script, name, object, params = ...
 local env = {}
 for _, k in ipairs(base) do env[k] = _G[k] end
 env._G = env
@@ -40,6 +40,8 @@ env.table = {}
 for k, v in pairs(table) do env.table[k] = v end
 env.os = {time = os.time, date = os.date, clock = os.clock}
 env.obj = object
+-- Argo CD 3.1+ sets the global actionParams (a table, empty without parameters); older releases do not.
+env.actionParams = params
 local fn, err = loadstring(script, name)
 if fn == nil then error(err, 0) end
 setfenv(fn, env)
@@ -107,8 +109,10 @@ class Sandbox:
         ref = like if isinstance(like, dict) else {}
         return {str(k): self.to_python(value[k], ref.get(str(k))) for k in keys}
 
-    def run(self, script: str, obj: dict[str, Any], name: str = "script") -> Any:
-        return self._runner(self._base, script, name, self._to_lua(obj))
+    def run(self, script: str, obj: dict[str, Any], name: str = "script",
+            params: dict[str, str] | None = None) -> Any:
+        lua_params = None if params is None else self._to_lua(params)
+        return self._runner(self._base, script, name, self._to_lua(obj), lua_params)
 
     # ------------------------------------------------------------------ Argo CD's three entry points
 
@@ -130,8 +134,10 @@ class Sandbox:
             actions.append(entry)
         return actions
 
-    def action(self, script: str, obj: dict[str, Any]) -> dict[str, Any]:
-        result = self.to_python(self.run(script, obj, "action.lua"), like=obj)
+    def action(self, script: str, obj: dict[str, Any], params: dict[str, str] | None = None) -> dict[str, Any]:
+        """``params``: the action's parameters as Argo CD 3.1+ passes them (the global ``actionParams``,
+        a table of strings); None runs the script as an older Argo CD does, without that global."""
+        result = self.to_python(self.run(script, obj, "action.lua", params), like=obj)
         if not isinstance(result, dict):
             raise TypeError(f"expect table output from Lua script, not {type(result).__name__}")
         return result

@@ -60,7 +60,7 @@ def test_layout_is_argo_cds() -> None:
 
 def test_every_testdata_file_is_used() -> None:
     used = {folder / c["inputPath"] for folder, c in HEALTH + DISCOVERY + ACTIONS}
-    used |= {folder / c["expectedOutputPath"] for folder, c in ACTIONS}
+    used |= {folder / c["expectedOutputPath"] for folder, c in ACTIONS if "expectedOutputPath" in c}
     present = set(CUSTOMIZATIONS.rglob("testdata/*.yaml"))
     assert present == used, f"unused: {sorted(map(str, present - used))}, missing: {sorted(map(str, used - present))}"
 
@@ -95,10 +95,33 @@ def test_action_discovery(sandbox: luasandbox.Sandbox, case: tuple[pathlib.Path,
 
 @pytest.mark.parametrize("case", ACTIONS, ids=_id)
 def test_action(sandbox: luasandbox.Sandbox, case: tuple[pathlib.Path, dict[str, Any]]) -> None:
+    """As argo-cd's TestLuaResourceActionsScript: ``parameters`` become the global actionParams,
+    ``expectedErrorMessage`` is the error the action must raise. A case without parameters runs both
+    as Argo CD 3.1+ runs it (an empty actionParams) and as earlier releases do (no such global)."""
     folder, spec = case
     obj = luasandbox.load_yaml(folder / spec["inputPath"])
-    got = sandbox.action((folder / spec["action"] / "action.lua").read_text(), obj)
-    assert got == luasandbox.load_yaml(folder / spec["expectedOutputPath"])
+    script = (folder / spec["action"] / "action.lua").read_text()
+    runs = [spec["parameters"]] if "parameters" in spec else [{}, None]
+    for params in runs:
+        if "expectedErrorMessage" in spec:
+            with pytest.raises(Exception) as failed:
+                sandbox.action(script, obj, params)
+            # Argo CD strips Lua's stack trace from an action's error; so does this comparison.
+            assert str(failed.value).split("\nstack traceback:")[0] == spec["expectedErrorMessage"]
+            continue
+        got = sandbox.action(script, obj, params)
+        assert got == luasandbox.load_yaml(folder / spec["expectedOutputPath"]), params
+
+
+def test_halt_reason_is_a_parameter_argo_cd_offers(sandbox: luasandbox.Sandbox) -> None:
+    """discovery offers halt with one parameter, reason, in Argo CD's ResourceAction shape
+    (params: [{name}]); the halt action reads that same name."""
+    actions = CUSTOMIZATIONS / "trading.dev" / "TradingSession" / "actions"
+    running = luasandbox.load_yaml(actions / "testdata" / "running.yaml")
+    offered = {a["name"]: a for a in sandbox.discovery((actions / "discovery.lua").read_text(), running)}
+    assert offered["halt"]["params"] == [{"name": "reason"}]
+    assert "params" not in offered["resume"]
+    assert 'actionParams["reason"]' in (actions / "halt" / "action.lua").read_text()
 
 
 def test_sandbox_has_no_string_library(sandbox: luasandbox.Sandbox) -> None:

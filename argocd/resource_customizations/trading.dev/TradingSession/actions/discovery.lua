@@ -2,7 +2,10 @@
 -- resume is offered for a user halt (spec.halted) and for an automatic halt latched in status
 -- that spec.resumeHaltId does not name yet.
 local actions = {}
-actions["halt"] = {["disabled"] = false, ["iconClass"] = "fa fa-fw fa-hand-paper", ["displayName"] = "Halt trading"}
+-- halt takes one parameter, the reason (Argo CD 3.1 and later show an input for it; earlier
+-- releases ignore params and the action records "Halted from Argo CD").
+actions["halt"] = {["disabled"] = false, ["iconClass"] = "fa fa-fw fa-hand-paper", ["displayName"] = "Halt trading",
+  ["params"] = {{["name"] = "reason"}}}
 actions["resume"] = {["disabled"] = true, ["iconClass"] = "fa fa-fw fa-play", ["displayName"] = "Resume trading"}
 
 local userHalted = obj.spec ~= nil and obj.spec.halted == true

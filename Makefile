@@ -12,7 +12,7 @@ TP_CACHE ?= $(or $(TRADING_DEV_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tra
 export PATH := $(TP_CACHE)/path:$(PATH)
 KUBERNETES_OLDEST = $(shell sed -n 's/^KUBERNETES_OLDEST = "\(.*\)"/\1/p' devtools/trading_dev/controlplane/build.py)
 
-.PHONY: plugin up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api cluster-platform images node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
+.PHONY: plugin plugin-archive up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api cluster-platform images node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -116,6 +116,11 @@ PLUGIN_DIR ?= $(HOME)/.local/bin
 plugin:
 	install -D -m 0755 plugin/kubectl-trading $(PLUGIN_DIR)/kubectl-trading
 	@echo "installed $(PLUGIN_DIR)/kubectl-trading; try: kubectl trading --help"
+
+# The plugin's krew archive (dist/kubectl-trading.tar.gz, reproducible) and its sha256 stamped into
+# the krew manifest plugin/krew/trading.yaml. Run it after changing plugin/kubectl-trading.
+plugin-archive:
+	@python3 hack/build-plugin-archive.py
 
 # A playground that stays up (the demo's platform without the story) until Ctrl-C or `make down`.
 up: deps

@@ -12,7 +12,7 @@ TP_CACHE ?= $(or $(TRADING_DEV_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tra
 export PATH := $(TP_CACHE)/path:$(PATH)
 KUBERNETES_OLDEST = $(shell sed -n 's/^KUBERNETES_OLDEST = "\(.*\)"/\1/p' devtools/trading_dev/controlplane/build.py)
 
-.PHONY: plugin plugin-archive up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api cluster-platform images node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm chart-crds chart-schema argocd-cm promql-check
+.PHONY: plugin plugin-archive up down help deps sysdeps pydeps controlplane crds crds-check cluster cluster-api cluster-platform images node-deps node-binaries lint typecheck test test-unit test-oldest demo bench clean helm objectstore chart-crds chart-schema argocd-cm promql-check
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 pydeps: $(STAMP)
 
-deps: sysdeps pydeps controlplane node-deps node-binaries helm promql-check
+deps: sysdeps pydeps controlplane node-deps node-binaries helm promql-check objectstore
 
 # kube-apiserver of the oldest and the newest supported Kubernetes minor, and etcd, built from Go
 # modules and cached outside the repo (docs/decisions/0006-supported-kubernetes-and-a-real-node.md).
@@ -51,6 +51,11 @@ node-binaries: pydeps
 # helm built from Go modules (go install), cached outside the repo; see hack/install-helm.sh.
 helm: sysdeps
 	@bash hack/install-helm.sh >/dev/null
+
+# versitygw, the S3-compatible server of local runs and tests, built from Go modules (go install),
+# cached outside the repo keyed by version; see hack/install-versitygw.sh.
+objectstore: sysdeps
+	@bash hack/install-versitygw.sh >/dev/null
 
 # Prometheus' PromQL parser, for the chart tests' check of every alert and dashboard query.
 promql-check: sysdeps

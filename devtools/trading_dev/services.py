@@ -1,10 +1,12 @@
-"""Real Redis and PostgreSQL servers, started and stopped by pid (the tests and the demo share them).
+"""Real Redis, PostgreSQL and S3-compatible (versitygw) servers, started and stopped by pid (the tests and the demo share them).
 
 Each server runs in its own temporary directory on a free loopback port.
 A server that cannot start raises ``ServerError`` with its log tail: the
 test fails loudly, nothing is skipped. PostgreSQL refuses to run as root,
 so when the tests run as root the cluster is created and run as the
-``postgres`` system user (the Debian package creates it).
+``postgres`` system user (the Debian package creates it). The object store is
+versitygw's POSIX backend over the server's directory (built by
+``hack/install-versitygw.sh``; docs/decisions/0012-object-store-versitygw-obstore.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import glob
 import os
 import pathlib
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -175,6 +178,96 @@ class PostgresServer:
         _stop_pid(self.proc, signal.SIGINT)
 
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+VERSITYGW_VERSION = "v1.8.0"     # the pin of hack/install-versitygw.sh (keep the two equal)
+
+
+def versitygw_binary() -> pathlib.Path:
+    """The cached versitygw binary (``make deps`` builds it; ``TRADING_VERSITYGW`` names another)."""
+    env = os.environ.get("TRADING_VERSITYGW")
+    if env:
+        return pathlib.Path(env)
+    cache = pathlib.Path(os.environ.get("TRADING_DEV_CACHE")
+                         or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+                         / "trading-platform")
+    binary = cache / "bin" / f"versitygw-{VERSITYGW_VERSION}"
+    if binary.exists():
+        return binary
+    script = ROOT / "hack" / "install-versitygw.sh"
+    if script.exists():      # a checkout: build it now (what make deps would have done)
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1800,
+                              env=dict(os.environ, VERSITYGW_VERSION=VERSITYGW_VERSION))
+        if proc.returncode == 0 and binary.exists():
+            return binary
+        raise ServerError(f"versitygw could not be built (hack/install-versitygw.sh):\n{proc.stderr[-3000:]}")
+    raise ServerError(f"versitygw not found at {binary} (make deps builds it)")
+
+
+@dataclass
+class ObjectStoreServer:
+    """An S3-compatible server (versitygw, POSIX backend) on loopback, with a fresh root account.
+
+    Buckets are the top-level directories of ``workdir/data`` (:meth:`create_bucket`). The access
+    key and secret are random per server; clients get them as ``env`` (the variables
+    ``trading_workers.objectstore`` reads).
+    """
+
+    workdir: pathlib.Path
+    port: int = field(default_factory=free_port)
+    access_key: str = field(default_factory=lambda: "tp" + secrets.token_hex(8))
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    region: str = "us-east-1"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data(self) -> pathlib.Path:
+        return self.workdir / "data"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client needs: ``TRADING_S3_ENDPOINT``, ``TRADING_S3_REGION`` and the credentials."""
+        return {"TRADING_S3_ENDPOINT": self.endpoint, "TRADING_S3_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def create_bucket(self, name: str) -> str:
+        """A bucket (a top-level directory of the POSIX backend); returns ``s3://name``."""
+        (self.data / name).mkdir(parents=True, exist_ok=True)
+        return f"s3://{name}"
+
+    def start(self) -> ObjectStoreServer:
+        binary = versitygw_binary()
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "versitygw.log"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir),
+               "ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key}
+        with open(log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [str(binary), "--port", f"127.0.0.1:{self.port}", "--region", self.region, "--quiet",
+                 "posix", str(self.data)],
+                stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"versitygw exited with {self.proc.returncode}:\n{_tail(log)}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    if sock.recv(16).startswith(b"HTTP/"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"versitygw not ready after {START_TIMEOUT:.0f}s:\n{_tail(log)}")
+
+    def stop(self) -> None:
+        _stop_pid(self.proc, signal.SIGTERM)
+
+
 def server_dir(prefix: str) -> pathlib.Path:
     """A directory the postgres user can enter (pytest's tmp dirs are private to root)."""
     return pathlib.Path(tempfile.mkdtemp(prefix=f"tp-{prefix}-"))
@@ -201,4 +294,16 @@ def running_postgres(prefix: str = "pg") -> Iterator[PostgresServer]:
         yield postgres.init().start()
     finally:
         postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_object_store(prefix: str = "s3") -> Iterator[ObjectStoreServer]:
+    """A started S3-compatible server in a fresh directory, stopped and removed on exit."""
+    workdir = server_dir(prefix)
+    server = ObjectStoreServer(workdir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

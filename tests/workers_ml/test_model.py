@@ -73,7 +73,7 @@ def test_file_and_pvc_uris(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPat
         assert torch.equal(from_file.model.state_dict()[k], v)
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/m.pt", "file://host/m.pt", "file://relative.pt",
+@pytest.mark.parametrize("uri", ["s3:///m.pt", "s3://bucket/../x", "file://host/m.pt", "file://relative.pt",
                                  "pvc://claim/../../etc/passwd", "pvc://claim", "builtin://../x",
                                  "builtin://no-such-model", "file:///nonexistent/m.pt"])
 def test_bad_uris_are_refused_with_a_reason(uri: str) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trading_workers.inference import artifact as artifact_mod
+
 FORMAT = "trading-workers/price-mlp/v1"
 DEFAULT_WINDOW = 32
 DEFAULT_HIDDEN: tuple[int, ...] = (64, 32)
@@ -39,8 +41,10 @@ DEFAULT_MODEL_ROOT = "/models"
 _BUILTIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-class ModelLoadError(ValueError):
-    """The model URI cannot be resolved or the artifact is not a valid price-MLP artifact."""
+# The model URI cannot be resolved, or the artifact is not a valid price-MLP artifact
+# (``ModelCorrupt``: it does not match its manifest's sha256 and must not be served).
+ModelLoadError = artifact_mod.ArtifactError
+ModelCorrupt = artifact_mod.ArtifactCorrupt
 
 
 def normalized_returns(prices: torch.Tensor) -> torch.Tensor:
@@ -88,6 +92,10 @@ class Artifact:
     model: PriceMLP
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    version: str = ""          # the manifest's version (``sha256:<12 hex>`` for a bare file)
+    sha256: str = ""
+    verified: bool = False     # checked against a manifest (or shipped in the package)
+    manifest: artifact_mod.Manifest | None = None
 
 
 def save(model: PriceMLP, path: pathlib.Path | str, meta: dict[str, Any] | None = None) -> None:
@@ -145,7 +153,7 @@ def resolve_uri(uri: str) -> pathlib.Path:
     - ``file:///abs/path`` → that path;
     - ``pvc://CLAIM/path`` → ``$TRADING_MODEL_ROOT/CLAIM/path`` (default root ``/models``): the
       claim is expected to be mounted there by the Deployment;
-    - ``s3://`` is refused for now (copy the artifact to a PVC).
+    - ``s3://`` names no local file: :func:`load_uri` fetches and verifies it (``artifact.fetch``).
     """
     parsed = urllib.parse.urlsplit(uri)
     scheme = parsed.scheme
@@ -166,11 +174,18 @@ def resolve_uri(uri: str) -> pathlib.Path:
             raise ModelLoadError(f"pvc URI must not leave its claim: {uri}")
         root = pathlib.Path(os.environ.get(ENV_MODEL_ROOT, DEFAULT_MODEL_ROOT))
         return root / parsed.netloc / rel
-    raise ModelLoadError(f"unsupported model URI scheme {scheme!r} in {uri!r} (builtin, file and pvc are supported)")
+    if scheme == "s3":
+        raise ModelLoadError(f"{uri} has no local path: load_uri fetches and verifies s3:// artifacts")
+    raise ModelLoadError(f"unsupported model URI scheme {scheme!r} in {uri!r} (builtin, file, pvc and s3 are supported)")
 
 
-def load_uri(uri: str) -> Artifact:
-    """Resolve and load a ``ModelSpec.uri``."""
-    artifact = load(resolve_uri(uri))
-    artifact.source = uri
-    return artifact
+def load_uri(uri: str, cache: pathlib.Path | None = None) -> Artifact:
+    """Fetch ``uri``, verify it against its manifest, then load it (``artifact.fetch``, then :func:`load`).
+
+    Raises ``ModelCorrupt`` (before anything is unpickled) when the file does not match its manifest.
+    """
+    fetched = artifact_mod.fetch(uri, cache)
+    loaded = load(fetched.path)
+    loaded.source, loaded.version, loaded.sha256 = uri, fetched.version, fetched.sha256
+    loaded.verified, loaded.manifest = fetched.verified, fetched.manifest
+    return loaded

@@ -8,8 +8,8 @@ No baseline: the floor would be etcd alone, which this does not start apart.
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -40,4 +40,7 @@ def main(runs: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.controlplane_startup",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="?", type=int, default=3, help="start-ups to time (default 3)")
+    main(parser.parse_args().runs)

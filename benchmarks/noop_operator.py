@@ -67,6 +67,11 @@ async def deployment_event(namespace: str | None, name: str | None, **_: Any) ->
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m benchmarks.noop_operator", description=__doc__.splitlines()[0],
+                            epilog="Environment: KUBECONFIG, NOOP_METRICS_PORT (benchmarks.scale starts it).",
+                            ).parse_args()
     logging.basicConfig(level=logging.WARNING)
     kopf.configure(verbose=False)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)

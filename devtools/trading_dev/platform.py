@@ -236,3 +236,20 @@ class LocalPlatform:
         for path in self._dirs:
             shutil.rmtree(path, ignore_errors=True)
         self._dirs.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trading_dev.platform``: a library; say which commands run it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trading_dev.platform", description=__doc__.splitlines()[0],
+        epilog="This module is the library behind `make up` (python -m trading_dev.up: the platform, kept up "
+               "until Ctrl-C or `make down`) and `make demo` (python -m trading_dev.demo); run one of those.")
+    parser.parse_args(argv)
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

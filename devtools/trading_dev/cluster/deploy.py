@@ -137,7 +137,14 @@ def install(cluster: node.Cluster, values: dict[str, Any] | None = None) -> subp
 
 def main() -> int:
     """``make cluster-platform``: the platform onto the cluster ``make cluster`` runs (another terminal)."""
+    import argparse
     import sys
+
+    argparse.ArgumentParser(prog="python -m trading_dev.cluster.deploy",
+                            description="The platform onto the cluster `make cluster` runs (in another "
+                                        "terminal): images, Redis and PostgreSQL pods, helm install into "
+                                        "a namespace enforcing the restricted Pod Security profile "
+                                        "(make cluster-platform).").parse_args()
 
     from trading_dev.controlplane import build
 

@@ -44,6 +44,11 @@ def pods() -> dict[str, int]:
 
 
 def main() -> int:
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m trading_dev.cluster.measure",
+                            description="Resident memory of each cluster component and pod of the running "
+                                        "`make cluster`.").parse_args()
     if not cleanup.PIDS_FILE.exists():
         print("no cluster is running (make cluster)", file=sys.stderr)
         return 1

@@ -312,3 +312,22 @@ def test_a_new_refusal_reason_is_announced_even_if_the_condition_stays_false() -
     ts.status.conditions = awaiting.status.conditions
     refused = decide(ts)
     assert "ResumeRefused" in [e.reason for e in refused.events]
+
+
+def test_reconciled_follows_the_executors_last_reconciliation_and_blocks_nothing() -> None:
+    assert not any(c.type == "Reconciled" for c in decide(SessionBuilder().phase("MarketOpen").build()).status.conditions)
+    clean = {"day": "2026-11-23", "at": "2026-11-23T21:00:00Z", "trigger": "Close", "clean": True, "positions": 2,
+             "fills": 7}
+    ts = SessionBuilder().phase("MarketOpen").executor(brokerConnected=True, reconciliation=clean).risk().build()
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()})
+    cond = next(c for c in d.status.conditions if c.type == "Reconciled")
+    assert (cond.status, cond.reason) == ("True", "ReconciledClean") and "2 positions, 7 fills" in cond.message
+    mismatch = {**clean, "clean": False, "flagged": 1, "differences": [
+        {"kind": "PositionMismatch", "symbol": "AAPL", "brokerQty": 10, "journalQty": 12}]}
+    ts = SessionBuilder().phase("MarketOpen").executor(brokerConnected=True, reconciliation=mismatch).risk().build()
+    d = decide(ts, deployments={Role.EXECUTOR: ready_deployment()})
+    cond = next(c for c in d.status.conditions if c.type == "Reconciled")
+    assert (cond.status, cond.reason) == ("False", "ReconciliationMismatch")
+    assert "PositionMismatch AAPL: broker 10, journal 12" in cond.message
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    assert ready.status == "True"   # a mismatch is for a human to look at; it halts nothing

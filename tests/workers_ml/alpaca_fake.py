@@ -61,6 +61,10 @@ class FakeAlpaca:
         self.orders: dict[str, dict[str, Any]] = {}          # by Alpaca id, in creation order
         self.by_client: dict[str, str] = {}                  # client_order_id -> id
         self.activities: list[dict[str, Any]] = []
+        self.positions: list[dict[str, Any]] | None = None   # None: the recorded positions.json
+        # Orders and fills are stamped from an hour ago on, a second apart (the activities' ``after`` filter
+        # and the adapter's 24 h fill lookback see them as today's).
+        self.epoch = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
         self.requests: list[Seen] = []
         self.faults: list[Fault] = []
         self.orders_created = 0
@@ -138,7 +142,7 @@ class FakeAlpaca:
             order["status"] = "filled" if done >= total else "partially_filled"
             self._seq += 1
             activity = recorded("activity_fill")
-            stamp = dt.datetime(2024, 3, 18, 14, 31, tzinfo=dt.UTC) + dt.timedelta(seconds=self._seq)
+            stamp = self.epoch + dt.timedelta(seconds=self._seq)
             activity.update(
                 id=f"{stamp:%Y%m%d%H%M%S}{self._seq:03d}::{uuid.uuid5(uuid.NAMESPACE_URL, f'fill-{self._seq}')}",
                 transaction_time=stamp.isoformat().replace("+00:00", "Z"), price=f"{price:g}", qty=f"{qty:g}",
@@ -146,6 +150,15 @@ class FakeAlpaca:
                 leaves_qty=f"{total - done:g}", cum_qty=f"{done:g}", order_status=order["status"],
                 type="fill" if done >= total else "partial_fill")
             self.activities.append(activity)
+
+    def set_positions(self, held: dict[str, tuple[float, float]]) -> None:
+        """Positions (symbol -> (signed qty, average entry price)) in the recorded positions.json shape."""
+        template = recorded("positions")[0]
+        with self._lock:
+            self.positions = [{**template, "symbol": symbol, "qty": f"{qty:g}", "qty_available": f"{qty:g}",
+                               "side": "long" if qty > 0 else "short", "avg_entry_price": f"{avg:g}",
+                               "cost_basis": f"{qty * avg:g}", "market_value": f"{qty * avg:g}"}
+                              for symbol, (qty, avg) in held.items()]
 
     def add_foreign_order(self, client_order_id: str, symbol: str = "MSFT") -> dict[str, Any]:
         """An order placed by someone else in the same account (e.g. by hand in the dashboard)."""
@@ -179,7 +192,7 @@ class FakeAlpaca:
         if method == "GET" and path == "/v2/account":
             return 200, recorded("account")
         if method == "GET" and path == "/v2/positions":
-            return 200, recorded("positions")
+            return 200, recorded("positions") if self.positions is None else copy.deepcopy(self.positions)
         if method == "POST" and path == "/v2/orders":
             if body.get("client_order_id") in self.by_client:
                 return 422, recorded("error_duplicate_client_order_id")
@@ -210,7 +223,7 @@ class FakeAlpaca:
         order = recorded("order")
         client_id = body.get("client_order_id") or str(uuid.uuid4())
         self._seq += 1
-        stamp = (dt.datetime(2024, 3, 18, 14, 31, tzinfo=dt.UTC) + dt.timedelta(seconds=self._seq))
+        stamp = self.epoch + dt.timedelta(seconds=self._seq)
         iso = stamp.isoformat().replace("+00:00", "Z")
         order.update(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"order-{client_id}")), client_order_id=client_id,
@@ -235,6 +248,10 @@ class FakeAlpaca:
 
     def _activities(self, query: dict[str, str]) -> list[dict[str, Any]]:
         items = list(self.activities)
+        if "after" in query:   # Alpaca: activities strictly after the given time
+            after = dt.datetime.fromisoformat(query["after"].replace("Z", "+00:00"))
+            items = [a for a in items
+                     if dt.datetime.fromisoformat(a["transaction_time"].replace("Z", "+00:00")) > after]
         token = query.get("page_token")
         if token is not None:
             ids = [a["id"] for a in items]

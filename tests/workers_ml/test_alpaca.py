@@ -362,3 +362,77 @@ async def test_extended_hours_orders_are_day_limit_orders_with_the_flag(fake_alp
         await broker.submit(domain.Order(client_order_id=domain.client_order_id("u", "mkt"), symbol="MSFT",
                                          side=domain.Side.BUY, qty=1, extended_hours=True))
     assert len(fake_alpaca.calls("POST", "/v2/orders")) == 2
+
+
+# ---------------------------------------------------------------- end-of-day reconciliation
+
+async def test_end_of_day_reconciliation_reads_positions_and_the_days_fills_through_alpaca_py(
+        fake_alpaca: FakeAlpaca, clock: VirtualClock, postgres_server: Any) -> None:
+    """TradingClient.get_all_positions and the FILL activities (recorded shapes) against a real journal."""
+    import datetime as dt
+    import uuid
+    import zoneinfo
+
+    from trading_operator.api.session import TradingSession
+    from trading_operator.api.status import ReconciliationTrigger
+    from trading_operator.api.workerconfig import WorkerConfig
+    from trading_workers.executor.eod import EndOfDay
+    from trading_workers.executor.fills import Book, Fills
+    from trading_workers.journal import Journal
+
+    noon = dt.datetime.now(zoneinfo.ZoneInfo("America/New_York")).replace(hour=12, minute=0, second=0, microsecond=0)
+    fake_alpaca.epoch = noon.astimezone(dt.UTC)   # the day's orders and fills from noon, New York time
+    broker = make_broker(fake_alpaca, clock)
+    journal = await Journal.open(postgres_server.dsn, f"test/alpaca-eod-{uuid.uuid4().hex[:8]}")
+    session = TradingSession.model_validate({"metadata": {"name": "eod", "namespace": "test", "uid": "u-eod"},
+                                             "spec": {"broker": {"kind": "alpaca"}, "symbols": ["AAPL", "MSFT"],
+                                                      "riskPolicyRef": {"name": "p"}}})
+    book = Book()
+    fills = Fills(broker, book, lambda: journal)
+    eod = EndOfDay(config=WorkerConfig.from_session(session), broker=broker, book=book, fills=fills,
+                   journal=lambda: journal, session_now=lambda: noon + dt.timedelta(hours=4), events=None,
+                   on_done=lambda: None)
+    try:
+        for order in (market("eod-aapl", qty=10), market("eod-msft", symbol="MSFT", qty=5)):
+            await journal.record_new_order(order, order.client_order_id)
+            placed = await broker.submit(order)
+            await journal.update_order(order.client_order_id, placed.status, broker_order_id=placed.broker_order_id)
+            fake_alpaca.fill(order.client_order_id, price=190.0 if order.symbol == "AAPL" else 402.0)
+        fake_alpaca.set_positions({"AAPL": (10, 190.0), "MSFT": (5, 402.0)})
+
+        clean = await eod.run(ReconciliationTrigger.CLOSE, None)
+        assert clean.clean and (clean.positions, clean.fills) == (2, 2), clean
+        assert fake_alpaca.calls("GET", "/v2/positions")
+        asked = [c.query for c in fake_alpaca.calls("GET", "/v2/account/activities/FILL") if "page_token" not in c.query]
+        day_start = dt.datetime.fromisoformat(asked[-1]["after"])
+        assert day_start == noon.replace(hour=0).astimezone(dt.UTC)   # the session day began at midnight, New York
+
+        # Someone trades the shared account by hand (an open TSLA order, a short), and the journal loses a fill.
+        foreign = fake_alpaca.add_foreign_order("placed-by-hand", symbol="TSLA")
+        fake_alpaca.set_positions({"AAPL": (10, 190.0), "MSFT": (5, 402.0), "TSLA": (-3, 238.9)})
+        lost = fake_alpaca.activities[1]["id"]
+        async with journal.pool.acquire() as conn:
+            await conn.execute("DELETE FROM fills WHERE session = $1 AND fill_id = $2", journal.session, lost)
+
+        rec = await eod.run(ReconciliationTrigger.REQUEST, "req-1")
+        named = {(d.kind, d.symbol, d.broker_qty, d.journal_qty, d.order_id, d.fill_id, d.action)
+                 for d in rec.differences}
+        msft = market("eod-msft", symbol="MSFT").client_order_id
+        assert named == {
+            ("PositionMismatch", "TSLA", -3.0, 0.0, None, None, "Flagged"),
+            ("FillMissingInJournal", "MSFT", 5.0, None, msft, lost, "Flagged"),
+            ("UnknownBrokerOrder", "TSLA", -2.0, None, "placed-by-hand", None, "Flagged"),   # a shared account
+        }, rec.differences
+        assert not rec.clean and (rec.adopted, rec.flagged, rec.request) == (0, 3, "req-1")
+        assert next(d for d in rec.differences if d.kind == "UnknownBrokerOrder").broker_order_id == foreign["id"]
+        assert await journal.get_order("placed-by-hand") is None   # flagged, never adopted on a shared account
+        rows = await journal.reconciliations()
+        assert [(r["trigger"], r["clean"], r["flagged"], r["broker"]) for r in rows] == [
+            ("Close", True, 0, "alpaca"), ("Request", False, 3, "alpaca")]
+        assert {d["kind"] for d in rows[1]["differences"]} == {"PositionMismatch", "FillMissingInJournal",
+                                                               "UnknownBrokerOrder"}
+    finally:
+        async with journal.pool.acquire() as conn:
+            for table in ("orders", "fills", "positions", "broker_cursors", "reconciliations"):
+                await conn.execute(f"DELETE FROM {table} WHERE session = $1", journal.session)
+        await journal.close()

@@ -17,7 +17,16 @@ import pydantic
 from trading_operator.api import common
 from trading_operator.api.common import ApiModel, cel, object_default, rules
 from trading_operator.api.phases import Phase
-from trading_operator.api.status import HaltAction, HaltSource, ReducingSource, RuleAction, TradingState
+from trading_operator.api.status import (
+    Difference,
+    DifferenceAction,
+    HaltAction,
+    HaltSource,
+    ReconciliationTrigger,
+    ReducingSource,
+    RuleAction,
+    TradingState,
+)
 
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9]{0,9}([./][A-Z0-9]{1,5})?$"
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -476,6 +485,57 @@ class DailyReportStatus(ApiModel):
     updated_at: dt.datetime | None = pydantic.Field(default=None, description="When written (wall time).")
 
 
+class ReconciliationDifference(ApiModel):
+    """One difference between the broker and the journal (docs/reconciliation.md)."""
+
+    kind: Difference = pydantic.Field(description="PositionMismatch, FillMissingInJournal, FillMissingAtBroker "
+                                                  "or UnknownBrokerOrder.")
+    symbol: str = pydantic.Field(max_length=32, description="The symbol.")
+    broker_qty: float | None = pydantic.Field(default=None, description="Quantity at the broker (signed for a "
+                                                                        "position; absent if the broker has none).")
+    journal_qty: float | None = pydantic.Field(default=None, description="Quantity in the journal (signed for a "
+                                                                         "position; absent if the journal has none).")
+    order_id: str | None = pydantic.Field(default=None, max_length=128,
+                                          description="The order's client_order_id (fills and orders).")
+    broker_order_id: str | None = pydantic.Field(default=None, max_length=128,
+                                                 description="The broker's own order id, when known.")
+    fill_id: str | None = pydantic.Field(default=None, max_length=128, description="The broker's fill id.")
+    action: DifferenceAction = pydantic.Field(default=DifferenceAction.FLAGGED,
+                                              description="Adopted (journaled now) or Flagged (for a human).")
+
+    def describe(self) -> str:
+        """One line naming the difference: kind, symbol, quantities, order (used in Events and conditions)."""
+        def qty(value: float | None) -> str:
+            return "none" if value is None else f"{value:g}"
+
+        text = f"{self.kind} {self.symbol}: broker {qty(self.broker_qty)}, journal {qty(self.journal_qty)}"
+        if self.order_id:
+            text += f", order {self.order_id}"
+        if self.broker_order_id:
+            text += f" (broker {self.broker_order_id})"
+        if self.fill_id:
+            text += f", fill {self.fill_id}"
+        return text + ("" if self.action == DifferenceAction.FLAGGED else f" [{str(self.action).lower()}]")
+
+
+class ReconciliationStatus(ApiModel):
+    """The last end-of-day reconciliation of the broker against the journal (executor; journal: reconciliations)."""
+
+    day: dt.date = pydantic.Field(description="The session day (calendar time zone).")
+    at: dt.datetime = pydantic.Field(description="When it ran (wall time).")
+    trigger: ReconciliationTrigger = pydantic.Field(description="Close (the day's close) or Request (on demand).")
+    clean: bool = pydantic.Field(description="No difference was found.")
+    positions: int = pydantic.Field(default=0, ge=0, description="Symbols compared (either side holds a position).")
+    fills: int = pydantic.Field(default=0, ge=0, description="The day's fills compared (broker and journal, union).")
+    adopted: int = pydantic.Field(default=0, ge=0, description="Unknown broker orders adopted into the journal.")
+    flagged: int = pydantic.Field(default=0, ge=0, description="Differences left for a human.")
+    differences: list[ReconciliationDifference] = pydantic.Field(
+        default_factory=list, max_length=50, description="Every difference (the first 50; the journal keeps all).")
+    request: str | None = pydantic.Field(
+        default=None, max_length=64,
+        description="The last on-demand request answered (the trading.dev/reconcile-request annotation's value).")
+
+
 class ExecutorReport(ApiModel):
     """What the executor reports about itself (written by the executor, read by the operator)."""
 
@@ -490,6 +550,8 @@ class ExecutorReport(ApiModel):
         description="Halt id whose onHalt action (cancel/flatten) the executor has completed.")
     broker_connected: bool | None = pydantic.Field(default=None, description="Broker reachable.")
     journal_connected: bool | None = pydantic.Field(default=None, description="Journal reachable.")
+    reconciliation: ReconciliationStatus | None = pydantic.Field(
+        default=None, description="The last end-of-day reconciliation (at the close, or on demand).")
 
 
 class NextTransition(ApiModel):
@@ -516,7 +578,8 @@ class TradingSessionStatus(ApiModel):
         description="Ready (True only while trading normally; the reason says why not), WorkersAvailable, Halted, "
                     "Reducing, RiskBreached (a Reduce/Halt/Flatten rule beyond its limit), RiskAlert (an Alert "
                     "rule), BrokerConnected, DataFresh, PolicyApplied, PreMarketChecks, Resumable, Suspended, "
-                    "LiveTradingAllowed, CircuitBreaker. Types and reasons: trading_operator.api.status.",
+                    "LiveTradingAllowed, CircuitBreaker, Reconciled (the last end-of-day reconciliation). "
+                    "Types and reasons: trading_operator.api.status.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     halt: HaltStatus | None = pydantic.Field(default=None, description="The halt in force (absent when none).")
     last_halt: HaltStatus | None = pydantic.Field(default=None, description="The last halt that was cleared.")

@@ -48,6 +48,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     LIVE_TRADING_ALLOWED = "LiveTradingAllowed"
     CIRCUIT_BREAKER = "CircuitBreaker"
+    RECONCILED = "Reconciled"              # the last end-of-day reconciliation found no difference
 
 
 class Reason(StrEnum):
@@ -118,6 +119,9 @@ class Reason(StrEnum):
     # CircuitBreaker
     TRIPPED = "Tripped"
     NOT_TRIPPED = "NotTripped"
+    # Reconciled (and the executor's Events on each reconciliation)
+    RECONCILED_CLEAN = "ReconciledClean"
+    RECONCILIATION_MISMATCH = "ReconciliationMismatch"
     # Events only
     PHASE_CHANGED = "PhaseChanged"
     RISK_BREACHED = "RiskBreached"
@@ -126,6 +130,27 @@ class Reason(StrEnum):
     FINALIZE_TIMEOUT = "FinalizeTimeout"
     POLICY_IN_USE = "PolicyInUse"
     POSITION_EXIT = "PositionExit"
+
+
+class Difference(StrEnum):
+    """What an end-of-day reconciliation found different between the broker and the journal."""
+
+    POSITION_MISMATCH = "PositionMismatch"          # a symbol's quantity differs (broker vs journal)
+    FILL_MISSING_IN_JOURNAL = "FillMissingInJournal"  # the broker reports a fill of the day the journal lacks
+    FILL_MISSING_AT_BROKER = "FillMissingAtBroker"    # the journal has a fill of the day the broker does not report
+    UNKNOWN_BROKER_ORDER = "UnknownBrokerOrder"       # an open broker order the journal does not know
+
+
+class DifferenceAction(StrEnum):
+    """What the reconciliation did about a difference (the rule: adopt only on a session's own broker)."""
+
+    ADOPTED = "Adopted"      # an unknown open order on a session-scoped broker, journaled now
+    FLAGGED = "Flagged"      # named for a human (a shared account's order, any fill or position difference)
+
+
+class ReconciliationTrigger(StrEnum):
+    CLOSE = "Close"          # the phase reached the close (MarketClose, or AfterHours if missed)
+    REQUEST = "Request"      # the trading.dev/reconcile-request annotation changed
 
 
 class TradingState(StrEnum):

@@ -40,6 +40,7 @@ from trading_operator.api.session import (
     HaltStatus,
     NextTransition,
     PolicyStatusRef,
+    ReconciliationStatus,
     Role,
     TradingSession,
     TradingSessionStatus,
@@ -250,6 +251,23 @@ def _workers_step(d: _Draft) -> None:
         ok = report.broker_connected
         d.condition(C.BROKER_CONNECTED, ok, R.CONNECTED if ok else R.DISCONNECTED,
                     f"executor reports the {spec.broker.kind} broker " + ("reachable" if ok else "unreachable"))
+    _reconciled(d, report.reconciliation if report is not None else None)
+
+
+def _reconciled(d: _Draft, rec: ReconciliationStatus | None) -> None:
+    """Reconciled: the executor's last end-of-day reconciliation (absent until one ran). Blocks nothing."""
+    if rec is None:
+        return
+    when = f"{str(rec.trigger).lower()} reconciliation of {rec.day.isoformat()}"
+    if rec.clean:
+        d.condition(C.RECONCILED, True, R.RECONCILED_CLEAN,
+                    f"{when}: broker and journal agree ({rec.positions} positions, {rec.fills} fills)")
+        return
+    named = "; ".join(x.describe() for x in rec.differences[:10])
+    more = len(rec.differences) - 10
+    d.condition(C.RECONCILED, False, R.RECONCILIATION_MISMATCH,
+                f"{when}: {rec.flagged} flagged, {rec.adopted} adopted: {named}" + (f"; and {more} more" if more > 0
+                                                                                     else ""))
 
 
 # ---------------------------------------------------------------------------- 4. risk report

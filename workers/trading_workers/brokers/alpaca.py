@@ -439,6 +439,34 @@ class AlpacaBroker:
         cursor = max(0, cursor)
         return self._fills[cursor:], len(self._fills)
 
+    async def held_positions(self) -> dict[str, domain.Position]:
+        """``TradingClient.get_all_positions`` (GET /v2/positions): the whole account's positions."""
+        try:
+            positions = await self._call("get_all_positions", self._client.get_all_positions)
+        except APIError as exc:
+            raise self._unexpected("get_all_positions", exc) from None
+        if not isinstance(positions, list):
+            raise BrokerError("alpaca get_all_positions: unexpected response")
+        mapped = (to_domain_position(p) for p in positions)
+        return {p.symbol: p for p in mapped if p.qty != 0}
+
+    async def fills_after(self, since: float) -> list[domain.Fill]:
+        """The account's FILL activities after ``since`` (GET /v2/account/activities/FILL, paged by
+        ``page_token``), read afresh: independent of the fill cursor ``fills_since`` keeps."""
+        after = dt.datetime.fromtimestamp(since, tz=dt.UTC).isoformat()
+        fills: list[domain.Fill] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"direction": "asc", "page_size": ACTIVITIES_PAGE, "after": after}
+            if token is not None:
+                params["page_token"] = token
+            page = await self._activities(params)
+            for activity in page:
+                fills.append(await self._to_fill(activity))
+            if len(page) < ACTIVITIES_PAGE:
+                return fills
+            token = page[-1].id
+
     # -- internals
 
     def _order_request(self, order: domain.Order) -> OrderRequest:
@@ -471,16 +499,7 @@ class AlpacaBroker:
                 params["page_token"] = self._last_activity_id
             else:
                 params["after"] = self._fills_after.isoformat()
-            try:
-                raw = await self._call("get_activities", self._client.get, "/account/activities/FILL", params)
-            except APIError as exc:
-                raise self._unexpected("get_activities", exc) from None
-            if not isinstance(raw, list):
-                raise BrokerError("alpaca get_activities: unexpected response")
-            try:
-                page = [FillActivity.model_validate(item) for item in raw]
-            except pydantic.ValidationError as exc:
-                raise BrokerError(f"alpaca get_activities: unexpected activity shape: {exc}") from None
+            page = await self._activities(params)
             for activity in page:
                 if activity.id not in self._fill_ids:
                     self._fills.append(await self._to_fill(activity))
@@ -489,6 +508,20 @@ class AlpacaBroker:
                 self._last_activity_id = page[-1].id
             if len(page) < ACTIVITIES_PAGE:
                 return
+
+    async def _activities(self, params: dict[str, Any]) -> list[FillActivity]:
+        """One page of FILL activities, through the client's own request path (alpaca-py 0.44 has no
+        Trading API activities call; its TradeActivity model is the Broker API's, with an account_id)."""
+        try:
+            raw = await self._call("get_activities", self._client.get, "/account/activities/FILL", params)
+        except APIError as exc:
+            raise self._unexpected("get_activities", exc) from None
+        if not isinstance(raw, list):
+            raise BrokerError("alpaca get_activities: unexpected response")
+        try:
+            return [FillActivity.model_validate(item) for item in raw]
+        except pydantic.ValidationError as exc:
+            raise BrokerError(f"alpaca get_activities: unexpected activity shape: {exc}") from None
 
     async def _to_fill(self, activity: FillActivity) -> domain.Fill:
         client_id = self._client_ids.get(activity.order_id)

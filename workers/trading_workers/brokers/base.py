@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from trading_workers.domain import Account, Fill, Order
+from trading_workers.domain import Account, Fill, Order, Position
 from trading_workers.errors import PermanentError, TransientError
 
 
@@ -71,3 +71,10 @@ class Broker(Protocol):
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         """Fills after ``cursor`` and the new cursor (polling keeps adapters simple and testable)."""
+
+    async def held_positions(self) -> dict[str, Position]:
+        """The broker's positions now, by symbol (quantity signed; flat symbols left out)."""
+
+    async def fills_after(self, since: float) -> list[Fill]:
+        """Every fill the broker reports at or after ``since`` (epoch seconds), oldest first, read afresh
+        (not through the fill cursor): the end-of-day reconciliation's view of the day."""

@@ -355,6 +355,17 @@ class SimulatedExchange:
             await self._sync()
             return list(self.fills[max(cursor, 0):]), len(self.fills)
 
+    async def held_positions(self) -> dict[str, Position]:
+        return (await self.account()).positions
+
+    async def fills_after(self, since: float) -> list[Fill]:
+        """The fills in the exchange's persisted record at or after ``since`` (its own state, read afresh)."""
+        async with self._lock:
+            self._require_connected()
+            self._stale = True
+            await self._sync()
+            return [f for f in self.fills if f.ts >= since]
+
     # ------------------------------------------------------------ market
 
     async def on_quote(self, symbol: str, price: float) -> list[Fill]:

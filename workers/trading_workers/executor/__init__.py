@@ -19,6 +19,8 @@ It is a few components, each owning its state, composed by ``Executor.run``:
   ``status.reducing`` or the policy's mode Reducing allow only exposure-reducing orders; a tripped
   market circuit breaker scales the per-order limits.
 * ``fills`` — fills into the journal behind one cursor; the book (positions, open orders, marks).
+* ``eod`` — the end-of-day reconciliation (at the close and on demand): the broker's positions and the
+  day's fills against the journal, each difference named, ``status.executor.reconciliation``.
 * ``report`` — ``status.executor``.
 
 **Live trading only when cleared.** A non-paper broker is not even connected unless the RiskPolicy
@@ -41,6 +43,7 @@ from trading_workers import bus as bus_mod
 from trading_workers import order_metrics
 from trading_workers.brokers.base import Broker
 from trading_workers.errors import ConfigError, DependencyUnavailable, TradingError, TransientError
+from trading_workers.executor.eod import EndOfDay
 from trading_workers.executor.fills import Book, Fills
 from trading_workers.executor.gate import CLOSED, Gate, SessionView, derive_gate
 from trading_workers.executor.liveness import Dependencies, Reachability, blockers
@@ -51,6 +54,7 @@ from trading_workers.executor.sync import BrokerSync
 from trading_workers.journal import Journal
 from trading_workers.pretrade import CheckLimits, PreTradeChecks, TradingState
 from trading_workers.runtime import Kube, NotFound, Runtime, SessionWatch
+from trading_workers.session_status import EventRecorder
 
 __all__ = ["CLOSED", "Executor", "Gate", "derive_gate", "make_broker", "run"]
 
@@ -104,6 +108,10 @@ class Executor:
         self.sync = BrokerSync(session_uid=self.config.session.uid, on_halt=self.config.on_halt, broker=broker,
                                book=self.book, fills=self.fills, orders=self.orders, deps=self.deps,
                                journal=self._require_journal, on_done=self._report_now.set)
+        self.eod = EndOfDay(config=self.config, broker=broker, book=self.book, fills=self.fills,
+                            journal=self._require_journal, session_now=rt.session_now,
+                            events=EventRecorder(self.kube, rt.settings.namespace, rt.settings.name, "executor"),
+                            on_done=self._report_now.set)
 
     # ------------------------------------------------------------ what may happen now
 
@@ -244,7 +252,8 @@ class Executor:
 
     async def control_step(self) -> None:
         """The policy (it decides, among other things, whether a live broker may be connected), then a
-        broker sync if one is due, then onHalt if a new halt is in force."""
+        broker sync if one is due, then onHalt if a new halt is in force, then the end-of-day
+        reconciliation if the close or a request asks for one."""
         gate = self.view.gate
         if await self.policy.refresh(gate.observed_policy_generation, gate.limit_scale):
             self._report_now.set()
@@ -257,6 +266,8 @@ class Executor:
         gate = self.view.gate
         if self.sync.halt_pending(gate):
             await self.sync.apply_on_halt(gate)
+        if self.deps.synced:
+            await self.eod.maybe_run(self.view.latest())
 
     # ------------------------------------------------------------ intents and fills
 
@@ -306,7 +317,7 @@ class Executor:
         body = executor_report(now=dt.datetime.now(dt.UTC), state=self.trading_state(),
                                open_orders=len(self.book.open_orders), broker=self.deps.up.broker,
                                journal=self.deps.up.journal, policy_generation=self.policy.generation,
-                               halt_handled=self.sync.halt_handled)
+                               halt_handled=self.sync.halt_handled, reconciliation=self.eod.last)
         try:
             obj = await self.kube.patch_session_status(self.rt.settings.namespace, self.rt.settings.name, body)
         except NotFound:

@@ -133,6 +133,11 @@ class SessionView:
             self._confirmed_at, self._lost = now, ""
         self._on_change()
 
+    def latest(self) -> dict[str, Any] | None:
+        """The newest version of the session seen (phase, annotations, status), or None."""
+        with self._lock:
+            return self._obj
+
     def set_policy_mode(self, mode: str | None) -> None:
         """The RiskPolicy's mode changed (it takes part in the gate): re-derive from the newest version."""
         with self._lock:

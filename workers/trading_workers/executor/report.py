@@ -12,14 +12,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from trading_operator.api.session import ExecutorReport
+from trading_operator.api.session import ExecutorReport, ReconciliationStatus
 from trading_workers.pretrade import TradingState
 
 
 def executor_report(*, now: dt.datetime, state: TradingState, open_orders: int, broker: bool, journal: bool,
-                    policy_generation: int | None, halt_handled: str | None) -> dict[str, Any]:
-    """The ``status.executor`` patch (pure)."""
+                    policy_generation: int | None, halt_handled: str | None,
+                    reconciliation: ReconciliationStatus | None = None) -> dict[str, Any]:
+    """The ``status.executor`` patch (pure). Without a reconciliation of this process the field is left
+    out, so the merge keeps the last one written (also by an earlier executor)."""
     report = ExecutorReport(heartbeat=now.replace(microsecond=0), trading_state=state, open_orders=open_orders,
                             broker_connected=broker, journal_connected=journal, policy_generation=policy_generation,
-                            halt_handled=halt_handled or None)
+                            halt_handled=halt_handled or None, reconciliation=reconciliation)
     return {"status": {"executor": report.wire()}}

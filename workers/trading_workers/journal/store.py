@@ -375,6 +375,44 @@ class Journal:
                                       self.session, day)
         return (json.loads(row["report"]), bool(row["final"])) if row else None
 
+    # ------------------------------------------------------------ end-of-day reconciliation
+
+    async def fills_at_or_after(self, since: dt.datetime) -> list[Fill]:
+        """The session's fills whose broker time (``ts``) is at or after ``since``, oldest first."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM fills WHERE session = $1 AND ts >= $2 ORDER BY ts, fill_id",
+                                    self.session, since)
+        return [Fill(client_order_id=r["client_order_id"], symbol=r["symbol"], side=Side(r["side"]),
+                     qty=_f(r["qty"]), price=_f(r["price"]), ts=r["ts"].timestamp(), fill_id=r["fill_id"])
+                for r in rows]
+
+    async def order_ids(self) -> set[str]:
+        """Every client_order_id the journal holds for the session (orders and pre-trade rejections)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("""
+                SELECT client_order_id FROM orders WHERE session = $1
+                UNION SELECT client_order_id FROM rejections WHERE session = $1""", self.session)
+        return {r["client_order_id"] for r in rows}
+
+    async def record_reconciliation(self, *, day: dt.date, trigger: str, broker: str, clean: bool, positions: int,
+                                    fills: int, adopted: int, flagged: int, differences: list[dict[str, Any]],
+                                    request: str | None) -> None:
+        async with self._conn() as conn:
+            await conn.execute("""
+                INSERT INTO reconciliations (session, day, trigger, broker, clean, positions, fills, adopted,
+                                             flagged, differences, request)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)""",
+                self.session, day, trigger, broker, clean, positions, fills, adopted, flagged,
+                json.dumps(differences), request)
+
+    async def reconciliations(self, day: dt.date | None = None) -> list[dict[str, Any]]:
+        """The session's reconciliations (of ``day``, if given), oldest first; differences decoded."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("""
+                SELECT * FROM reconciliations WHERE session = $1 AND ($2::date IS NULL OR day = $2)
+                ORDER BY id""", self.session, day)
+        return [{**dict(r), "differences": json.loads(r["differences"])} for r in rows]
+
     # ------------------------------------------------------------ retention
 
     async def retain_snapshots(self, *, downsample_before: dt.datetime | None, bucket_seconds: int,

@@ -1,0 +1,67 @@
+"""The end-of-day comparison (``trading_workers.reconciliation``) on literal values: every difference named."""
+
+from __future__ import annotations
+
+from trading_operator.api.status import Difference, DifferenceAction
+from trading_workers.domain import Fill, Order, OrderStatus, Side
+from trading_workers.reconciliation import compare, confirmed
+
+
+def fill(fill_id: str, coid: str = "tp-a", symbol: str = "AAPL", side: Side = Side.BUY, qty: float = 10) -> Fill:
+    return Fill(client_order_id=coid, symbol=symbol, side=side, qty=qty, price=100.0, ts=1.0, fill_id=fill_id)
+
+
+def test_a_day_that_agrees_is_clean() -> None:
+    fills = [fill("f1"), fill("f2", side=Side.SELL, qty=4)]
+    result = compare(broker_positions={"AAPL": 6.0, "MSFT": 0.0}, journal_positions={"AAPL": 6.0},
+                     broker_fills=fills, journal_fills=list(fills), broker_open_orders=[],
+                     journal_order_ids={"tp-a"}, session_scoped=True)
+    assert result.clean and result.differences == []
+    assert (result.positions, result.fills) == (1, 2)   # flat symbols are not compared
+
+
+def test_every_difference_is_named_with_symbol_quantity_and_order() -> None:
+    foreign = Order("manual-1", "TSLA", Side.SELL, 3, status=OrderStatus.ACCEPTED, filled_qty=1,
+                    broker_order_id="b-9")
+    result = compare(
+        broker_positions={"AAPL": 10.0, "MSFT": -2.0}, journal_positions={"AAPL": 12.0, "NVDA": 5.0},
+        broker_fills=[fill("f1"), fill("f2", coid="tp-b", symbol="MSFT", side=Side.SELL, qty=2)],
+        journal_fills=[fill("f1"), fill("f3", coid="tp-c", symbol="NVDA", qty=5)],
+        broker_open_orders=[foreign, Order("tp-a", "AAPL", Side.BUY, 1, status=OrderStatus.ACCEPTED)],
+        journal_order_ids={"tp-a", "tp-b", "tp-c"}, session_scoped=False)
+    assert not result.clean
+    named = [(d.kind, d.symbol, d.broker_qty, d.journal_qty, d.order_id, d.fill_id, d.action)
+             for d in result.differences]
+    flag = DifferenceAction.FLAGGED
+    assert named == [
+        (Difference.POSITION_MISMATCH, "AAPL", 10.0, 12.0, None, None, flag),
+        (Difference.POSITION_MISMATCH, "MSFT", -2.0, 0.0, None, None, flag),
+        (Difference.POSITION_MISMATCH, "NVDA", 0.0, 5.0, None, None, flag),
+        (Difference.FILL_MISSING_IN_JOURNAL, "MSFT", -2.0, None, "tp-b", "f2", flag),
+        (Difference.FILL_MISSING_AT_BROKER, "NVDA", None, 5.0, "tp-c", "f3", flag),
+        (Difference.UNKNOWN_BROKER_ORDER, "TSLA", -2.0, None, "manual-1", None, flag),   # a shared account
+    ]
+    assert result.differences[-1].broker_order_id == "b-9"
+    assert result.differences[0].describe() == "PositionMismatch AAPL: broker 10, journal 12"
+    assert result.differences[3].describe() == "FillMissingInJournal MSFT: broker -2, journal none, order tp-b, fill f2"
+
+
+def test_unknown_orders_are_adopted_only_on_a_session_scoped_broker() -> None:
+    order = Order("stray", "AAPL", Side.BUY, 5, status=OrderStatus.ACCEPTED, broker_order_id="sim-7")
+    own = compare(broker_positions={}, journal_positions={}, broker_fills=[], journal_fills=[],
+                  broker_open_orders=[order], journal_order_ids=set(), session_scoped=True)
+    (diff,) = own.differences
+    assert (diff.kind, diff.action) == (Difference.UNKNOWN_BROKER_ORDER, DifferenceAction.ADOPTED)
+    assert diff.describe() == "UnknownBrokerOrder AAPL: broker 5, journal none, order stray (broker sim-7) [adopted]"
+
+
+def test_a_difference_seen_once_only_is_a_late_fill_not_a_mismatch() -> None:
+    late = fill("f9")
+    first = compare(broker_positions={"AAPL": 20.0}, journal_positions={"AAPL": 10.0}, broker_fills=[fill("f1"), late],
+                    journal_fills=[fill("f1")], broker_open_orders=[], journal_order_ids=set(), session_scoped=True)
+    second = compare(broker_positions={"AAPL": 20.0}, journal_positions={"AAPL": 20.0},
+                     broker_fills=[fill("f1"), late], journal_fills=[fill("f1"), late], broker_open_orders=[],
+                     journal_order_ids=set(), session_scoped=True)
+    assert len(first.differences) == 2 and confirmed(first, second).clean
+    still = confirmed(first, first)
+    assert [d.kind for d in still.differences] == [Difference.POSITION_MISMATCH, Difference.FILL_MISSING_IN_JOURNAL]

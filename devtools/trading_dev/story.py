@@ -134,6 +134,7 @@ class StoryResult:
     counts: dict[str, int] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)          # status.report: the day's final report
+    reconciliation: dict[str, Any] = field(default_factory=dict)  # status.executor.reconciliation at the close
     events: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)     # firing alerts seen in Prometheus (with --prometheus)
     backup_series: list[dict[str, Any]] = field(default_factory=list)  # the Backup's metrics as Prometheus scraped them
@@ -218,6 +219,11 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
         story.note("no final daily report in status.report within 60 s")
         final = story.session()
     result.report = final.get("report") or {}
+    # The executor reconciles the broker's positions and the day's fills with the journal at the close.
+    closed = _poll(lambda: ((story.session().get("executor") or {}).get("reconciliation") or {}).get("trigger")
+                   == "Close" and story.session(), 60)
+    result.reconciliation = ((closed or {}).get("executor") or {}).get("reconciliation") or {}
+    story.note("end-of-day reconciliation: " + (_reconciliation_text(result.reconciliation) or "none within 60 s"))
     result.phases = [t["to"] for t in final.get("transitions", [])]
     result.summary = final.get("summary") or {}
     result.counts = asyncio.run(journal_counts(dsn))
@@ -244,6 +250,17 @@ def _report_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             ("", f"rejections by reason: {reasons}")]
 
 
+def _reconciliation_text(rec: dict[str, Any]) -> str:
+    """The close reconciliation in one line (``kubectl trading reconcile demo --show`` prints it all)."""
+    if not rec:
+        return ""
+    compared = f"{rec.get('positions', 0)} positions, {rec.get('fills', 0)} fills compared"
+    if rec.get("clean"):
+        return f"{rec.get('day')} close: clean ({compared})"
+    kinds = ", ".join(sorted({str(d.get("kind")) for d in rec.get("differences") or []}))
+    return f"{rec.get('day')} close: {len(rec.get('differences') or [])} difference(s) ({kinds}; {compared})"
+
+
 def summary_table(result: StoryResult) -> str:
     s = result.summary
     rows = [
@@ -255,6 +272,7 @@ def summary_table(result: StoryResult) -> str:
         ("realized P&L", f"{s.get('realizedPnl', 0.0):+.2f} USD"),
         ("daily P&L", f"{s.get('dailyPnlPct', 0.0):+.4f} %"),
         *_report_rows(result.report),
+        ("reconciliation", _reconciliation_text(result.reconciliation) or "none"),
         ("halts", ", ".join(f"{h['id']} ({h['source']}: {h['reason']})" for h in result.halts) or "none"),
         ("backup", f"{result.backup.get('phase')} verified={result.backup.get('verified')} "
                    f"size={result.backup.get('sizeBytes')} bytes"),

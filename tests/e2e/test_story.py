@@ -61,6 +61,15 @@ def test_the_day_ends_with_its_daily_report(result: story.StoryResult) -> None:
     assert "daily report" in table and f"{total['trades']} trades" in table
 
 
+def test_the_day_ends_with_a_clean_reconciliation(result: story.StoryResult) -> None:
+    """At the close the executor reconciled the exchange's positions and the day's fills with the journal."""
+    rec = result.reconciliation
+    assert rec.get("trigger") == "Close" and rec.get("clean") is True, rec
+    assert rec["fills"] > 0 and rec["day"] == result.report.get("day")
+    assert "ReconciledClean" in result.events, result.events
+    assert f"{rec['day']} close: clean" in story.summary_table(result)
+
+
 def test_backup_completes_and_verifies(result: story.StoryResult) -> None:
     assert result.backup.get("phase") == "Completed", result.backup
     assert result.backup.get("verified") is True

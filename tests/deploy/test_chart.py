@@ -21,7 +21,7 @@ from trading_operator.api import metric_names
 #: The series the operator and workers export (the PrometheusRule and dashboard may use no other).
 METRICS = set(metric_names.SERIES)
 NAMESPACED = {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "PodDisruptionBudget",
-              "NetworkPolicy", "Pod", "ConfigMap", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+              "NetworkPolicy", "Pod", "Job", "ConfigMap", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def _hack(name: str) -> Any:
@@ -47,7 +47,7 @@ def test_default_render(helm: Helm) -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["CustomResourceDefinition"] * 3 + ["ServiceAccount"] * 3 + ["ClusterRole"] * 3
                            + ["ClusterRoleBinding"] * 3 + ["Role"] * 2 + ["RoleBinding"] * 2
-                           + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy", "Pod"]
+                           + ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy", "Pod", "Job"]
                            + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3)
     for doc in docs:
         meta = doc["metadata"]
@@ -195,6 +195,82 @@ def test_contradictory_values_fail(helm: Helm) -> None:
     assert single.returncode == 0, single.stderr
 
 
+THRESHOLDS = "monitoring.prometheusRule.thresholds"
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    ({"operator": {"serviceAccount": {"create": False}}}, "operator.serviceAccount.create=false needs"),
+    ({"podDisruptionBudget": {"maxUnavailable": 0}}, "podDisruptionBudget.maxUnavailable=0 would block"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"dailyLossWarningPct": 3}}}},
+     f"{THRESHOLDS}.dailyLossWarningPct (3) must be below dailyLossCriticalPct (3)"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"orderErrorRatioWarning": 0.02}}}},
+     f"{THRESHOLDS}.orderErrorRatioWarning (0.02) must be below orderErrorRatioCritical"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"brokerLatencyWarningSeconds": 0.2}}}},
+     f"{THRESHOLDS}.brokerLatencyWarningSeconds (0.2) must be below brokerLatencyCriticalSeconds"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"cpuCriticalPct": 70}}}},
+     f"{THRESHOLDS}.cpuWarningPct (75) must be below cpuCriticalPct (70)"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"memoryWarningPct": 95}}}},
+     f"{THRESHOLDS}.memoryWarningPct (95) must be below memoryCriticalPct"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"predictionsPerSecondWarning": 3000}}}},
+     f"{THRESHOLDS}.predictionsPerSecondWarning (3000) must be above predictionsPerSecondCritical (3000)"),
+    ({"monitoring": {"prometheusRule": {"thresholds": {"modelAccuracyCritical": 0.6}}}},
+     f"{THRESHOLDS}.modelAccuracyWarning (0.55) must be above modelAccuracyCritical (0.6)"),
+    ({"monitoring": {"serviceMonitor": {"enabled": True, "scrapeTimeout": "2m"}}},
+     "monitoring.serviceMonitor.scrapeTimeout (2m) must not be longer than its interval (30s)"),
+    ({"monitoring": {"serviceMonitor": {"enabled": True, "interval": "500ms", "scrapeTimeout": "1s"}}},
+     "scrapeTimeout (1s) must not be longer than its interval (500ms)"),
+])
+def test_more_contradictory_values_fail(helm: Helm, values: dict[str, Any], complaint: str) -> None:
+    proc = helm("template", "rel", str(CHART), "--values", helm.values_file(values))
+    assert proc.returncode != 0, f"{values} rendered"
+    assert complaint in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("values", [
+    {"operator": {"serviceAccount": {"create": False, "name": "existing"}}},
+    {"podDisruptionBudget": {"enabled": False, "maxUnavailable": 0}},
+    {"monitoring": {"serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "60s"}}},
+    {"monitoring": {"prometheusRule": {"thresholds": {"dailyLossWarningPct": 2.9, "modelAccuracyWarning": 0.51}}}},
+], ids=["existing-sa", "pdb-off", "timeout-equals-interval", "close-thresholds"])
+def test_consistent_neighbours_of_those_values_render(helm: Helm, values: dict[str, Any]) -> None:
+    proc = helm("template", "rel", str(CHART), "--values", helm.values_file(values))
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(("quantity", "ok"), [
+    ("100m", True), ("0.5", True), (2, True), ("256Mi", True), ("1G", True), ("1e3", True),
+    ("lots", False), ("256MB", False), ("-1", False), ("1.5 Gi", False), (-2, False),
+])
+def test_resource_quantities_are_typed(helm: Helm, quantity: Any, ok: bool) -> None:
+    values = {"operator": {"resources": {"requests": {"cpu": quantity}, "limits": {"memory": "512Mi"}}}}
+    proc = helm("template", "rel", str(CHART), "--values", helm.values_file(values))
+    assert (proc.returncode == 0) is ok, proc.stderr
+    if not ok:
+        assert "/operator/resources/requests/cpu" in proc.stderr, proc.stderr
+    typo = helm("template", "rel", str(CHART), "--values",
+                helm.values_file({"operator": {"resources": {"request": {"cpu": "1"}}}}))
+    assert typo.returncode != 0 and "request" in typo.stderr
+
+
+def test_uninstall_guard_is_a_pre_delete_hook_on_the_operators_identity(helm: Helm) -> None:
+    """The hook Job runs the guard with the operator's image and ServiceAccount (which may list sessions),
+    over every namespace with rbac.scope=cluster and over the session namespaces with scope=namespace."""
+    docs = helm.template()
+    job = one(docs, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    deployment = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == deployment["serviceAccountName"]
+    assert pod["containers"][0]["image"] == deployment["containers"][0]["image"]
+    argv = pod["containers"][0]["command"] + pod["containers"][0]["args"]
+    assert argv == ["python", "-m", "trading_operator.uninstall_guard", "--release", "rel",
+                    "--release-namespace", "trading"]
+    scoped = one(helm.template({"rbac": {"scope": "namespace"}, "sessionNamespaces": ["a", "b"]}), "Job")
+    assert scoped["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == ["--namespace", "a", "--namespace", "b"]
+    assert not find(helm.template({"uninstallGuard": {"enabled": False}}), "Job")
+
+
 # ------------------------------------------------------------------ operator settings
 
 def test_operator_settings_come_from_values(helm: Helm) -> None:
@@ -236,7 +312,8 @@ def test_operator_settings_match_what_the_operator_reads(helm: Helm) -> None:
 
 def test_pod_security_context_is_restricted(helm: Helm) -> None:
     docs = helm.template()
-    pods = [one(docs, "Deployment")["spec"]["template"]["spec"], one(docs, "Pod")["spec"]]
+    pods = [one(docs, "Deployment")["spec"]["template"]["spec"], one(docs, "Pod")["spec"],
+            one(docs, "Job")["spec"]["template"]["spec"]]
     for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

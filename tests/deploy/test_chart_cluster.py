@@ -8,9 +8,13 @@ from __future__ import annotations
 import collections.abc
 import copy
 import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -105,33 +109,140 @@ def test_monitoring_objects_with_a_typo_are_refused(helm: Helm, monitoring_crds:
     assert proc.returncode != 0, proc.stderr
 
 
-def test_helm_install_notes_and_uninstall_keeps_the_crds(helm: Helm, control_plane,  # type: ignore[no-untyped-def]
-                                                         crds_installed: Kubectl) -> None:
+def play_the_job_controller(kubectl: Kubectl, kubeconfig: str, ns: str, name: str,
+                            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Do for one Job what the Job controller and the kubelet would (this control plane has neither): wait
+    for it, run its container's command here (the image's `python` is this interpreter, the pod's
+    ServiceAccount is this kubeconfig), and write the status they would write. Returns the process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = kubectl("get", "job", name, "-n", ns, "-o", "json")
+        if got.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"the hook Job {ns}/{name} never appeared"
+        time.sleep(0.3)
+    job = json.loads(got.stdout)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    argv = [sys.executable if a == "python" else a for a in container["command"] + container.get("args", [])]
+    env = {**os.environ, "KUBECONFIG": kubeconfig, **{e["name"]: e["value"] for e in container.get("env", [])}}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def cond(type_: str, reason: str) -> dict[str, str]:
+        return {"type": type_, "status": "True", "reason": reason, "message": "played by the test",
+                "lastTransitionTime": now, "lastProbeTime": now}
+
+    if proc.returncode == 0:
+        status = {"startTime": started, "completionTime": now, "succeeded": 1, "active": 0,
+                  "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")]}
+    else:
+        status = {"startTime": started, "failed": 1, "active": 0,
+                  "conditions": [cond("FailureTarget", "BackoffLimitExceeded"), cond("Failed", "BackoffLimitExceeded")]}
+    patched = kubectl("patch", "job", name, "-n", ns, "--subresource=status", "--type=merge",
+                      "-p", json.dumps({"status": status}))
+    assert patched.returncode == 0, patched.stderr
+    return proc
+
+
+def uninstall(helm: Helm, kubectl: Kubectl, kubeconfig: str, release: str, ns: str,
+              ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """`helm uninstall` with its pre-delete hook run as a cluster would: (helm's result, the guard's)."""
+    with subprocess.Popen([str(helm.binary), "uninstall", release, "-n", ns, "--kubeconfig", kubeconfig,
+                           "--timeout", "90s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
+        guard = play_the_job_controller(kubectl, kubeconfig, ns, f"{release}-trading-platform-uninstall-guard")
+        out, err = running.communicate(timeout=120)
+    return subprocess.CompletedProcess(running.args, running.returncode, out, err), guard
+
+
+def test_install_upgrade_and_uninstall_refused_while_sessions_exist(  # type: ignore[no-untyped-def]
+        helm: Helm, control_plane, crds_installed: Kubectl) -> None:
+    """The chart README's install, upgrade and uninstall, on the real API server: `helm uninstall` is
+    refused by its pre-delete hook while a TradingSession exists (nothing is deleted: the operator stays),
+    and goes through once the sessions are gone, keeping the CRDs."""
     ns = new_namespace(crds_installed, "chart-install")
     release = unique("inst")
     kubeconfig = str(control_plane.kubeconfig_path)
+    # Namespaced, so the guard looks at this namespace only (other tests leave sessions elsewhere).
+    scoped = ["--set", "rbac.scope=namespace", "--set", f"sessionNamespaces={{{ns}}}"]
     # The CRDs already exist (installed by the test session): take them over, as an upgrade from a
     # manual `kubectl apply -f crds/` would.
-    proc = helm("install", release, str(CHART), "-n", ns, "--kubeconfig", kubeconfig, "--take-ownership")
+    proc = helm("install", release, str(CHART), "-n", ns, "--kubeconfig", kubeconfig, "--take-ownership", *scoped)
     assert proc.returncode == 0, proc.stderr
     notes = helm("get", "notes", release, "-n", ns, "--kubeconfig", kubeconfig, check=True).stdout
     assert f"kubectl -n {ns} patch tradingsession demo" in notes
     first = re.search(r"cat <<'YAML' \| kubectl -n \S+ apply -f -\n(.*?)\n\s*YAML\n", notes, re.S)
     assert first, notes
-    applied = crds_installed("apply", "-n", ns, "-f", "-", input=textwrap.dedent(first.group(1)))
+    deadline = time.monotonic() + 30
+    while True:  # helm has just updated the CRDs it took over: the API server serves them again shortly
+        applied = crds_installed("apply", "-n", ns, "-f", "-", input=textwrap.dedent(first.group(1)))
+        if applied.returncode == 0 or "ServiceUnavailable" not in applied.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert applied.returncode == 0, applied.stderr
     assert "riskpolicy.trading.dev/default-limits created" in applied.stdout
     assert "tradingsession.trading.dev/demo created" in applied.stdout
-    assert crds_installed("get", "deployment", "-n", ns, f"{release}-trading-platform-operator").returncode == 0
+    operator = f"{release}-trading-platform-operator"
+    assert crds_installed("get", "deployment", "-n", ns, operator).returncode == 0
+    # The guard runs as the operator's ServiceAccount, which may list the sessions it must look for.
+    can = crds_installed("auth", "can-i", "list", "tradingsessions.trading.dev", "-n", ns,
+                         f"--as=system:serviceaccount:{ns}:{operator}")
+    assert can.stdout.strip() == "yes", can.stdout + can.stderr
 
-    proc = helm("uninstall", release, "-n", ns, "--kubeconfig", kubeconfig)
+    # Upgrade: new values on the same release, sessions untouched.
+    proc = helm("upgrade", release, str(CHART), "-n", ns, "--kubeconfig", kubeconfig, "--reuse-values",
+                "--set", "operator.replicas=1")
     assert proc.returncode == 0, proc.stderr
-    assert "kept due to the resource policy" in proc.stdout + proc.stderr
+    replicas = crds_installed("get", "deployment", operator, "-n", ns, "-o", "jsonpath={.spec.replicas}", check=True)
+    assert replicas.stdout == "1"
+    assert crds_installed("get", "tradingsession", "demo", "-n", ns).returncode == 0
+
+    # Uninstall while the session exists: refused, nothing deleted, the guard says why and what to do.
+    refused, guard = uninstall(helm, crds_installed, kubeconfig, release, ns)
+    assert guard.returncode == 1, guard.stdout + guard.stderr
+    assert f"{ns}/demo" in guard.stderr and f"kubectl -n {ns} delete tradingsessions --all" in guard.stderr
+    assert f"helm uninstall {release} -n {ns}" in guard.stderr
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert f"job {release}-trading-platform-uninstall-guard failed" in refused.stderr, refused.stderr
+    assert crds_installed("get", "deployment", "-n", ns, operator).returncode == 0, "the operator must stay"
+    assert crds_installed("get", "tradingsession", "demo", "-n", ns).returncode == 0
+    logs_hint = crds_installed("get", "job", f"{release}-trading-platform-uninstall-guard", "-n", ns)
+    assert logs_hint.returncode == 0, "the refused hook's Job stays for `kubectl logs`"
+    # Helm has marked the release `uninstalling`; keeping the platform after all: a rollback to the
+    # current revision marks it deployed again (nothing was deleted), and upgrades work again.
+    status = helm("status", release, "-n", ns, "--kubeconfig", kubeconfig, check=True).stdout
+    assert "STATUS: uninstalling" in status and "REVISION: 2" in status, status
+    helm("rollback", release, "2", "-n", ns, "--kubeconfig", kubeconfig, check=True)
+    assert "STATUS: deployed" in helm("status", release, "-n", ns, "--kubeconfig", kubeconfig, check=True).stdout
+    helm("upgrade", release, str(CHART), "-n", ns, "--kubeconfig", kubeconfig, "--reuse-values", check=True)
+
+    # The sessions deleted deliberately, the uninstall goes through and keeps the CRDs.
+    crds_installed("delete", "tradingsession", "demo", "-n", ns, "--wait", check=True)
+    done, guard = uninstall(helm, crds_installed, kubeconfig, release, ns)
+    assert guard.returncode == 0 and "no TradingSession" in guard.stdout, guard.stdout + guard.stderr
+    assert done.returncode == 0, done.stderr
+    assert "kept due to the resource policy" in done.stdout + done.stderr
     for crd in ("tradingsessions.trading.dev", "riskpolicies.trading.dev", "backups.trading.dev"):
         crds_installed("get", "crd", crd, check=True)
-    assert crds_installed("get", "tradingsession", "demo", "-n", ns).returncode == 0, "the session must survive"
-    gone = crds_installed("get", "deployment", "-n", ns, f"{release}-trading-platform-operator")
+    gone = crds_installed("get", "deployment", "-n", ns, operator)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+    assert crds_installed("get", "job", f"{release}-trading-platform-uninstall-guard", "-n", ns).returncode != 0
+
+
+def test_uninstall_guard_with_cluster_scope_counts_every_namespace(control_plane, crds_installed: Kubectl,  # type: ignore[no-untyped-def]
+                                                                 namespace: str) -> None:
+    """rbac.scope=cluster: the Job passes no --namespace, so a session in any namespace refuses."""
+    session = {"apiVersion": "trading.dev/v1alpha1", "kind": "TradingSession", "metadata": {"name": "anywhere"},
+               "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "none"}}}
+    crds_installed("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(session), check=True)
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path)}
+    proc = subprocess.run([sys.executable, "-m", "trading_operator.uninstall_guard"], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 1 and f"{namespace}/anywhere" in proc.stderr, proc.stdout + proc.stderr
+    empty = new_namespace(crds_installed, "no-sessions")
+    proc = subprocess.run([sys.executable, "-m", "trading_operator.uninstall_guard", "--namespace", empty],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and f"no TradingSession in {empty}" in proc.stdout, proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------ RBAC

@@ -440,9 +440,9 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.
 
 
 def pods_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every pod the render would run: its Pods, and a Pod from each Deployment's template."""
+    """Every pod the render would run: its Pods, and a Pod from each Deployment's and Job's template."""
     pods = [d for d in docs if d["kind"] == "Pod"]
-    for deployment in find(docs, "Deployment"):
+    for deployment in find(docs, "Deployment") + find(docs, "Job"):
         template = deployment["spec"]["template"]
         pods.append({"apiVersion": "v1", "kind": "Pod",
                      "metadata": {"name": deployment["metadata"]["name"] + "-pod",

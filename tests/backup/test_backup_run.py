@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import pathlib
@@ -19,6 +20,7 @@ from tests.fixtures.servers import RedisServer
 from trading_workers.backup import manifest as mf
 from trading_workers.backup.files import resolve_model
 from trading_workers.bus import session_prefix
+from trading_workers.journal import Journal, PnlSnapshot
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
@@ -122,6 +124,39 @@ async def test_backup_of_thousands_of_orders_verifies_and_the_manifest_matches_t
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Succeeded"]["status"] == "True" and conds["Verified"]["status"] == "True"
     assert {"BackupStarted", "BackupCompleted"} <= set(cluster.events("nightly"))
+
+
+async def test_the_backup_keeps_what_retention_removed_and_then_releases_it(
+        cluster: Cluster, backup_cli: Cli, journal_db: str) -> None:
+    """Retention archives P&L snapshots; a journal run dumps the archive, verifies, then releases it."""
+    session = cluster.session()
+    await seed_journal(journal_db, session, orders=50)
+    journal = await Journal.open(journal_db, session)
+    try:
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+        for minute in range(6):
+            await journal.record_pnl(PnlSnapshot(1e6 + minute, 0, 0, 0.0, 0.0, 0, at=old + dt.timedelta(minutes=minute)))
+        assert await journal.retain_snapshots(downsample_before=None, bucket_seconds=300,
+                                              delete_before=old + dt.timedelta(days=1)) == (0, 6)
+        async with journal.pool.acquire() as conn:   # archived an hour ago (beyond the release margin)
+            await conn.execute("UPDATE pnl_snapshots_archive SET archived_at = now() - interval '1 hour'")
+        archived = await journal.archived_snapshots()
+    finally:
+        await journal.close()
+    assert len(archived) == 6
+    cluster.backup("b", targets=["journal"])
+
+    proc = ok(backup_cli("run", "--backup", f"{cluster.namespace}/b"))
+    [run_dir] = run_dirs(backup_cli, "b")
+    manifest = json.loads((run_dir / mf.MANIFEST).read_text())
+    assert manifest["details"]["journal"]["tables"]["pnl_snapshots_archive"]["rows"] == 6   # the dump holds them
+    assert cluster.status("b")["verified"] is True
+    assert "archived snapshots released" in proc.stderr
+    journal = await Journal.open(journal_db, session)
+    try:
+        assert await journal.archived_snapshots() == []   # released from the journal: the run keeps them
+    finally:
+        await journal.close()
 
 
 @pytest.mark.parametrize("artifact", ["journal/journal.dump", "models/default.pt", "resources/tradingsession-s.yaml"])

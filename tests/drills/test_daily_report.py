@@ -113,3 +113,8 @@ def test_the_risk_worker_applies_snapshot_retention(make_drill: Callable[..., Dr
         return older if older == [bucket + dt.timedelta(minutes=2)] else None
 
     wait_until(remaining, timeout=60, what="the old snapshots downsampled and deleted")
+    # What retention removed is archived in the journal (for the next backup), not lost.
+    archived = d._rows("SELECT at, removed FROM pnl_snapshots_archive WHERE session = %s ORDER BY at")
+    assert [(r["at"], r["removed"]) for r in archived] == [
+        (old[1], "deleted"), (old[0], "deleted"), (bucket, "downsampled"), (bucket + dt.timedelta(minutes=1),
+                                                                             "downsampled")]

@@ -17,7 +17,7 @@ from trading_workers.brokers.base import BrokerError
 from trading_workers.brokers.simulated import SimulatedExchange, initial_price, read_record
 from trading_workers.domain import Fill, Order, OrderIntent, OrderStatus, OrderType, Quote, Side
 from trading_workers.errors import DependencyUnavailable, TransientError
-from trading_workers.journal import Journal, PnlSnapshot, migrate, migrations
+from trading_workers.journal import Journal, PnlSnapshot, archive, migrate, migrations
 from trading_workers.risk.worker import retention_cutoffs
 
 pytestmark = pytest.mark.services
@@ -111,11 +111,46 @@ async def test_snapshot_retention_downsamples_then_deletes(journal: Journal) -> 
     assert result == (8, 2)   # 400 days: both deleted; 10 days: 12:00-12:09 -> the last of each 5 minutes
     kept = [s.at for s in await journal.pnl_snapshots()]
     assert kept == [at(10, 4), at(10, 9)] + [at(1, m) for m in range(5)]
+    # Nothing is lost: every removed row is in the archive, with why, until a backup holds it.
+    archived = await journal.archived_snapshots()
+    assert [(r["at"], r["removed"]) for r in archived] == (
+        [(at(400), "deleted"), (at(400, 1), "deleted")]
+        + [(at(10, m), "downsampled") for m in (0, 1, 2, 3, 5, 6, 7, 8)])
+    assert float(archived[0]["equity"]) == 1_000_000 + at(400).minute
     assert await journal.retain_snapshots(downsample_before=downsample_before, bucket_seconds=bucket,
                                           delete_before=delete_before) == (0, 0)
+    assert len(await journal.archived_snapshots()) == 10
     assert retention_cutoffs(SnapshotRetention(), now) == (None, 300, None)   # off by default
     with pytest.raises(ValueError, match="below deleteAfterDays"):
         SnapshotRetention(downsampleAfterDays=30, deleteAfterDays=30)
+
+
+async def test_a_backup_releases_only_the_archived_rows_it_holds(journal: Journal,
+                                                                 postgres_server: PostgresServer) -> None:
+    """``journal.archive.release``: the session's rows archived before the run started (less the margin)."""
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    await journal.record_pnl(PnlSnapshot(1.0, 0, 0, 0.0, 0.0, 0, at=old))
+    await journal.record_pnl(PnlSnapshot(2.0, 0, 0, 0.0, 0.0, 0, at=old + dt.timedelta(minutes=1)))
+    assert await journal.retain_snapshots(downsample_before=None, bucket_seconds=300,
+                                          delete_before=old + dt.timedelta(days=1)) == (0, 2)
+    async with journal.pool.acquire() as conn:
+        await conn.execute("UPDATE pnl_snapshots_archive SET archived_at = archived_at - interval '1 hour' "
+                           "WHERE session = $1 AND equity = 1", journal.session)
+        await conn.execute("INSERT INTO pnl_snapshots_archive (id, session, at, equity, realized_pnl, unrealized_pnl, "
+                           "daily_pnl_pct, drawdown_pct, exposure, removed, archived_at) VALUES "
+                           "(-1, 'other/session', now(), 3, 0, 0, 0, 0, 0, 'deleted', now() - interval '1 day')")
+    dsn = postgres_server.dsn
+    try:
+        # A run that started now holds the row archived an hour ago, not the one archived within the margin.
+        assert await archive.release(dsn, journal.session, dt.datetime.now(dt.UTC)) == 1
+        assert [float(r["equity"]) for r in await journal.archived_snapshots()] == [2.0]
+        assert await archive.release(dsn, journal.session, dt.datetime.now(dt.UTC) + archive.MARGIN) == 1
+        assert await journal.archived_snapshots() == []
+    finally:
+        async with journal.pool.acquire() as conn:
+            other = await conn.fetchval("DELETE FROM pnl_snapshots_archive WHERE session = 'other/session' "
+                                        "RETURNING id")
+    assert other == -1   # another session's archive is not this backup's to release
 
 
 async def test_a_final_daily_report_is_not_replaced_by_an_intraday_one(journal: Journal) -> None:

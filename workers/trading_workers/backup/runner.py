@@ -30,12 +30,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from trading_operator.api.backup import Backup, BackupRun, BackupStatus, parse_duration
 from trading_workers.backup import files, postgres, redis_rdb, retention
 from trading_workers.backup import manifest as mf
 from trading_workers.backup import status as st
 from trading_workers.bus import session_prefix
 from trading_workers.errors import ConfigError, PermanentError, TradingError
+from trading_workers.journal import archive
 
 log = logging.getLogger("trading_workers.backup")
 
@@ -206,6 +209,8 @@ async def _complete_run(api: st.BackupApi, body: dict[str, Any], backup: Backup,
         pruned = retention.apply(backup_dir, backup.spec.retention.keep_last, max_age, _now(), protect=[run_id])
     except (OSError, ValueError) as exc:
         log.error("retention failed", extra={"error": str(exc)})
+    if ok and "journal" in backup.spec.targets:
+        await _release_archive(places, man.session, started)
     completed = _now()
     if ok:
         message = f"{len(man.artifacts)} artifacts, {man.size} bytes" + (", verified" if verified else "")
@@ -225,6 +230,16 @@ async def _complete_run(api: st.BackupApi, body: dict[str, Any], backup: Backup,
     log.info("backup finished", extra={"run": run_id, "ok": ok, "detail": message, "pruned": pruned,
                                        "seconds": round((completed - started).total_seconds(), 3)})
     return Outcome(run_id, ok, message, run_dir)
+
+
+async def _release_archive(places: Places, session: str, started: dt.datetime) -> None:
+    """The run holds the session's archived P&L snapshots: release them from the journal (journal.archive)."""
+    try:
+        released = await archive.release(places.journal_dsn, session, started)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:   # the backup itself succeeded; the next run releases them
+        log.warning("archived snapshots not released", extra={"error": str(exc)})
+        return
+    log.info("archived snapshots released", extra={"rows": released})
 
 
 # --------------------------------------------------------------------------- verify

@@ -420,20 +420,41 @@ class Journal:
         """Apply the P&L snapshot retention; returns (rows downsampled away, rows deleted).
 
         Rows recorded before ``delete_before`` are deleted; of the rows before ``downsample_before``,
-        each ``bucket_seconds`` bucket (aligned to the Unix epoch) keeps only its last row. Idempotent.
+        each ``bucket_seconds`` bucket (aligned to the Unix epoch) keeps only its last row. Every row
+        removed moves to ``pnl_snapshots_archive`` in the same transaction, where it stays until a
+        journal backup holds it (``journal.archive.release``). Idempotent.
         """
         downsampled = deleted = 0
         async with self._conn() as conn, conn.transaction():
             if delete_before is not None:
-                result = await conn.execute("DELETE FROM pnl_snapshots WHERE session = $1 AND at < $2",
-                                            self.session, delete_before)
-                deleted = int(result.split()[-1])
+                deleted = await conn.fetchval(f"""
+                    WITH removed AS (DELETE FROM pnl_snapshots WHERE session = $1 AND at < $2 RETURNING *)
+                    {_ARCHIVE.format(removed="deleted")}""", self.session, delete_before)
             if downsample_before is not None:
-                result = await conn.execute("""
-                    DELETE FROM pnl_snapshots p USING (
-                        SELECT id, row_number() OVER (PARTITION BY floor(extract(epoch FROM at) / $3)
-                                                      ORDER BY at DESC, id DESC) AS rn
-                        FROM pnl_snapshots WHERE session = $1 AND at < $2) old
-                    WHERE p.id = old.id AND old.rn > 1""", self.session, downsample_before, float(bucket_seconds))
-                downsampled = int(result.split()[-1])
-        return downsampled, deleted
+                downsampled = await conn.fetchval(f"""
+                    WITH removed AS (
+                        DELETE FROM pnl_snapshots p USING (
+                            SELECT id, row_number() OVER (PARTITION BY floor(extract(epoch FROM at) / $3)
+                                                          ORDER BY at DESC, id DESC) AS rn
+                            FROM pnl_snapshots WHERE session = $1 AND at < $2) old
+                        WHERE p.id = old.id AND old.rn > 1 RETURNING p.*)
+                    {_ARCHIVE.format(removed="downsampled")}""", self.session, downsample_before,
+                    float(bucket_seconds))
+        return int(downsampled or 0), int(deleted or 0)
+
+    async def archived_snapshots(self) -> list[dict[str, Any]]:
+        """The session's archived P&L snapshots (removed by retention, not yet released by a backup)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM pnl_snapshots_archive WHERE session = $1 ORDER BY at, id",
+                                    self.session)
+        return [dict(r) for r in rows]
+
+
+#: Moves the rows of a ``removed`` CTE into the archive and counts them (one statement, one transaction).
+_ARCHIVE = """, archived AS (
+                        INSERT INTO pnl_snapshots_archive (id, session, at, equity, realized_pnl, unrealized_pnl,
+                                                           daily_pnl_pct, drawdown_pct, exposure, removed)
+                        SELECT id, session, at, equity, realized_pnl, unrealized_pnl, daily_pnl_pct, drawdown_pct,
+                               exposure, '{removed}' FROM removed
+                        ON CONFLICT (id) DO NOTHING RETURNING 1)
+                    SELECT count(*) FROM removed"""

@@ -124,6 +124,12 @@ def test_kubectl_explain_prints_the_description(crds_installed: Kubectl) -> None
     assert "halt switch" in out
     out = crds_installed("explain", "riskpolicy.spec.limits.dailyLoss.haltPct", check=True).stdout
     assert "halts" in out
+    out = " ".join(crds_installed("explain", "backup.spec.timeZone", check=True).stdout.split())
+    assert "IANA time zone" in out and "America/New_York" in out
+    out = " ".join(crds_installed("explain", "backup.spec.destination.s3.credentialsSecretRef", check=True).stdout.split())
+    assert "secretKeyRef (never inline)" in out
+    out = " ".join(crds_installed("explain", "tradingsession.spec.strategy.model.uri", check=True).stdout.split())
+    assert "manifest.json" in out and "mounted read-only" in out
 
 
 def test_non_admin_user_is_denied_what_rbac_does_not_grant(control_plane, crds_installed: Kubectl,  # type: ignore[no-untyped-def]

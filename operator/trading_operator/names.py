@@ -61,7 +61,7 @@ def labels(session: str, role: Role | str | None = None) -> dict[str, str]:
 # ------------------------------------------------------------------ backups
 
 BACKUP_MOUNT = "/backups"  # where a backup pod mounts spec.destination.pvc
-MODEL_MOUNT = "/models"    # where a backup pod mounts a pvc:// model claim (read-only)
+MODEL_MOUNT = "/models"    # where backup and inference pods mount a pvc:// model claim (read-only)
 
 
 def backup_job(backup: str) -> str:

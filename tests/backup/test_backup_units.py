@@ -66,6 +66,47 @@ def test_cronjob_carries_schedule_suspend_and_mounts_a_pvc_model() -> None:
     assert build.desired(backup(), SETTINGS)["kind"] == "Job"
 
 
+def test_an_s3_destination_uploads_from_scratch_space_with_the_keys_by_reference() -> None:
+    b = backup(schedule="0 2 * * *", timeZone="America/New_York", destination={"s3": {
+        "bucket": "trading-backups", "prefix": "demo/journal", "endpoint": "http://s3.trading:7070",
+        "credentialsSecretRef": {"name": "backup-keys"}}})
+    cron = build.cronjob(b, SETTINGS)
+    assert cron["spec"]["timeZone"] == "America/New_York"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["TRADING_BACKUP_URI"]["value"] == "s3://trading-backups/demo/journal"
+    assert env["TRADING_BACKUP_LOCATION"]["value"] == "s3://trading-backups/demo/journal"
+    assert env["TRADING_BACKUP_ROOT"]["value"].startswith("/tmp/")            # staging in the emptyDir
+    assert env["TRADING_S3_ENDPOINT"]["value"] == "http://s3.trading:7070"
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {
+        "name": "backup-keys", "key": "AWS_ACCESS_KEY_ID"}}}
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]                       # no PVC
+
+
+def test_next_schedule_time_follows_the_time_zone_across_daylight_saving() -> None:
+    summer = rec.next_run("0 2 * * *", dt.datetime(2026, 7, 1, 0, 0, tzinfo=dt.UTC), "America/New_York")
+    winter = rec.next_run("0 2 * * *", dt.datetime(2026, 12, 1, 0, 0, tzinfo=dt.UTC), "America/New_York")
+    assert summer == dt.datetime(2026, 7, 1, 6, 0, tzinfo=dt.UTC)          # 02:00 EDT
+    assert winter == dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.UTC)         # 02:00 EST
+    assert rec.next_run("0 2 * * *", dt.datetime(2026, 7, 1, 0, 0, tzinfo=dt.UTC)) == \
+        dt.datetime(2026, 7, 1, 2, 0, tzinfo=dt.UTC)                         # default Etc/UTC
+    decision = rec.decide(rec.Observed(backup(schedule="0 2 * * *", timeZone="America/New_York"), [], None, None, NOW),
+                          SETTINGS)
+    assert decision.status.next_schedule_time == dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)
+    ready = next(c for c in decision.status.conditions if c.type == "Ready")
+    assert "America/New_York" in ready.message
+
+
+def test_an_unknown_time_zone_creates_no_cronjob_and_says_why() -> None:
+    decision = rec.decide(rec.Observed(backup(schedule="0 2 * * *", timeZone="Mars/Olympus_Mons"), [], None, None,
+                                       NOW), SETTINGS)
+    assert decision.apply is None and decision.status.next_schedule_time is None
+    ready = next(c for c in decision.status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "InvalidSchedule" and "Mars/Olympus_Mons" in ready.message
+
+
 def test_child_names_fit_the_kubernetes_limits() -> None:
     long = "x" * 250
     assert len(names.backup_job(long)) <= 63 and len(names.backup_cronjob(long)) <= 52

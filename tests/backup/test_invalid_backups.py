@@ -13,6 +13,7 @@ from tests.fixtures.api import G, V
 pytestmark = pytest.mark.cluster
 
 BASE: dict[str, Any] = {"sessionRef": {"name": "s"}, "destination": {"pvc": {"claimName": "backups"}}}
+S3: dict[str, Any] = {"bucket": "trading-backups", "credentialsSecretRef": {"name": "s3-keys"}}
 
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("bad-cron", {"schedule": "every hour please"}, "spec.schedule"),
@@ -29,6 +30,15 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("relative-path", {"destination": {"pvc": {"claimName": "backups", "path": "x/y"}}}, "spec.destination.pvc.path"),
     ("bad-claim", {"destination": {"pvc": {"claimName": "Backups!"}}}, "spec.destination.pvc.claimName"),
     ("verify-string", {"verify": "yes"}, "spec.verify"),
+    ("both-destinations", {"destination": {"pvc": {"claimName": "backups"}, "s3": S3}}, "spec.destination"),
+    ("no-destination", {"destination": {}}, "spec.destination"),
+    ("s3-bad-bucket", {"destination": {"s3": {**S3, "bucket": "Bad_Bucket"}}}, "spec.destination.s3.bucket"),
+    ("s3-no-keys", {"destination": {"s3": {"bucket": "bkt"}}}, "spec.destination.s3.credentialsSecretRef"),
+    ("s3-leading-slash", {"destination": {"s3": {**S3, "prefix": "/demo"}}}, "spec.destination.s3.prefix"),
+    ("s3-dot-dot", {"destination": {"s3": {**S3, "prefix": "demo/../other"}}}, "spec.destination.s3.prefix"),
+    ("s3-endpoint-no-scheme", {"destination": {"s3": {**S3, "endpoint": "s3.local:7070"}}},
+     "spec.destination.s3.endpoint"),
+    ("time-zone-words", {"schedule": "0 2 * * *", "timeZone": "New York"}, "spec.timeZone"),
 ]
 
 
@@ -44,7 +54,10 @@ def test_invalid_backup_is_refused_naming_the_field(cluster: Cluster, case: str,
 
 def test_the_valid_neighbours_are_accepted(cluster: Cluster) -> None:
     specs: list[dict[str, Any]] = [{"schedule": "*/15 9-17 * * MON-FRI"}, {"schedule": "@hourly", "suspend": True},
-                                   {"retention": {"keepLast": 1, "maxAge": "3d12h"}}, {"targets": ["journal"]}]
+                                   {"retention": {"keepLast": 1, "maxAge": "3d12h"}}, {"targets": ["journal"]},
+                                   {"schedule": "0 2 * * *", "timeZone": "America/New_York",
+                                    "destination": {"s3": {**S3, "prefix": "demo/journal.v2",
+                                                           "endpoint": "http://trading-s3.trading:7070"}}}]
     for i, spec in enumerate(specs):
         body = {"apiVersion": f"{G}/{V}", "kind": "Backup", "metadata": {"name": f"ok{i}"}, "spec": {**BASE, **spec}}
         cluster.custom.create_namespaced_custom_object(G, V, cluster.namespace, "backups", body)

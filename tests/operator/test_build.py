@@ -54,3 +54,29 @@ def test_names_and_labels_come_from_one_place() -> None:
     assert dep["metadata"]["name"] == names.deployment("s", Role.MARKET_DATA) == "s-market-data"
     assert dep["spec"]["selector"]["matchLabels"] == names.selector("s", Role.MARKET_DATA)
     assert workers.config_map(ts())["metadata"]["name"] == names.configmap("s")
+
+
+def test_a_pvc_model_is_mounted_read_only_into_the_inference_pods_only() -> None:
+    session = ts(strategy={"name": "model", "model": {"uri": "pvc://models/price-mlp/v20261201T150000Z-1a2b3c4d",
+                                                      "device": "cpu"}})
+    pod = workers.deployment(session, Role.INFERENCE, Settings())["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+    assert {"name": "model", "mountPath": "/models/models", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "TRADING_MODEL_ROOT", "value": "/models"} in container["env"]
+    for role in (Role.STRATEGY, Role.EXECUTOR):
+        other = workers.deployment(session, role, Settings())["spec"]["template"]["spec"]
+        assert "model" not in {v["name"] for v in other["volumes"]}
+    builtin = workers.deployment(ts(), Role.INFERENCE, Settings())["spec"]["template"]["spec"]
+    assert "model" not in {v["name"] for v in builtin["volumes"]}
+
+
+def test_an_s3_model_gets_its_endpoint_and_a_download_cache() -> None:
+    session = ts(strategy={"name": "model", "model": {
+        "uri": "s3://models/price-mlp/v1", "device": "cpu",
+        "s3": {"endpoint": "http://s3.trading:7070", "region": "eu-west-1", "credentialsSecretRef": {"name": "k"}}}})
+    [container] = workers.deployment(session, Role.INFERENCE, Settings())["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TRADING_S3_ENDPOINT"] == "http://s3.trading:7070" and env["TRADING_S3_REGION"] == "eu-west-1"
+    assert env["TRADING_MODEL_CACHE"] == "/tmp/models"
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

@@ -112,3 +112,28 @@ def test_a_password_in_the_operator_settings_is_refused_without_echoing_it(field
     text = str(info.value) + json.dumps(info.value.errors(include_input=False, include_context=False), default=str)
     assert "carries a password" in text and f"TRADING_{field.upper()}_SECRET_NAME" in text
     assert PASSWORD not in text
+
+
+def test_object_store_keys_reach_model_and_backup_pods_by_reference_only() -> None:
+    s3 = {"endpoint": "http://trading-s3.trading:7070", "credentialsSecretRef": {"name": "s3-keys"}}
+    ts = TradingSession.model_validate({
+        "metadata": {"name": "live", "namespace": "desk", "uid": "u1"},
+        "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"},
+                 "strategy": {"name": "model", "model": {"uri": "s3://models/price-mlp/v1", "device": "cpu",
+                                                         "s3": s3}}}})
+    backup = Backup.model_validate({"metadata": {"name": "nightly", "namespace": "desk", "uid": "b1"}, "spec": {
+        "sessionRef": {"name": "live"}, "schedule": "0 2 * * *",
+        "destination": {"s3": {"bucket": "trading-backups", "prefix": "desk", **s3,
+                               "credentialsSecretRef": {"name": "backup-keys", "accessKeyIdKey": "id",
+                                                        "secretAccessKeyKey": "secret"}}}}})
+    objects = [*build_workers.all_deployments(ts, SETTINGS), build_backup.desired(backup, SETTINGS)]
+    refs: dict[str, set[tuple[str, str]]] = {}
+    for obj in objects:
+        for container in containers(obj):
+            for item in container.get("env", []):
+                if item["name"] in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                    assert "value" not in item, f"{obj['metadata']['name']}: {item['name']} is a plain value"
+                    ref = item["valueFrom"]["secretKeyRef"]
+                    refs.setdefault(obj["metadata"]["name"], set()).add((ref["name"], ref["key"]))
+    assert refs == {"live-inference": {("s3-keys", "AWS_ACCESS_KEY_ID"), ("s3-keys", "AWS_SECRET_ACCESS_KEY")},
+                    "nightly-backup": {("backup-keys", "id"), ("backup-keys", "secret")}}

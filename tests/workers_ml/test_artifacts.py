@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import pathlib
 
+import prometheus_client
 import pytest
 import torch
 
 from tests.fixtures.servers import ObjectStoreServer
+from tests.workers_ml.test_inference_worker import StandInRuntime, quote_stream, session_config
+from trading_operator.api.session import ModelStatus
+from trading_operator.api.status import ModelState, Reason
 from trading_workers import objectstore
-from trading_workers.inference import artifact, model
+from trading_workers.inference import artifact, model, worker
 
 pytestmark = pytest.mark.services
 
@@ -124,3 +128,51 @@ def test_pvc_and_file_versions_are_verified_bare_files_are_not(tmp_path: pathlib
     assert not bare.verified and bare.version == f"sha256:{objectstore.sha256_file(source)[:12]}"
     builtin = model.load_uri("builtin://default")
     assert builtin.verified and builtin.version.startswith("builtin-default-")
+
+
+# ---------------------------------------------------------------- the inference worker serves only what verifies
+
+class ReportingRuntime(StandInRuntime):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.models: list[ModelStatus] = []
+
+    async def report_model(self, status: ModelStatus) -> None:
+        self.models.append(status)
+
+
+def metric(name: str, **labels: str) -> float | None:
+    return prometheus_client.REGISTRY.get_sample_value(name, labels)
+
+
+async def test_the_worker_serves_a_verified_s3_version_and_reports_it(s3: str, tmp_path: pathlib.Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(artifact.ENV_MODEL_CACHE, str(tmp_path / "cache"))
+    uri, manifest = artifact.publish(model.builtin_path(), f"{s3}/models", "price-mlp", metrics={"valAccuracy": 0.57})
+    spec = {"uri": uri, "maxLatencyMs": 10_000, "s3": {"credentialsSecretRef": {"name": "k"}}}
+    runtime = ReportingRuntime(session_config(spec), quote_stream(300))
+    await worker.run(runtime)
+    [status] = runtime.models
+    assert status.state == ModelState.SERVING and status.reason == Reason.MODEL_VERIFIED
+    assert status.version == manifest.version and status.sha256 == manifest.sha256 and status.verified
+    assert runtime.ready is True and runtime.signals and {s.model for s in runtime.signals} == {uri}
+    assert metric("trading_inference_model_info", uri=uri, version=manifest.version, verified="true") == 1
+
+
+async def test_the_worker_refuses_a_corrupt_s3_version_and_serves_nothing(s3: str, tmp_path: pathlib.Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(artifact.ENV_MODEL_CACHE, str(tmp_path / "cache"))
+    uri, _ = artifact.publish(model.builtin_path(), f"{s3}/models", "price-mlp")
+    store = objectstore.open_s3(uri)
+    data = bytearray(store.get_bytes("model.pt"))
+    data[-100] ^= 0x10
+    store.put_bytes("model.pt", bytes(data))
+    before = metric("trading_inference_model_refused_total", reason="ModelCorrupt") or 0.0
+    runtime = ReportingRuntime(session_config({"uri": uri, "s3": {"credentialsSecretRef": {"name": "k"}}}),
+                               quote_stream(300))
+    await worker.run(runtime)                       # returns when the quotes end: it drained them, scoring none
+    [status] = runtime.models
+    assert status.state == ModelState.REFUSED and status.reason == Reason.MODEL_CORRUPT
+    assert "sha256" in (status.message or "") and "in the manifest" in (status.message or "")
+    assert runtime.ready is not True and runtime.signals == [] and runtime.reduce_requests == []
+    assert metric("trading_inference_model_refused_total", reason="ModelCorrupt") == before + 1

@@ -75,6 +75,10 @@ class Store(Protocol):
 
     def objects(self, prefix: str = "") -> list[ObjectInfo]: ...
 
+    def digest(self, key: str) -> tuple[str, int]:
+        """sha256 and size of the stored object, read back (streamed) from the store."""
+        ...
+
     def delete(self, keys: list[str]) -> None: ...
 
     def child(self, prefix: str) -> Store:
@@ -197,6 +201,18 @@ class S3Store:
         partial.replace(path)
         return digest.hexdigest()
 
+    def digest(self, key: str) -> tuple[str, int]:
+        import obstore
+
+        digest, size = hashlib.sha256(), 0
+        try:
+            for chunk in obstore.get(self._store, self._key(key)).stream(min_chunk_size=CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        except Exception as exc:
+            raise self._fail("get", key, exc) from exc
+        return digest.hexdigest(), size
+
     def objects(self, prefix: str = "") -> list[ObjectInfo]:
         import obstore
 
@@ -269,6 +285,12 @@ class DirStore:
         shutil.copyfile(source, partial)
         partial.replace(path)
         return sha256_file(path)
+
+    def digest(self, key: str) -> tuple[str, int]:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"get {self.uri}/{key}: no such object")
+        return sha256_file(path), path.stat().st_size
 
     def objects(self, prefix: str = "") -> list[ObjectInfo]:
         base = self.root / prefix.strip("/") if prefix.strip("/") else self.root

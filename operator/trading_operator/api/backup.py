@@ -25,6 +25,7 @@ _CRON_MON = r"(\*|[0-9A-Za-z]{1,3}(-[0-9A-Za-z]{1,3})?)(/[0-9]{1,2})?(,(\*|[0-9A
 CRON_PATTERN = (rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
                 rf"{_CRON_FIELD} {_CRON_FIELD} {_CRON_FIELD} {_CRON_MON} {_CRON_DOW})$")
 DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
 
 Target = Literal["journal", "redis", "models", "resources"]
 TARGETS: tuple[Target, ...] = ("journal", "redis", "models", "resources")
@@ -32,6 +33,7 @@ TARGETS: tuple[Target, ...] = ("journal", "redis", "models", "resources")
 # The contract between the operator's Job and the workers' `trading-platform backup run`.
 ENV_BACKUP_ROOT = "TRADING_BACKUP_ROOT"          # directory that holds <backup-name>/<run-id>/
 ENV_BACKUP_LOCATION = "TRADING_BACKUP_LOCATION"  # how that directory is named in status (pvc://claim/path)
+ENV_BACKUP_URI = "TRADING_BACKUP_URI"            # an S3 destination instead: s3://bucket/prefix holding <backup-name>/<run-id>/
 HISTORY_LIMIT = 20                               # runs kept in status.history (the files follow retention)
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,10 +63,33 @@ class PvcDestination(ApiModel):
                                description="Directory inside the volume (absolute).")
 
 
-class Destination(ApiModel):
-    """Where artifacts are written (a PVC path; S3-compatible later)."""
+class S3Destination(common.S3Access):
+    """A bucket (and a prefix in it) of an S3-compatible object store."""
 
-    pvc: PvcDestination = pydantic.Field(description="Volume to write to.")
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("!self.prefix.matches('(^|/)[.][.]?(/|$)')", "prefix must not contain . or .. segments",
+            field_path=".prefix", reason="FieldValueInvalid"),
+    ))
+
+    bucket: str = pydantic.Field(pattern=common.S3_BUCKET_PATTERN, min_length=3, max_length=63,
+                                 description="Bucket that holds <prefix>/<backup name>/<run id>/ (it must exist).")
+    prefix: str = pydantic.Field(
+        default="", max_length=512, pattern=common.S3_PREFIX_PATTERN,
+        description="Key prefix inside the bucket, without leading or trailing slash (e.g. demo/journal).")
+
+
+class Destination(ApiModel):
+    """Where artifacts are written: a PVC path or an S3-compatible bucket (exactly one)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("has(self.pvc) != has(self.s3)", "set exactly one of pvc and s3", reason="FieldValueInvalid"),
+    ))
+
+    pvc: PvcDestination | None = pydantic.Field(default=None, description="Volume to write to (mounted at /backups).")
+    s3: S3Destination | None = pydantic.Field(
+        default=None,
+        description="Bucket to write to. The run is written and verified in the pod's scratch space, then "
+                    "uploaded (manifest last) and every uploaded object's sha256 is checked against the manifest.")
 
 
 class BackupSpec(ApiModel):
@@ -86,6 +111,11 @@ class BackupSpec(ApiModel):
     schedule: str | None = pydantic.Field(
         default=None, pattern=CRON_PATTERN, max_length=128,
         description="Cron schedule (e.g. '0 * * * *' hourly). Without it the Backup runs once.")
+    time_zone: str = pydantic.Field(
+        default="Etc/UTC", min_length=1, max_length=64, pattern=TIME_ZONE_PATTERN,
+        description="IANA time zone `schedule` is read in (the CronJob's timeZone), e.g. America/New_York: "
+                    "'0 2 * * *' then runs at 02:00 New York time in summer and in winter. An unknown zone "
+                    "makes Ready False (InvalidSchedule) and no CronJob is created.")
     suspend: bool = pydantic.Field(default=False, description="Pause a scheduled Backup.")
     retention: Retention = pydantic.Field(default_factory=Retention, json_schema_extra=object_default(Retention),
                                           description="How many backups, and how old, to keep.")

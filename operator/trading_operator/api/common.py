@@ -117,3 +117,33 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] = pydantic.Field(default_factory=dict)
     creation_timestamp: dt.datetime | None = None
     deletion_timestamp: dt.datetime | None = None
+
+
+S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+S3_PREFIX_PATTERN = r"^([A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*)?$"
+
+
+class S3SecretRef(ApiModel):
+    """The Secret holding the object store's access key pair. Keys are never written inline."""
+
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                               description="Name of a Secret in this object's namespace.")
+    access_key_id_key: str = pydantic.Field(
+        default="AWS_ACCESS_KEY_ID", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key in the Secret holding the access key id (passed to the pod as AWS_ACCESS_KEY_ID).")
+    secret_access_key_key: str = pydantic.Field(
+        default="AWS_SECRET_ACCESS_KEY", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key in the Secret holding the secret access key (passed to the pod as AWS_SECRET_ACCESS_KEY).")
+
+
+class S3Access(ApiModel):
+    """How to reach an S3-compatible object store: endpoint, region and the Secret with its keys."""
+
+    endpoint: str | None = pydantic.Field(
+        default=None, max_length=512, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="URL of the S3 API (e.g. http://trading-s3.trading:7070 for an in-cluster server). "
+                    "Absent: AWS S3 of `region`.")
+    region: str = pydantic.Field(default="us-east-1", min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$",
+                                 description="Region of the bucket (signing region for S3-compatible servers).")
+    credentials_secret_ref: S3SecretRef = pydantic.Field(
+        description="Secret with the access key pair, read by the pod through secretKeyRef (never inline).")

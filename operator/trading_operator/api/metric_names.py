@@ -257,6 +257,14 @@ INFERENCE_OUTCOMES = Metric("trading_inference_direction_outcomes_total", "count
                             "Directional predictions (score beyond the threshold) judged against the symbol's next "
                             "quote: hit when the price moved the predicted way, miss otherwise.", ("outcome",),
                             exporter="inference")
+INFERENCE_MODEL_INFO = Metric("trading_inference_model_info", "gauge",
+                              "1 for the model this worker serves: its URI, its version (from the artifact's "
+                              "manifest; sha256:<12 hex> for a bare file) and whether its sha256 was verified.",
+                              ("uri", "version", "verified"), exporter="inference")
+INFERENCE_MODEL_REFUSED = Metric("trading_inference_model_refused_total", "counter",
+                                 "Models refused before serving: reason ModelCorrupt (the file does not match its "
+                                 "manifest) or ModelLoadFailed (unreachable, unpublished, not a model).", ("reason",),
+                                 exporter="inference")
 
 ALL: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
 BY_NAME: dict[str, Metric] = {m.name: m for m in ALL}

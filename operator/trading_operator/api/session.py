@@ -22,6 +22,7 @@ from trading_operator.api.status import (
     DifferenceAction,
     HaltAction,
     HaltSource,
+    ModelState,
     ReconciliationTrigger,
     ReducingSource,
     RuleAction,
@@ -94,10 +95,25 @@ class BrokerSpec(ApiModel):
 class ModelSpec(ApiModel):
     """A torch model artifact used by the inference workers."""
 
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("!self.uri.startsWith('s3://') || has(self.s3)",
+            "an s3:// model needs s3 (endpoint, region and credentialsSecretRef)",
+            field_path=".s3", reason="FieldValueRequired"),
+        cel("!self.uri.startsWith('pvc://') || self.uri.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[^/].*$')",
+            "a pvc:// model is pvc://CLAIM/path (CLAIM a PersistentVolumeClaim of the session's namespace)",
+            field_path=".uri", reason="FieldValueInvalid"),
+    ))
+
     uri: str = pydantic.Field(
         default="builtin://default",
-        description="Model artifact: builtin://default (shipped with the workers), file:///path or pvc://claim/path.",
+        description="Model artifact: builtin://default (shipped with the workers); a published version "
+                    "s3://bucket/prefix/NAME/VERSION or pvc://CLAIM/path/NAME/VERSION (a directory with "
+                    "manifest.json: its sha256 is checked before the model is served, docs/model-artifacts.md); "
+                    "or a bare file pvc://CLAIM/path/model.pt or file:///path (served unverified). A pvc:// "
+                    "claim is mounted read-only into the inference pods at /models/CLAIM.",
         pattern=r"^(builtin|file|pvc|s3)://.+$", max_length=1024)
+    s3: common.S3Access | None = pydantic.Field(
+        default=None, description="Where the s3:// bucket is and the Secret with its keys (required for s3://).")
     device: Literal["cuda", "cpu"] = pydantic.Field(
         default="cuda",
         description="cuda schedules inference on the GPU pool (nvidia.com/gpu limit, pool nodeSelector "
@@ -559,6 +575,24 @@ class NextTransition(ApiModel):
     at: dt.datetime = pydantic.Field(description="When, in session clock time.")
 
 
+class ModelStatus(ApiModel):
+    """The model the inference workers loaded (written by them when they load it)."""
+
+    uri: str = pydantic.Field(max_length=1024, description="spec.strategy.model.uri that was loaded.")
+    state: ModelState = pydantic.Field(
+        description="Serving: verified (or unverifiable: a bare file) and in use. Refused: the artifact does "
+                    "not match its manifest (ModelCorrupt) or cannot be loaded; the workers serve nothing.")
+    version: str | None = pydantic.Field(default=None, max_length=128,
+                                         description="Version id from the manifest (sha256:<12 hex> for a bare file).")
+    sha256: str | None = pydantic.Field(default=None, max_length=64, description="sha256 of the model file served.")
+    verified: bool | None = pydantic.Field(default=None,
+                                           description="The file was checked against its manifest's sha256.")
+    reason: str | None = pydantic.Field(default=None, max_length=64,
+                                        description="ModelVerified, ModelUnverified, ModelCorrupt or ModelLoadFailed.")
+    message: str | None = pydantic.Field(default=None, max_length=2048, description="Detail (why it was refused).")
+    at: dt.datetime | None = pydantic.Field(default=None, description="When it was loaded or refused.")
+
+
 class TradingSessionStatus(ApiModel):
     """Observed state of a trading session."""
 
@@ -602,6 +636,8 @@ class TradingSessionStatus(ApiModel):
     report: DailyReportStatus | None = pydantic.Field(
         default=None, description="The session day's report (risk worker; the journal's daily_reports has it too).")
     executor: ExecutorReport | None = pydantic.Field(default=None, description="The executor's own report.")
+    model: ModelStatus | None = pydantic.Field(
+        default=None, description="The model the inference workers serve (or refused), and its version.")
     next_transition: NextTransition | None = pydantic.Field(default=None,
                                                             description="Next calendar phase change.")
     clock: dt.datetime | None = pydantic.Field(default=None, description="Session clock at last reconcile.")

@@ -130,6 +130,11 @@ class Reason(StrEnum):
     FINALIZE_TIMEOUT = "FinalizeTimeout"
     POLICY_IN_USE = "PolicyInUse"
     POSITION_EXIT = "PositionExit"
+    # status.model (the inference workers) and its Events
+    MODEL_VERIFIED = "ModelVerified"        # loaded after its sha256 matched the manifest
+    MODEL_UNVERIFIED = "ModelUnverified"    # a bare file without a manifest: loaded, nothing to check against
+    MODEL_CORRUPT = "ModelCorrupt"          # the file does not match its manifest: refused, not served
+    MODEL_LOAD_FAILED = "ModelLoadFailed"   # unreachable store, no manifest, not a model: refused
 
 
 class Difference(StrEnum):
@@ -159,6 +164,13 @@ class TradingState(StrEnum):
     ACTIVE = "Active"
     REDUCING = "Reducing"   # only orders that reduce exposure
     HALTED = "Halted"       # no new orders; cancels allowed
+
+
+class ModelState(StrEnum):
+    """``status.model.state``: what the inference workers do with the model of ``spec.strategy.model.uri``."""
+
+    SERVING = "Serving"
+    REFUSED = "Refused"
 
 
 class HaltSource(StrEnum):

@@ -8,14 +8,17 @@ code the backup reads) as ``trading-platform backup run --backup NS/NAME``,
 and that command reports into the Backup's status itself.
 
 The pod meets the ``restricted`` Pod Security Standard like the workers;
-the destination PVC is mounted at ``/backups`` and the run writes under
-``/backups<path>/<backup>/<run-id>/``. A ``pvc://`` model of the session is
-mounted read-only at ``/models/<claim>`` so the models target can copy it.
+a PVC destination is mounted at ``/backups`` and the run writes under
+``/backups<path>/<backup>/<run-id>/``. An S3 destination is named by
+``TRADING_BACKUP_URI`` (``s3://bucket/prefix``), with the endpoint and region as
+env and the key pair as ``secretKeyRef`` env: the run is written and verified in
+the pod's ``/tmp`` (an emptyDir), then uploaded. A ``pvc://`` model of the session
+is mounted read-only at ``/models/<claim>`` so the models target can copy it.
 
 ``concurrencyPolicy: Forbid``: two runs of one Backup must never prune each
-other's files. ``timeZone: Etc/UTC``: the operator computes
-``status.nextScheduleTime`` in UTC and must agree with the CronJob
-controller.
+other's files. ``timeZone``: ``spec.timeZone`` (default ``Etc/UTC``); the
+operator computes ``status.nextScheduleTime`` in the same zone, so the two agree
+across daylight-saving changes.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from trading_operator.settings import Settings
 
 BACKOFF_LIMIT = 2                    # a run is retried twice (a database restart); each try is its own run id
 ACTIVE_DEADLINE_SECONDS = 6 * 3600
-CRON_TIME_ZONE = "Etc/UTC"
 ENV_MODEL_ROOT = "TRADING_MODEL_ROOT"  # same name the inference workers resolve pvc:// models with
 
 
@@ -43,14 +45,23 @@ def command(backup: Backup, settings: Settings) -> list[str]:
             f"{backup.metadata.namespace}/{backup.metadata.name}"]
 
 
+STAGING = "/tmp/backup-staging"      # an S3 destination's run is written and verified here before upload
+
+
 def destination_root(backup: Backup) -> str:
     """Directory inside the pod that holds ``<backup>/<run-id>/`` (the PVC mount plus ``spec.destination.pvc.path``)."""
-    return posixpath.normpath(names.BACKUP_MOUNT + "/" + backup.spec.destination.pvc.path.lstrip("/"))
+    pvc = backup.spec.destination.pvc
+    if pvc is None:
+        return STAGING
+    return posixpath.normpath(names.BACKUP_MOUNT + "/" + pvc.path.lstrip("/"))
 
 
 def destination_location(backup: Backup) -> str:
-    """How that directory is named in status: ``pvc://claim/path``."""
-    pvc = backup.spec.destination.pvc
+    """How that directory is named in status: ``pvc://claim/path`` or ``s3://bucket/prefix``."""
+    pvc, s3 = backup.spec.destination.pvc, backup.spec.destination.s3
+    if s3 is not None:
+        return f"s3://{s3.bucket}/{s3.prefix}".rstrip("/")
+    assert pvc is not None
     path = posixpath.normpath("/" + pvc.path.lstrip("/")).rstrip("/")
     return f"pvc://{pvc.claim_name}{path}"
 
@@ -78,12 +89,14 @@ def pod_template(backup: Backup, settings: Settings, model_uri: str | None = Non
         {"name": ENV_MODEL_ROOT, "value": names.MODEL_MOUNT},
         {"name": "HOME", "value": "/tmp"},
     ]
-    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": names.BACKUP_MOUNT},
-                                    {"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [
-        {"name": "backups", "persistentVolumeClaim": {"claimName": backup.spec.destination.pvc.claim_name}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    pvc, s3 = backup.spec.destination.pvc, backup.spec.destination.s3
+    if pvc is not None:
+        mounts.insert(0, {"name": "backups", "mountPath": names.BACKUP_MOUNT})
+        volumes.insert(0, {"name": "backups", "persistentVolumeClaim": {"claimName": pvc.claim_name}})
+    if s3 is not None:
+        env += [{"name": backup_api.ENV_BACKUP_URI, "value": destination_location(backup)}, *security.s3_env(s3)]
     claim = model_claim(model_uri) if "models" in backup.spec.targets else None
     if claim is not None:
         mounts.append({"name": "models", "mountPath": f"{names.MODEL_MOUNT}/{claim}", "readOnly": True})
@@ -136,7 +149,7 @@ def cronjob(backup: Backup, settings: Settings, model_uri: str | None = None) ->
         "metadata": {"name": names.backup_cronjob(name), "namespace": backup.metadata.namespace, "labels": labels},
         "spec": {
             "schedule": backup.spec.schedule,
-            "timeZone": CRON_TIME_ZONE,
+            "timeZone": backup.spec.time_zone,
             "suspend": backup.spec.suspend,
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": 300,

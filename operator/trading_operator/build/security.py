@@ -49,3 +49,20 @@ def connection_env(settings: Settings) -> list[dict[str, Any]]:
              settings.journal_dsn_secret_key)):
         out.append(secret_env(env_name, secret, key) if secret else {"name": env_name, "value": plain})
     return out
+
+
+ENV_S3_ENDPOINT = "TRADING_S3_ENDPOINT"     # the names trading_workers.objectstore reads
+ENV_S3_REGION = "TRADING_S3_REGION"
+ENV_S3_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+ENV_S3_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+
+
+def s3_env(access: Any) -> list[dict[str, Any]]:
+    """An object store's endpoint and region as plain env, its key pair as ``secretKeyRef`` (``api.common.S3Access``)."""
+    ref = access.credentials_secret_ref
+    env: list[dict[str, Any]] = [{"name": ENV_S3_REGION, "value": access.region}]
+    if access.endpoint:
+        env.insert(0, {"name": ENV_S3_ENDPOINT, "value": access.endpoint})
+    env += [secret_env(ENV_S3_ACCESS_KEY, ref.name, ref.access_key_id_key),
+            secret_env(ENV_S3_SECRET_KEY, ref.name, ref.secret_access_key_key)]
+    return env

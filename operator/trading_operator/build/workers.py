@@ -4,10 +4,16 @@ Pods meet the ``restricted`` Pod Security Standard. Inference goes to the
 GPU pool (extended-resource limit, nodeSelector, toleration from settings)
 unless the model says ``device: cpu``. The config hash annotation on the
 pod template makes a config change roll the workers.
+
+The inference pods get the model's storage: a ``pvc://CLAIM/...`` model's claim
+is mounted read-only at ``/models/CLAIM`` (``TRADING_MODEL_ROOT=/models``, where the
+worker resolves it); an ``s3://`` model's endpoint and region come as env and its
+key pair as ``secretKeyRef`` env, and the download cache is the pod's ``/tmp``.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from trading_operator import names
@@ -17,6 +23,17 @@ from trading_operator.build import security
 from trading_operator.settings import Settings
 
 CONFIG_MOUNT = "/etc/trading"
+ENV_MODEL_ROOT = "TRADING_MODEL_ROOT"      # where trading_workers resolves pvc:// models
+ENV_MODEL_CACHE = "TRADING_MODEL_CACHE"    # where it keeps verified s3:// downloads
+
+
+def model_claim(ts: TradingSession) -> str | None:
+    """The PVC of a ``pvc://CLAIM/...`` model (mounted read-only into the inference pods)."""
+    model = ts.spec.strategy.model
+    if model is None:
+        return None
+    parsed = urllib.parse.urlsplit(model.uri)
+    return parsed.netloc if parsed.scheme == "pvc" and parsed.netloc else None
 
 
 def config_map(ts: TradingSession) -> dict[str, Any]:
@@ -55,6 +72,11 @@ def _env(ts: TradingSession, role: Role, settings: Settings) -> list[dict[str, A
         *security.connection_env(settings),
         {"name": wc.ENV_HTTP_PORT, "value": str(settings.worker_http_port)},
     ]
+    model = ts.spec.strategy.model
+    if role is Role.INFERENCE and model is not None:
+        env.append({"name": ENV_MODEL_ROOT, "value": names.MODEL_MOUNT})
+        if model.uri.startswith("s3://") and model.s3 is not None:
+            env += [*security.s3_env(model.s3), {"name": ENV_MODEL_CACHE, "value": "/tmp/models"}]
     secret = ts.spec.broker.credentials_secret_ref
     if role is Role.EXECUTOR and secret is not None:
         for env_name, key in ((wc.ENV_BROKER_KEY_ID, secret.key_id_key), (wc.ENV_BROKER_SECRET, secret.secret_key_key)):
@@ -96,6 +118,13 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
                          {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": security.container_security(),
     }
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names.configmap(session)}},
+                                     {"name": "tmp", "emptyDir": {}}]
+    claim = model_claim(ts) if role is Role.INFERENCE else None
+    if claim is not None:
+        container["volumeMounts"].append({"name": "model", "mountPath": f"{names.MODEL_MOUNT}/{claim}",
+                                          "readOnly": True})
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     if resources:
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
@@ -104,8 +133,7 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
         "terminationGracePeriodSeconds": 30,
         "securityContext": security.pod_security(),
         "containers": [container],
-        "volumes": [{"name": "config", "configMap": {"name": names.configmap(session)}},
-                    {"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
     if node_selector:
         pod_spec["nodeSelector"] = node_selector

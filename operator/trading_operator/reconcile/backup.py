@@ -16,13 +16,14 @@ retried against fresh data, never overwrites the other writer.
 
 ``decide`` is pure (Backup, live children, time -> what to apply, delete,
 patch, and the Events); ``reconcile`` does the I/O. ``nextScheduleTime``
-comes from croniter, evaluated in UTC like the CronJob (``timeZone``).
+comes from croniter, evaluated in ``spec.timeZone`` like the CronJob (``timeZone``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,11 +59,18 @@ class Decision:
     events: list[Event] = field(default_factory=list)
 
 
-def next_run(schedule: str, after: dt.datetime) -> dt.datetime:
-    """The first time strictly after ``after`` that ``schedule`` fires (UTC). Raises ValueError if invalid."""
+def next_run(schedule: str, after: dt.datetime, time_zone: str = "Etc/UTC") -> dt.datetime:
+    """The first time strictly after ``after`` that ``schedule``, read in ``time_zone``, fires (returned in UTC).
+
+    Raises ValueError for an invalid schedule or an unknown zone.
+    """
     if not croniter.is_valid(schedule):
         raise ValueError(f"invalid cron schedule {schedule!r}")
-    nxt: dt.datetime = croniter(schedule, after.astimezone(dt.UTC)).get_next(dt.datetime)
+    try:
+        zone = zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {time_zone!r}") from exc
+    nxt: dt.datetime = croniter(schedule, after.astimezone(zone)).get_next(dt.datetime)
     return nxt.astimezone(dt.UTC)
 
 
@@ -114,7 +122,7 @@ def decide(obs: Observed, settings: Settings) -> Decision:
         o.get("uid") == backup.metadata.uid for o in oneshot["metadata"].get("ownerReferences") or [])
     if spec.schedule:
         try:
-            next_time = next_run(spec.schedule, now)
+            next_time = next_run(spec.schedule, now, spec.time_zone)
         except ValueError as exc:
             condition(False, "InvalidSchedule", f"{exc}; no CronJob is created", ("Warning", "InvalidSchedule"))
         else:
@@ -128,7 +136,7 @@ def decide(obs: Observed, settings: Settings) -> Decision:
                 condition(True, "Suspended", f"CronJob {cron} is suspended; no run is scheduled",
                           ("Normal", "Suspended"))
             else:
-                condition(True, "Scheduled", f"CronJob {cron} runs {spec.schedule!r} ({build_backup.CRON_TIME_ZONE})",
+                condition(True, "Scheduled", f"CronJob {cron} runs {spec.schedule!r} ({spec.time_zone})",
                           ("Normal", "Scheduled"))
     else:
         if obs.cronjob is not None:

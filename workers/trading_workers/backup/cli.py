@@ -1,11 +1,14 @@
 """``trading-platform backup run|verify|restore``: the command group behind Backup Jobs and the restore runbook.
 
-    trading-platform backup run     --backup NS/NAME [--destination DIR]
-    trading-platform backup verify  --backup NS/NAME [--run RUN_ID] [--destination DIR]
+    trading-platform backup run     --backup NS/NAME [--destination DIR|s3://BUCKET/PREFIX]
+    trading-platform backup verify  --backup NS/NAME [--run RUN_ID] [--destination ...]
     trading-platform backup restore --backup NS/NAME [--run RUN_ID] --session NS/NAME [--targets journal,redis]
 
-Where runs live: ``--destination DIR``, else ``$TRADING_BACKUP_ROOT`` (the
-operator's Job sets it to the PVC mount). The journal and Redis come from
+Where runs live: ``--destination DIR`` or ``s3://BUCKET/PREFIX``, else ``$TRADING_BACKUP_URI``
+(an S3 destination; the operator's Job sets it, with ``$TRADING_BACKUP_ROOT`` as the staging
+directory), else ``$TRADING_BACKUP_ROOT`` (the operator's Job sets it to the PVC mount). An S3
+destination needs ``$TRADING_S3_ENDPOINT`` (absent: AWS), ``$AWS_ACCESS_KEY_ID`` and
+``$AWS_SECRET_ACCESS_KEY``. The journal and Redis come from
 ``$TRADING_JOURNAL_DSN`` / ``$TRADING_REDIS_URL`` (or ``--journal-dsn`` /
 ``--redis-url``); the API server from ``$KUBECONFIG`` or the pod's account.
 
@@ -22,6 +25,7 @@ import asyncio
 import os
 import pathlib
 import sys
+import tempfile
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--backup", required=True, help="the Backup, NAMESPACE/NAME")
-        p.add_argument("--destination", help="directory holding <backup>/<run-id>/ (default: $TRADING_BACKUP_ROOT)")
+        p.add_argument("--destination", help="directory or s3://bucket/prefix holding <backup>/<run-id>/ "
+                                             "(default: $TRADING_BACKUP_URI, else $TRADING_BACKUP_ROOT)")
         p.add_argument("--journal-dsn", help="journal PostgreSQL URI (default: $TRADING_JOURNAL_DSN)")
         p.add_argument("--redis-url", help="Redis URL (default: $TRADING_REDIS_URL)")
 
@@ -57,6 +62,20 @@ def _places(args: argparse.Namespace) -> Places:
     from trading_workers.backup.runner import Places
     from trading_workers.errors import ConfigError
 
+    s3_uri = args.destination if (args.destination or "").startswith("s3://") else (
+        None if args.destination else os.environ.get(backup_api.ENV_BACKUP_URI))
+    if s3_uri:
+        from trading_workers import objectstore
+
+        try:
+            store = objectstore.open_s3(s3_uri.rstrip("/"))
+        except objectstore.ObjectStoreError as exc:
+            raise ConfigError(str(exc)) from exc
+        staging = os.environ.get(backup_api.ENV_BACKUP_ROOT) or tempfile.mkdtemp(prefix="trading-backup-")
+        return Places(root=pathlib.Path(staging), location=store.uri,
+                      journal_dsn=args.journal_dsn or os.environ.get(wc.ENV_JOURNAL_DSN, ""),
+                      redis_url=args.redis_url or os.environ.get(wc.ENV_REDIS_URL, "redis://127.0.0.1:6379/0"),
+                      remote=store)
     if args.destination:
         root = pathlib.Path(args.destination).resolve()
         location = root.as_uri()

@@ -52,7 +52,7 @@ def resolve_model(uri: str) -> pathlib.Path:
         if not parsed.netloc or not rel.parts or ".." in rel.parts:
             raise FileBackupError(f"pvc URI must be pvc://CLAIM/path: {uri}")
         return pathlib.Path(os.environ.get(ENV_MODEL_ROOT, DEFAULT_MODEL_ROOT)) / parsed.netloc / rel
-    raise FileBackupError(f"model URI scheme {parsed.scheme!r} is not backed up yet ({uri}); copy it to a PVC")
+    raise FileBackupError(f"model URI scheme {parsed.scheme!r} cannot be copied ({uri})")
 
 
 def model_uri(session: dict[str, Any]) -> str:
@@ -61,8 +61,24 @@ def model_uri(session: dict[str, Any]) -> str:
 
 
 def copy_models(session: dict[str, Any], run_dir: pathlib.Path) -> tuple[list[pathlib.Path], dict[str, Any]]:
+    """Copy the session's model: a file, or a published version (its model file and manifest.json).
+
+    An ``s3://`` version is not copied: published versions are immutable objects in their bucket
+    (docs/model-artifacts.md), so the run records its URI; the bucket's own retention keeps it.
+    """
     uri = model_uri(session)
+    if uri.startswith("s3://"):
+        return [], {"uri": uri, "copied": False,
+                    "reason": "an s3:// model version is immutable in its bucket; recorded by URI"}
     source = resolve_model(uri)
+    if source.is_dir() and (source / "manifest.json").is_file():   # a published version directory
+        dest_dir = run_dir / MODEL_DIR / source.name
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for item in sorted(p for p in source.iterdir() if p.is_file()):
+            shutil.copyfile(item, dest_dir / item.name)
+            copied.append(dest_dir / item.name)
+        return copied, {"uri": uri, "path": dest_dir.relative_to(run_dir).as_posix()}
     if not source.is_file():
         raise FileBackupError(f"model {uri} not found at {source}")
     dest = run_dir / MODEL_DIR / source.name

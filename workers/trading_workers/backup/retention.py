@@ -59,7 +59,7 @@ def plan(runs: Iterable[RunInfo], keep_last: int, max_age: dt.timedelta | None, 
     return [r.id for r in reversed(ordered) if r.id not in kept]
 
 
-def _run_time(run_id: str) -> dt.datetime:
+def run_time(run_id: str) -> dt.datetime:
     return dt.datetime.strptime(run_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
 
 
@@ -74,7 +74,7 @@ def scan(backup_dir: pathlib.Path) -> list[RunInfo]:
         try:
             manifest = mf.read(child)
         except (OSError, ValueError, KeyError, TypeError):
-            runs.append(RunInfo(child.name, _run_time(child.name), good=False))
+            runs.append(RunInfo(child.name, run_time(child.name), good=False))
             continue
         good = manifest.status == "Completed" and not _verify_failed(child)
         runs.append(RunInfo(child.name, manifest.started_at, good))

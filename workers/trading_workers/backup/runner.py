@@ -10,7 +10,10 @@ A run, step by step (each step logged, so the Job's log is the progress report):
 4. with ``spec.verify``: every artifact's sha256 is checked against the
    manifest and the journal dump is restored into a scratch database and
    compared table by table; the result is kept in ``verify.json``;
-5. retention (``retention.py``) prunes expired runs;
+   with an S3 destination (``Places.remote``) the run directory is a local
+   staging copy: it is then uploaded (manifest last) and every stored object
+   is read back and checked against the manifest (``remote.py``);
+5. retention (``retention.py``) prunes expired runs (in the bucket for S3);
 6. status ``Completed`` or ``Failed`` with size, sha256, location, verified,
    duration, the history, and an Event.
 
@@ -21,11 +24,13 @@ journal under a live executor. "Trading" is the API's own answer:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
 import pathlib
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +38,8 @@ from typing import Any
 import asyncpg
 
 from trading_operator.api.backup import Backup, BackupRun, BackupStatus, parse_duration
-from trading_workers.backup import files, postgres, redis_rdb, retention
+from trading_workers import objectstore
+from trading_workers.backup import files, postgres, redis_rdb, remote, retention
 from trading_workers.backup import manifest as mf
 from trading_workers.backup import status as st
 from trading_workers.bus import session_prefix
@@ -51,10 +57,11 @@ class RestoreRefused(PermanentError):
 class Places:
     """Where runs live and how to reach the journal and Redis."""
 
-    root: pathlib.Path          # holds <backup>/<run-id>/
-    location: str               # how ``root`` is named in status (pvc://claim/path or file:///dir)
+    root: pathlib.Path          # holds <backup>/<run-id>/ (with ``remote``: the local staging directory)
+    location: str               # how the destination is named in status (pvc://claim/path, file:///dir, s3://b/p)
     journal_dsn: str
     redis_url: str
+    remote: objectstore.Store | None = None   # an S3 destination: holds <backup>/<run-id>/
 
 
 @dataclass
@@ -202,12 +209,30 @@ async def _complete_run(api: st.BackupApi, body: dict[str, Any], backup: Backup,
         verified = not problems
         if problems:
             message = "verification failed: " + "; ".join(problems)
+    if places.remote is not None:
+        stored = places.remote.child(f"{name}/{run_id}")
+        try:
+            sent = await asyncio.to_thread(remote.upload_run, run_dir, stored)
+            log.info("run uploaded", extra={"location": stored.uri, "bytes": sent})
+            if not errors:
+                stored_problems = await asyncio.to_thread(remote.check_stored, stored, man, manifest_sha)
+                if stored_problems:
+                    verified = False
+                    message = "verification failed: " + "; ".join(f"uploaded {p}" for p in stored_problems)
+        except objectstore.ObjectStoreError as exc:
+            errors.append(f"upload: {exc}")
+            message = "; ".join(errors)
     ok = not errors and verified is not False
     pruned: list[str] = []
     try:
         max_age = parse_duration(backup.spec.retention.max_age) if backup.spec.retention.max_age else None
-        pruned = retention.apply(backup_dir, backup.spec.retention.keep_last, max_age, _now(), protect=[run_id])
-    except (OSError, ValueError) as exc:
+        if places.remote is not None:
+            pruned = await asyncio.to_thread(remote.apply_retention, places.remote.child(name),
+                                             backup.spec.retention.keep_last, max_age, _now(), [run_id])
+            shutil.rmtree(run_dir, ignore_errors=True)       # the staging copy: the bucket holds the run
+        else:
+            pruned = retention.apply(backup_dir, backup.spec.retention.keep_last, max_age, _now(), protect=[run_id])
+    except (OSError, ValueError, objectstore.ObjectStoreError) as exc:
         log.error("retention failed", extra={"error": str(exc)})
     if ok and "journal" in backup.spec.targets:
         await _release_archive(places, man.session, started)
@@ -244,6 +269,25 @@ async def _release_archive(places: Places, session: str, started: dt.datetime) -
 
 # --------------------------------------------------------------------------- verify
 
+async def fetch_run(places: Places, name: str, run_id: str | None) -> pathlib.Path:
+    """The run's directory: in place on a volume, or downloaded from the bucket into the staging directory."""
+    if places.remote is None:
+        return pick_run(places.root / name, run_id)
+    stored = places.remote.child(name)
+    if run_id:
+        if not mf.is_run_id(run_id) or run_id not in await asyncio.to_thread(remote.run_ids, stored):
+            raise ConfigError(f"no run {run_id!r} under {stored.uri}")
+    else:
+        run_id = await asyncio.to_thread(remote.newest_good, stored)
+        if run_id is None:
+            raise ConfigError(f"no good run (completed, not failing verification) under {stored.uri}")
+    run_dir = places.root / name / run_id
+    shutil.rmtree(run_dir, ignore_errors=True)
+    count = await asyncio.to_thread(remote.download_run, stored.child(run_id), run_dir)
+    log.info("run downloaded", extra={"run": run_id, "location": f"{stored.uri}/{run_id}", "files": count})
+    return run_dir
+
+
 def pick_run(backup_dir: pathlib.Path, run_id: str | None) -> pathlib.Path:
     if run_id:
         if not mf.is_run_id(run_id) or not (backup_dir / run_id).is_dir():
@@ -257,11 +301,14 @@ def pick_run(backup_dir: pathlib.Path, run_id: str | None) -> pathlib.Path:
 
 async def verify_run(api: st.BackupApi, namespace: str, name: str, places: Places, run_id: str | None) -> Outcome:
     body = await api.get(namespace, name)
-    run_dir = pick_run(places.root / name, run_id)
+    run_dir = await fetch_run(places, name, run_id)
     status = BackupStatus.model_validate(body.get("status") or {})
     recorded = next((h.sha256 for h in status.history if h.id == run_dir.name), None)
     log.info("verification started", extra={"run": run_dir.name})
     problems = await verify_dir(run_dir, places.journal_dsn, recorded)
+    if places.remote is not None:   # the result beside the run in the bucket, as on a volume
+        await asyncio.to_thread(places.remote.child(f"{name}/{run_dir.name}").put_file,
+                                retention.VERIFY_RESULT, run_dir / retention.VERIFY_RESULT)
     ok = not problems
     message = "verified: artifacts match the manifest; journal restore matches" if ok else (
         "verification failed: " + "; ".join(problems))
@@ -300,7 +347,7 @@ async def restore(api: st.BackupApi, namespace: str, name: str, places: Places, 
             f"refusing to restore session {session_key}: {reason}. Halt it first and wait for phase Halted:\n"
             f"  kubectl -n {s_ns} patch tradingsession {s_name} --type=merge "
             "-p '{\"spec\":{\"halted\":true,\"haltReason\":\"restore from backup\"}}'")
-    run_dir = pick_run(places.root / name, run_id)
+    run_dir = await fetch_run(places, name, run_id)
     manifest, problems = mf.check(run_dir)
     if manifest is None or problems:
         raise RestoreRefused(f"run {run_dir.name} does not match its manifest, refusing to restore it: "

@@ -1,7 +1,7 @@
 """The inference role's ``run(runtime)``: the worker runtime as the small interface ``inference.worker`` uses.
 
 ``inference.worker.run`` depends only on ``InferenceRuntime`` (quotes in, signals out, a Reducing
-request, readiness), so it is tested over a stand-in; ``InferenceIO`` is that interface over the bus
+request, readiness, the model's status), so it is tested over a stand-in; ``InferenceIO`` is that interface over the bus
 (the ``inference`` consumer group on market data, the ``signals`` stream) and the session's status
 (the shared ``request_reducing`` transaction). torch is imported only when the role runs.
 """
@@ -9,6 +9,7 @@ request, readiness), so it is tested over a stand-in; ``InferenceIO`` is that in
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -71,6 +72,26 @@ class InferenceIO:
 
     async def publish_signal(self, signal: Signal) -> None:
         await self.bus.publish(bus_mod.SIGNALS, bus_mod.encode_signal(signal))
+
+    async def report_model(self, status: Any) -> None:
+        """``status.model`` (owned by the inference workers: a plain merge) and an Event naming the version or the fault."""
+        from trading_operator.api.status import ModelState
+        from trading_workers.session_status import EventRecorder, SessionStatus
+
+        kube = self.rt.require_kube()
+        ns, name = self.rt.settings.namespace, self.rt.settings.name
+        status.at = status.at or dt.datetime.now(dt.UTC)
+        try:
+            # Every field, unset ones as null: a merge patch must not leave the previous version beside a refusal.
+            await SessionStatus(kube, ns, name).merge({"model": status.model_dump(mode="json", by_alias=True)})
+        except Exception as exc:   # reporting is best effort; serving (or refusing) does not depend on it
+            log.warning("model status not written", extra={"error": str(exc)})
+        refused = status.state == ModelState.REFUSED
+        message = (f"model {status.uri} refused, not served: {status.message}" if refused else
+                   f"serving model {status.uri} version {status.version}"
+                   + (" (sha256 verified against its manifest)" if status.verified else " (unverified: no manifest)"))
+        await EventRecorder(kube, ns, name, "inference").record("Warning" if refused else "Normal",
+                                                               str(status.reason), message)
 
     async def request_reducing(self, reason: str) -> None:
         """The inference guard: latch Reducing (source Inference) through the shared status transaction."""

@@ -19,6 +19,10 @@ What ``run`` assumes of ``runtime`` (see :class:`InferenceRuntime`):
   Reducing (the guard tripped: NaN outputs, or a batch slower than ``ModelSpec.max_latency_ms``).
   Called once per reason per :data:`REDUCE_REPEAT_S`, not on every batch.
 - optional ``runtime.set_ready(bool)`` — called with True once the model is loaded and placed.
+- optional ``await runtime.report_model(status)`` — a :class:`~trading_operator.api.session.ModelStatus`:
+  the model's URI, version and sha256 once it serves (``Serving``), or why it was refused
+  (``Refused``, reason ``ModelCorrupt`` or ``ModelLoadFailed``). A refused model is never served:
+  the worker stays up, not ready, scoring nothing, until it is stopped (a new ``model.uri`` rolls it).
 
 ``run`` returns when the quote iterator ends; on SIGTERM the runtime cancels it.
 Model loading runs in a thread so the runtime's health endpoints stay responsive.
@@ -36,11 +40,13 @@ from typing import Protocol
 import torch
 
 from trading_operator.api import metric_names as mn
-from trading_operator.api.session import ModelSpec
+from trading_operator.api.session import ModelSpec, ModelStatus
+from trading_operator.api.status import ModelState, Reason
 from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers.domain import Quote, Signal
+from trading_workers.inference import model as model_mod
 from trading_workers.inference.engine import SignalEngine, StepResult
-from trading_workers.inference.predictor import Predictor
+from trading_workers.inference.predictor import Predictor, select_device
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,8 @@ SIGNALS = mn.collector(mn.INFERENCE_SIGNALS)
 GUARD_TRIPS = mn.collector(mn.INFERENCE_GUARD_TRIPS)
 INVALID_INPUTS = mn.collector(mn.INFERENCE_INVALID_INPUTS)
 OUTCOMES = mn.collector(mn.INFERENCE_OUTCOMES)
+MODEL_INFO = mn.collector(mn.INFERENCE_MODEL_INFO)
+MODEL_REFUSED = mn.collector(mn.INFERENCE_MODEL_REFUSED)
 
 
 class InferenceRuntime(Protocol):
@@ -108,10 +116,25 @@ async def run(runtime: InferenceRuntime) -> None:
     cfg = runtime.config
     spec = cfg.strategy.model or ModelSpec()
     threads = configure_threads()
-    predictor = await asyncio.to_thread(Predictor.from_spec, spec)
+    report = getattr(runtime, "report_model", None)
+    try:
+        artifact = await asyncio.to_thread(model_mod.load_uri, spec.uri)
+    except model_mod.ModelLoadError as exc:
+        await _refuse(runtime, spec.uri, exc, report)
+        return
+    predictor = await asyncio.to_thread(Predictor, artifact.model, device=select_device(spec.device),
+                                        batch_size=spec.batch_size, max_latency_ms=spec.max_latency_ms)
     engine = SignalEngine(predictor, cfg.symbols, cfg.strategy.params, model_uri=spec.uri)
-    log.info("inference model loaded", extra={"model": spec.uri, "device": str(predictor.device),
+    MODEL_INFO.labels(uri=spec.uri, version=artifact.version, verified=str(artifact.verified).lower()).set(1)
+    log.info("inference model loaded", extra={"model": spec.uri, "version": artifact.version,
+                                              "verified": artifact.verified, "device": str(predictor.device),
                                               "batch_size": predictor.batch_size, "threads": threads})
+    if callable(report):
+        await report(ModelStatus(uri=spec.uri, state=ModelState.SERVING, version=artifact.version,
+                                 sha256=artifact.sha256, verified=artifact.verified,
+                                 reason=Reason.MODEL_VERIFIED if artifact.verified else Reason.MODEL_UNVERIFIED,
+                                 message=f"serving {artifact.version}" + ("" if artifact.verified else
+                                                                          " (a bare file: no manifest to verify)")))
     set_ready = getattr(runtime, "set_ready", None)
     if callable(set_ready):
         set_ready(True)
@@ -131,6 +154,18 @@ async def run(runtime: InferenceRuntime) -> None:
         if not consumer.done():
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)   # let the quote iterator close cleanly
+
+
+async def _refuse(runtime: InferenceRuntime, uri: str, exc: Exception,
+                  report: Callable[[ModelStatus], Awaitable[None]] | None) -> None:
+    """Serve nothing: report why, stay not ready, and drain the quote stream until it ends or the worker stops."""
+    reason = Reason.MODEL_CORRUPT if isinstance(exc, model_mod.ModelCorrupt) else Reason.MODEL_LOAD_FAILED
+    MODEL_REFUSED.labels(reason=reason.value).inc()
+    log.error("inference model refused", extra={"model": uri, "reason": reason.value, "error": str(exc)})
+    if callable(report):
+        await report(ModelStatus(uri=uri, state=ModelState.REFUSED, reason=reason, message=str(exc)[:2048]))
+    async for _ in runtime.quotes():
+        pass
 
 
 async def _consume(quotes: AsyncIterator[Quote], engine: SignalEngine, changed: asyncio.Event) -> None:

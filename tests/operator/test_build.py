@@ -40,13 +40,18 @@ def test_suspend_scales_to_zero_and_executor_never_surges() -> None:
     assert workers.deployment(ts(), Role.EXECUTOR, settings)["spec"]["strategy"] == {"type": "Recreate"}
 
 
-def test_broker_keys_come_from_the_secret_only_for_the_executor() -> None:
-    session = ts(broker={"kind": "alpaca", "credentialsSecretRef": {"name": "keys"}})
-    executor = workers.deployment(session, Role.EXECUTOR, Settings())["spec"]["template"]["spec"]["containers"][0]
-    refs = [e["valueFrom"]["secretKeyRef"] for e in executor["env"] if "valueFrom" in e]
-    assert {r["name"] for r in refs} == {"keys"} and len(refs) == 2
-    strategy = workers.deployment(session, Role.STRATEGY, Settings())["spec"]["template"]["spec"]["containers"][0]
-    assert all("valueFrom" not in e for e in strategy["env"])
+def test_broker_keys_come_from_the_secret_only_for_the_executor_and_alpacas_market_data() -> None:
+    def refs(session: Any, role: Role) -> list[dict[str, str]]:
+        container = workers.deployment(session, role, Settings())["spec"]["template"]["spec"]["containers"][0]
+        return [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+
+    alpaca = ts(broker={"kind": "alpaca", "credentialsSecretRef": {"name": "keys"}})
+    for role in (Role.EXECUTOR, Role.MARKET_DATA):   # Alpaca's data stream authenticates with the account keys
+        assert {r["name"] for r in refs(alpaca, role)} == {"keys"} and len(refs(alpaca, role)) == 2
+    for role in (Role.STRATEGY, Role.INFERENCE, Role.RISK):
+        assert refs(alpaca, role) == []
+    simulated = ts(broker={"kind": "simulated", "credentialsSecretRef": {"name": "keys"}})
+    assert refs(simulated, Role.MARKET_DATA) == [] and len(refs(simulated, Role.EXECUTOR)) == 2
 
 
 def test_names_and_labels_come_from_one_place() -> None:

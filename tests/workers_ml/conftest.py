@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.workers_ml.alpaca_fake import FakeAlpaca
+from tests.fixtures.alpaca import FakeAlpaca
 
 
 class VirtualClock:

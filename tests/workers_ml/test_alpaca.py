@@ -17,7 +17,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from tests.workers_ml.alpaca_fake import FakeAlpaca, recorded
+from tests.fixtures.alpaca import FakeAlpaca, recorded
 from tests.workers_ml.conftest import VirtualClock
 from trading_operator.api.session import BrokerSpec
 from trading_workers import domain

@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.workers_ml.alpaca_fake import DATA
+from tests.fixtures.alpaca import DATA, StreamReplay
 from trading_dev import services
 from trading_workers import bus as bus_mod
 from trading_workers.brokers import alpaca_data
@@ -231,3 +231,35 @@ def test_midpoint() -> None:
     assert alpaca_data.midpoint(10.0, 10.2) == pytest.approx(10.1)
     assert alpaca_data.midpoint(0.0, 10.2) == 10.2 and alpaca_data.midpoint(10.0, 0.0) == 10.0
     assert alpaca_data.midpoint(0.0, 0.0) is None
+
+
+async def test_a_dropped_stream_is_reconnected_by_alpaca_py_and_quotes_resume(
+        redis_url: str, rest: FakeRest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream server closes every connection after two quotes: alpaca-py reconnects (with its backoff,
+    from 1 s), authenticates and subscribes again, and the newer quotes reach the bus."""
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY_ID)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    monkeypatch.setenv(alpaca_data.ENV_DATA_URL, rest.url)
+    rt = Rt(redis_url, ["AAPL", "MSFT"], redis_prefix="t:alpaca-reconnect")
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=15, socket_timeout=15)
+    bus = bus_mod.Bus(client, rt.redis_prefix)
+    with StreamReplay(interval=0.2, drop_after=2).running() as stream:
+        monkeypatch.setenv(alpaca_data.ENV_STREAM_URL, stream.url)
+        task = asyncio.create_task(alpaca_data.run_market_data(rt))
+        try:
+            await _eventually(lambda: _async(stream.connections >= 3), 30, "two reconnects")
+            assert len(stream.subscribed) >= 3 and all(sorted(s["quotes"]) == ["AAPL", "MSFT"]
+                                                        for s in stream.subscribed)
+            assert all(a == {"action": "auth", "key": KEY_ID, "secret": SECRET} for a in stream.auth)
+            quotes = await _eventually(lambda: _at_least(bus, 5), 20, "quotes from several connections")
+            seqs = [q.seq for q in quotes if q.symbol == "AAPL"]
+            assert seqs == sorted(set(seqs)) and len(seqs) >= 3   # each connection's quotes newer than the last
+        finally:
+            rt.stop.set()
+            await asyncio.wait_for(task, timeout=20)
+            await client.aclose()
+
+
+async def _at_least(bus: bus_mod.Bus, n: int) -> list[Any] | None:
+    quotes = await _quotes(bus)
+    return quotes if len(quotes) >= n else None

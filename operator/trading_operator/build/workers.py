@@ -78,7 +78,9 @@ def _env(ts: TradingSession, role: Role, settings: Settings) -> list[dict[str, A
         if model.uri.startswith("s3://") and model.s3 is not None:
             env += [*security.s3_env(model.s3), {"name": ENV_MODEL_CACHE, "value": "/tmp/models"}]
     secret = ts.spec.broker.credentials_secret_ref
-    if role is Role.EXECUTOR and secret is not None:
+    # The executor trades with the keys; Alpaca's market data (stream and REST) needs the same account keys.
+    needs_keys = role is Role.EXECUTOR or (role is Role.MARKET_DATA and ts.spec.broker.kind == "alpaca")
+    if needs_keys and secret is not None:
         for env_name, key in ((wc.ENV_BROKER_KEY_ID, secret.key_id_key), (wc.ENV_BROKER_SECRET, secret.secret_key_key)):
             env.append(security.secret_env(env_name, secret.name, key))
     return env

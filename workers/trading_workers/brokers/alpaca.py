@@ -7,7 +7,8 @@ Why each piece is here:
   labelled namespace, and this adapter never decides that on its own.
 - **Credentials from the environment** (``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``,
   injected from the session's Secret). They are handed to alpaca-py and never
-  logged, formatted into errors, or kept in this object's repr.
+  logged, formatted into errors, or kept in this object's repr. ``TRADING_ALPACA_TRADING_URL``
+  overrides the endpoint (the drills' recorded responses on loopback).
 - **Idempotent submit.** Every order carries its deterministic ``client_order_id``.
   A submit whose outcome is unknown (timeout, 5xx) is retried with the *same* id;
   if the first attempt did reach Alpaca, the retry is refused as a duplicate
@@ -73,6 +74,9 @@ ERR_DUPLICATE_CLIENT_ORDER_ID = 40010001
 OPEN_ORDERS_PAGE = 500               # Alpaca's maximum ``limit`` for GET /v2/orders
 ACTIVITIES_PAGE = 100
 FILLS_LOOKBACK = dt.timedelta(hours=24)
+#: Points alpaca-py's TradingClient elsewhere (as TRADING_ALPACA_STREAM_URL / _DATA_URL do for market data):
+#: the drills serve recorded responses on loopback through it. The operator never sets it.
+ENV_TRADING_URL = "TRADING_ALPACA_TRADING_URL"
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -308,6 +312,8 @@ class AlpacaBroker:
                    if not env.get(name)]
         if missing:
             raise ConfigError(f"alpaca credentials missing from the environment: {', '.join(missing)}")
+        if env.get(ENV_TRADING_URL) and "url_override" not in kwargs:
+            kwargs["url_override"] = env[ENV_TRADING_URL]
         return cls(env[workerconfig.ENV_BROKER_KEY_ID], env[workerconfig.ENV_BROKER_SECRET], paper=paper, **kwargs)
 
     @classmethod

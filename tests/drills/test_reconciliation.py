@@ -1,6 +1,7 @@
 """Drills: the end-of-day reconciliation on the simulated exchange (its own persisted state) and the journal.
 
-A clean day reconciles clean at the close. A day with injected differences — a fill the journal lost,
+A clean day reconciles clean at the close, and a restarted executor does not reconcile it again.
+A day with injected differences — a fill the journal lost,
 a position the journal holds differently, an order at the exchange the journal never saw — is
 reconciled on demand (``kubectl trading reconcile``): each difference is named exactly (symbol,
 quantities, order, fill), the unknown order is adopted (the simulated exchange is the session's own),
@@ -10,7 +11,11 @@ quantities, order, fill), the unknown order is adopted (the simulated exchange i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -18,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import ROOT
-from tests.drills.harness import Drill
+from tests.drills.harness import Drill, wait_until
 from trading_workers.brokers.simulated import SimulatedExchange
 from trading_workers.domain import Order, OrderType, Side
 
@@ -52,6 +57,24 @@ def test_a_clean_day_reconciles_clean_at_the_close(make_drill: Callable[..., Dri
     rows = d._rows("SELECT * FROM reconciliations WHERE session = %s")
     assert [(r["trigger"], r["clean"], str(r["day"]), r["broker"]) for r in rows] == [
         ("Close", True, "2026-11-24", "simulated")]
+
+    # A restarted executor, still in a close phase, finds the day's close reconciliation in the journal.
+    executor = d.replicas("executor")[0]
+    assert executor.proc is not None
+    old_pid, killed = executor.proc.pid, dt.datetime.now(dt.UTC)
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: ((r := d.replicas("executor")) and r[0].proc is not None and r[0].proc.pid != old_pid
+               and r[0].alive()) or None, timeout=60, what="the executor restarted")
+    st = d.wait_status(lambda s: (s.get("executor") or {}).get("brokerConnected") and _after(
+        (s.get("executor") or {}).get("heartbeat"), killed + dt.timedelta(seconds=3)), "the new executor's report")
+    assert st["phase"] in ("MarketClose", "AfterHours"), st["phase"]
+    time.sleep(5)
+    rows = d._rows("SELECT trigger FROM reconciliations WHERE session = %s")
+    assert [r["trigger"] for r in rows] == ["Close"]
+
+
+def _after(stamp: object, when: dt.datetime) -> bool:
+    return isinstance(stamp, str) and dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) >= when
 
 
 def test_injected_differences_are_named_exactly_and_raise_a_condition_and_an_event(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from trading_operator.api.status import Difference, DifferenceAction
 from trading_workers.domain import Fill, Order, OrderStatus, Side
 from trading_workers.reconciliation import compare, confirmed
@@ -65,3 +67,47 @@ def test_a_difference_seen_once_only_is_a_late_fill_not_a_mismatch() -> None:
     assert len(first.differences) == 2 and confirmed(first, second).clean
     still = confirmed(first, first)
     assert [d.kind for d in still.differences] == [Difference.POSITION_MISMATCH, Difference.FILL_MISSING_IN_JOURNAL]
+
+
+# ---------------------------------------------------------------- when it runs (real Redis and PostgreSQL)
+
+async def test_it_runs_once_per_close_and_once_per_request_also_across_a_restart(
+        journal: Any, redis_client: Any, session_name: str) -> None:
+    """``EndOfDay.maybe_run`` on the simulated exchange and a real journal, with literal session versions."""
+    import datetime as dt
+
+    from trading_operator.api.session import TradingSession
+    from trading_operator.api.workerconfig import WorkerConfig
+    from trading_workers.brokers.simulated import SimulatedExchange
+    from trading_workers.executor.eod import RECONCILE_REQUEST_ANNOTATION, EndOfDay
+    from trading_workers.executor.fills import Book, Fills
+
+    exchange = SimulatedExchange(redis_client=redis_client, key_prefix=f"t:{session_name}")
+    await exchange.connect()
+    config = WorkerConfig.from_session(TradingSession.model_validate({
+        "metadata": {"name": session_name, "namespace": "test", "uid": "u"},
+        "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"}}}))
+    now = dt.datetime(2026, 11, 24, 21, 5, tzinfo=dt.UTC)   # 16:05 in New York
+
+    def executor() -> EndOfDay:
+        book = Book()
+        return EndOfDay(config=config, broker=exchange, book=book, fills=Fills(exchange, book, lambda: journal),
+                        journal=lambda: journal, session_now=lambda: now, events=None, on_done=lambda: None)
+
+    def session(phase: str, request: str | None = None, answered: str | None = None) -> dict[str, Any]:
+        annotations = {RECONCILE_REQUEST_ANNOTATION: request} if request else {}
+        executor_status = {"reconciliation": {"request": answered}} if answered else {}
+        return {"metadata": {"annotations": annotations}, "status": {"phase": phase, "executor": executor_status}}
+
+    eod = executor()
+    assert await eod.maybe_run(session("MarketOpen")) is None
+    first = await eod.maybe_run(session("AfterHours"))   # the MarketClose window was missed: AfterHours will do
+    assert first is not None and first.trigger == "Close" and first.clean and str(first.day) == "2026-11-24"
+    assert await eod.maybe_run(session("AfterHours")) is None   # once per session day
+    asked = await eod.maybe_run(session("AfterHours", request="r1"))
+    assert asked is not None and (asked.trigger, asked.request) == ("Request", "r1")
+    assert await eod.maybe_run(session("AfterHours", request="r1")) is None   # answered
+    # A new executor process: the answered request is in status, the close reconciliation in the journal.
+    again = executor()
+    assert await again.maybe_run(session("AfterHours", request="r1", answered="r1")) is None
+    assert [r["trigger"] for r in await journal.reconciliations()] == ["Close", "Request"]

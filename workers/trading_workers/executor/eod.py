@@ -75,11 +75,12 @@ class EndOfDay:
         request = ((obj.get("metadata") or {}).get("annotations") or {}).get(RECONCILE_REQUEST_ANNOTATION)
         day, _ = self.session_day()
         if not self._started:  # after a restart: what was already answered is in status and the journal
-            self._started = True
             previous = (status.get("executor") or {}).get("reconciliation") or {}
+            done = await self._journal().reconciliations(day)   # may raise: then this runs again next step
             self.answered = previous.get("request")
-            if any(r["trigger"] == ReconciliationTrigger.CLOSE for r in await self._journal().reconciliations(day)):
+            if any(r["trigger"] == ReconciliationTrigger.CLOSE for r in done):
                 self.closed_day = day
+            self._started = True
         if request is not None and request != self.answered:
             return await self.run(ReconciliationTrigger.REQUEST, request)
         if status.get("phase") in CLOSE_PHASES and self.closed_day != day:

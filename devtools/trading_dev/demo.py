@@ -6,13 +6,16 @@ trading-ops engineer cares about:
 
 1. a RiskPolicy (drill thresholds), a TradingSession on the simulated
    exchange with a fast simulated clock, and a one-shot Backup are applied;
-2. the phases advance on the XNYS calendar and orders flow (progress line);
+2. the phases advance on the XNYS calendar and orders flow (a progress line stamped with the
+   session's simulated clock, as is every event told);
 3. a risk limit is breached: the risk worker halts the session through its
    status; the executor stops sending (the journal's order count freezes);
 4. the risk owner restores the runbook limits and the demo resumes with the
    documented command, naming the halt id;
-5. the backup completes and verifies;
-6. the day runs to its close; a summary table ends the run.
+5. the backup, which runs from the start, is told when it completes and verifies (wherever that
+   falls in the story);
+6. the day runs to its close; a summary table ends the run: P&L as realized + unrealized = total,
+   pre-trade rejections explained and counted by reason.
 
 ``--prometheus`` also starts a real Prometheus and Alertmanager beside the platform, with the
 chart's alert rules (``trading_dev.monitoring``), prints where their alerts and graphs are, and

@@ -55,11 +55,20 @@ def manifests(speed: float) -> str:
     return yaml.safe_dump_all([policy, session, backup], sort_keys=False)
 
 
+def session_clock(st: dict[str, Any]) -> str:
+    """The session's own clock (simulated in the demo) as of the operator's last reconcile: 'MM-DD HH:MM UTC'."""
+    clock = str(st.get("clock") or "")
+    return clock[5:16].replace("T", " ") + " UTC" if len(clock) >= 16 else "--"
+
+
 class Story:
     def __init__(self, platform: LocalPlatform, timeout: float) -> None:
         self.p = platform
         self.deadline = time.monotonic() + timeout
         self.last_line = 0.0
+        self.backup: dict[str, Any] | None = None  # the Backup's final status, once narrated
+        self.backup_checked = 0.0
+        self.backup_clock = ""
 
     def say(self, text: str) -> None:
         print(f"\n==> {text}", flush=True)
@@ -67,21 +76,36 @@ class Story:
     def note(self, text: str) -> None:
         print(f"    {text}", flush=True)
 
+    def watch_backup(self, st: dict[str, Any]) -> None:
+        """Narrate the Backup when it finishes, whatever the story is waiting for then (it runs from the start)."""
+        if self.backup is not None or time.monotonic() - self.backup_checked < 2:
+            return
+        self.backup_checked = time.monotonic()
+        status = self.get("backup", BACKUP).get("status") or {}
+        if status.get("phase") not in ("Completed", "Failed"):
+            return
+        self.backup = dict(status)
+        self.backup_clock = session_clock(st)
+        self.say(f"[{session_clock(st)} session time] the one-shot backup ran: journal, Redis, models and "
+                 "resources, verified by a scratch restore")
+        self.note(f"backup {status.get('phase')}: verified={status.get('verified')} "
+                  f"size={status.get('sizeBytes')} bytes at {status.get('location')}")
+
     def wait_backup(self, timeout: float) -> dict[str, Any]:
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            status = self.get("backup", BACKUP).get("status") or {}
-            self.progress(self.session())
-            if status.get("phase") in ("Completed", "Failed"):
-                self.note(f"backup {status.get('phase')}: verified={status.get('verified')} "
-                          f"size={status.get('sizeBytes')} bytes at {status.get('location')}")
-                return dict(status)
+        while self.backup is None and time.monotonic() < end:
+            st = self.session()
+            self.progress(st)
+            self.watch_backup(st)
             time.sleep(1)
-        self.note("backup did not finish in time")
-        return {"phase": "Timeout"}
+        if self.backup is None:
+            self.note("backup did not finish in time")
+            return {"phase": "Timeout"}
+        return self.backup
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        return json.loads(self.p.kubectl("get", kind, name, "-n", NS, "-o", "json").stdout)
+        out = self.p.kubectl("get", kind, name, "-n", NS, "-o", "json").stdout
+        return json.loads(out) if out.strip() else {}
 
     def session(self) -> dict[str, Any]:
         return self.get("tradingsession", SESSION).get("status") or {}
@@ -92,10 +116,9 @@ class Story:
         self.last_line = time.monotonic()
         summary = st.get("summary") or {}
         halt = st.get("halt") or {}
-        clock = (summary.get("updatedAt") or st.get("clock") or "")[:16].replace("T", " ")
-        print(f"    [{clock or '-':<16}] phase {st.get('phase', '-'):<12} state {st.get('tradingState', '-'):<8} "
+        print(f"    [{session_clock(st)}] phase {st.get('phase', '-'):<12} state {st.get('tradingState', '-'):<8} "
               f"orders {summary.get('orders', 0):>4}  fills {summary.get('fills', 0):>4}  "
-              f"P&L {summary.get('dailyPnlPct', 0.0):+.4f}%"
+              f"rejected {summary.get('rejected', 0):>3}  P&L {summary.get('dailyPnlPct', 0.0):+.4f}%"
               + (f"  HALTED ({halt.get('source')}: {halt.get('reason')})" if halt.get("active") else ""), flush=True)
 
     def wait(self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 300) -> dict[str, Any]:
@@ -103,6 +126,7 @@ class Story:
         while time.monotonic() < end:
             st = self.session()
             self.progress(st)
+            self.watch_backup(st)
             if predicate(st):
                 return st
             time.sleep(0.5)
@@ -121,6 +145,17 @@ async def journal_counts(dsn: str) -> dict[str, int]:
         await conn.close()
 
 
+async def rejection_reasons(dsn: str) -> dict[str, int]:
+    """The journal's pre-trade rejections of the demo session, counted by reason (most frequent first)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT reason, count(*) AS n FROM rejections WHERE session = $1 "
+                                "GROUP BY reason ORDER BY n DESC, reason", f"{NS}/{SESSION}")
+        return {str(r["reason"]): int(r["n"]) for r in rows}
+    finally:
+        await conn.close()
+
+
 @dataclass
 class StoryResult:
     """What happened, read back from the API and the journal."""
@@ -132,6 +167,8 @@ class StoryResult:
     resumed: bool = False
     backup: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)      # journal: pre-trade rejections by reason
+    backup_clock: str = ""                                         # session time the backup was seen finished
     summary: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)          # status.report: the day's final report
     reconciliation: dict[str, Any] = field(default_factory=dict)  # status.executor.reconciliation at the close
@@ -168,7 +205,7 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     st = story.wait("an automatic halt", lambda st: (st.get("halt") or {}).get("active", False))
     halt = st["halt"]
     result.halts.append(halt)
-    story.note(f"halt {halt['id']} raised by {halt['source']}: {halt['reason']}")
+    story.note(f"[{session_clock(st)} session time] halt {halt['id']} raised by {halt['source']}: {halt['reason']}")
     time.sleep(1)  # in-flight orders settle; from here on nothing new may be sent
     result.orders_at_halt = asyncio.run(journal_counts(dsn))["orders"]
     time.sleep(3)
@@ -195,8 +232,10 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     result.resumed = True
     story.note("resumed; phase " + story.session().get("phase", "-"))
 
-    story.say("the backup: journal, Redis, models, resources — verified by a scratch restore")
+    if story.backup is None:
+        story.say("the one-shot backup (applied at the start) is still running; waiting for it")
     result.backup = story.wait_backup(backup_timeout)
+    result.backup_clock = story.backup_clock
     if monitoring is not None:
         result.backup_series = _poll(lambda: monitoring.query(
             f'time() - trading_backup_last_success_timestamp_seconds{{namespace="{NS}", backup="{BACKUP}"}}'), 60) or []
@@ -227,6 +266,7 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     result.phases = [t["to"] for t in final.get("transitions", [])]
     result.summary = final.get("summary") or {}
     result.counts = asyncio.run(journal_counts(dsn))
+    result.rejections = asyncio.run(rejection_reasons(dsn))
     events = json.loads(p.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"]
     result.events = [e["reason"] for e in events if e["involvedObject"]["name"] == SESSION]
     return result
@@ -261,21 +301,38 @@ def _reconciliation_text(rec: dict[str, Any]) -> str:
     return f"{rec.get('day')} close: {len(rec.get('differences') or [])} difference(s) ({kinds}; {compared})"
 
 
+def _rejection_rows(total: int, by_reason: dict[str, int]) -> list[tuple[str, str]]:
+    """Pre-trade rejections: what they are, and how many of each reason."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.items()) or "none"
+    return [("rejected pre-trade", f"{total} (order intents the executor's pre-trade checks refused before the "
+                                   "broker: nothing sent)"),
+            ("", f"by reason: {reasons}")]
+
+
+def _pnl_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """Realized + unrealized = total P&L, and the same total as the daily P&L percentage."""
+    realized, unrealized = float(s.get("realizedPnl", 0.0)), float(s.get("unrealizedPnl", 0.0))
+    return [("realized P&L", f"{realized:+.2f} USD (closed trades)"),
+            ("unrealized P&L", f"{unrealized:+.2f} USD (open positions at the last marks)"),
+            ("total P&L", f"{realized + unrealized:+.2f} USD = realized + unrealized; "
+                          f"{s.get('dailyPnlPct', 0.0):+.4f} % of start-of-day equity (daily P&L)")]
+
+
 def summary_table(result: StoryResult) -> str:
     s = result.summary
     rows = [
         ("phases", " -> ".join(result.phases)),
         ("orders (journal)", str(result.counts.get("orders", 0))),
         ("fills (journal)", str(result.counts.get("fills", 0))),
-        ("rejected pre-trade", str(result.counts.get("rejections", 0))),
+        *_rejection_rows(result.counts.get("rejections", 0), result.rejections),
         ("risk events", str(result.counts.get("risk_events", 0))),
-        ("realized P&L", f"{s.get('realizedPnl', 0.0):+.2f} USD"),
-        ("daily P&L", f"{s.get('dailyPnlPct', 0.0):+.4f} %"),
+        *_pnl_rows(s),
         *_report_rows(result.report),
         ("reconciliation", _reconciliation_text(result.reconciliation) or "none"),
         ("halts", ", ".join(f"{h['id']} ({h['source']}: {h['reason']})" for h in result.halts) or "none"),
         ("backup", f"{result.backup.get('phase')} verified={result.backup.get('verified')} "
-                   f"size={result.backup.get('sizeBytes')} bytes"),
+                   f"size={result.backup.get('sizeBytes')} bytes"
+                   + (f" (done by {result.backup_clock} session time)" if result.backup_clock else "")),
     ]
     if result.alerts:
         rows.append(("alerts fired", ", ".join(f"{a['labels']['alertname']} ({a['labels'].get('namespace')}/"

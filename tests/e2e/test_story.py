@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,13 +19,38 @@ from trading_dev.platform import LocalPlatform
 from trading_operator.api import phases
 
 pytestmark = pytest.mark.e2e
+NARRATION: list[str] = []  # what the story printed, as make demo prints it
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> story.StoryResult:
+    printed = io.StringIO()
     with LocalPlatform(tmp_path_factory.mktemp("platform")) as platform, \
-            Monitoring(platform, tmp_path_factory.mktemp("monitoring")) as monitoring:
-        return story.run_story(platform, speed=1200, timeout=600, monitoring=monitoring)
+            Monitoring(platform, tmp_path_factory.mktemp("monitoring")) as monitoring, \
+            contextlib.redirect_stdout(printed):
+        done = story.run_story(platform, speed=1200, timeout=600, monitoring=monitoring)
+    NARRATION[:] = printed.getvalue().splitlines()
+    return done
+
+
+def test_the_story_is_told_in_session_time_in_the_order_it_happened(result: story.StoryResult) -> None:
+    """Every time stamp the demo prints is the session's (simulated) clock, never decreasing; the backup,
+    which runs from the start, is told when it finished, between its neighbours in session time."""
+    text = "\n".join(NARRATION)
+    stamps = re.findall(r"\[(\d\d-\d\d \d\d:\d\d) UTC", text)
+    assert len(stamps) > 5 and stamps == sorted(stamps), text[-3000:]
+    # The session's simulated day (it starts Monday 2026-11-23 08:59 UTC), not the wall clock's.
+    assert all("11-23 08:59" <= stamp <= "11-24 06:00" for stamp in stamps), stamps
+    told = [i for i, line in enumerate(NARRATION) if "the one-shot backup ran" in line]
+    assert len(told) == 1 and result.backup_clock and result.backup_clock in NARRATION[told[0]], text[-3000:]
+
+
+def test_the_summary_reconciles(result: story.StoryResult) -> None:
+    table = story.summary_table(result)
+    s = result.summary
+    assert f"{s['realizedPnl'] + s['unrealizedPnl']:+.2f} USD = realized + unrealized" in table
+    assert sum(result.rejections.values()) == result.counts["rejections"]
+    assert re.search(rf"rejected pre-trade\s+{result.counts['rejections']} \(order intents", table), table
 
 
 def test_phases_advance_in_order_and_legally(result: story.StoryResult) -> None:

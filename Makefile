@@ -25,10 +25,20 @@ help:
 sysdeps:
 	@bash hack/install-sysdeps.sh
 
+# pip's own output (progress, build warnings, notices) goes to a log; the terminal gets one line
+# saying what is being installed and roughly how long it takes, then how long it took.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -c requirements.lock -e '.[dev,ml]'
+	@echo "installing the pinned Python dependencies into $(VENV) (the first time several minutes: torch's wheels are large; log: $(VENV)/install.log) ..."
+	@start=$$(date +%s); \
+	if PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1 \
+	   $(PIP) install -q --upgrade pip setuptools wheel >$(VENV)/install.log 2>&1 && \
+	   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_INPUT=1 \
+	   $(PIP) install -q -c requirements.lock -e '.[dev,ml]' >>$(VENV)/install.log 2>&1; then \
+	  echo "    Python dependencies installed in $$(( $$(date +%s) - start ))s"; \
+	else \
+	  tail -n 30 $(VENV)/install.log; echo "pip install failed; the whole log: $(VENV)/install.log"; exit 1; \
+	fi
 	@touch $(STAMP)
 
 pydeps: $(STAMP)
@@ -38,7 +48,7 @@ deps: sysdeps pydeps controlplane node-deps node-binaries helm promql-check obje
 # kube-apiserver of the oldest and the newest supported Kubernetes minor, and etcd, built from Go
 # modules and cached outside the repo (docs/decisions/0006-supported-kubernetes-and-a-real-node.md).
 controlplane: pydeps
-	@$(PY) -m trading_dev.controlplane.build --print-paths --all-supported
+	@$(PY) -m trading_dev.controlplane.build --all-supported
 
 # What a real node needs: containerd, runc, CNI plugins, iptables, conntrack, debootstrap (Debian),
 # and kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl (Go modules, cached).
@@ -46,7 +56,7 @@ node-deps: sysdeps
 	@bash hack/install-node-deps.sh
 
 node-binaries: pydeps
-	@$(PY) -m trading_dev.controlplane.build --print-paths --node
+	@$(PY) -m trading_dev.controlplane.build --node
 
 # helm built from Go modules (go install), cached outside the repo; see hack/install-helm.sh.
 helm: sysdeps

@@ -43,7 +43,7 @@ mkdir -p "$BIN_DIR"
 GOBIN_TMP="$(mktemp -d "$BIN_DIR/.helm-build.XXXXXX")"
 trap 'rm -rf "$GOBIN_TMP"' EXIT
 LOG="$CACHE/build-helm-$HELM_VERSION.log"
-echo "install-helm: building helm $HELM_VERSION from Go modules (log: $LOG)" >&2
+echo "install-helm: building helm $HELM_VERSION from Go modules (the first time only: a few minutes on two cores; log: $LOG)" >&2
 if ! GOBIN="$GOBIN_TMP" CGO_ENABLED=0 GOFLAGS=-mod=mod \
     "$GO" install -trimpath -ldflags="$LDFLAGS" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$LOG" 2>&1; then

@@ -18,7 +18,7 @@ fi
 
 mkdir -p "$CACHE/bin"
 LOG="$CACHE/build-promql-check.log"
-echo "install-promql-check: building from Go modules (log: $LOG)" >&2
+echo "install-promql-check: building from Go modules (the first time only: a minute or two; log: $LOG)" >&2
 if ! (cd "$HERE" && CGO_ENABLED=0 "$GO" build -mod=readonly -trimpath -ldflags="-s -w" \
       -o "$TARGET.partial" .) >"$LOG" 2>&1; then
   echo "install-promql-check: go build failed; last output:" >&2

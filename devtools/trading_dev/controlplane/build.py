@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 # The supported Kubernetes minors (docs/decisions/0006-supported-kubernetes-and-a-real-node.md): the
 # newest is the default control plane; the oldest is tested too (CRDs and chart on both ends).
@@ -130,7 +131,12 @@ def _build_many(packages: dict[str, str], version: str, module: str,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if all(t.exists() for t in targets.values()):
             return targets
+        name = "+".join(packages)
+        print(f"building {name} {version} from Go modules (the first time only: several minutes on two cores; "
+              f"log: {cache_dir() / f'build-{name}-{version}.log'}) ...", flush=True)
+        started = time.monotonic()
         _build_locked(targets, packages, version, module, extra_replaces)
+        print(f"    built {name} {version} in {time.monotonic() - started:.0f}s", flush=True)
     return targets
 
 

@@ -23,8 +23,17 @@ TREES = ((ROOT / "operator", ROOT / "operator"), (ROOT / "workers", ROOT / "work
          (ROOT / "devtools", ROOT / "devtools"), (ROOT / "benchmarks", ROOT))
 GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 PLUGIN = ROOT / "plugin" / "kubectl-trading"
-PLUGIN_COMMANDS = ("status", "halt", "resume", "clear-reducing", "suspend", "unsuspend", "kill-switch", "backup",
-                   "report")
+
+
+def plugin_commands() -> list[str]:
+    """The plugin's commands, as its own usage line lists them (so a new one is covered too)."""
+    usage = subprocess.run([str(PLUGIN), "--help"], capture_output=True, text=True, timeout=60).stdout
+    found = re.search(r"\{([a-z,-]+)\}", usage)
+    assert found, usage
+    return found.group(1).split(",")
+
+
+PLUGIN_COMMANDS = plugin_commands()
 
 
 def modules() -> list[str]:
@@ -48,6 +57,7 @@ COMMANDS = ([[sys.executable, "-m", m, "--help"] for m in MODULES]
 
 
 def test_the_entry_points_named_in_the_readme_and_issues_are_found() -> None:
+    assert {"status", "halt", "resume", "suspend", "kill-switch", "backup", "report"} <= set(PLUGIN_COMMANDS)
     for m in ("trading_operator", "trading_workers.cli", "trading_dev.up", "trading_dev.demo", "trading_dev.platform",
               "trading_dev.cluster", "trading_dev.controlplane", "benchmarks", "benchmarks.chaos"):
         assert m in MODULES, m

@@ -72,3 +72,13 @@ def test_sha256_is_the_archive_make_builds(tmp_path: pathlib.Path) -> None:
         assert extracted is not None and extracted.read() == (ROOT / "plugin" / "kubectl-trading").read_bytes()
     again = subprocess.run(["make", "-s", "plugin-archive"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and hashlib.sha256(archive.read_bytes()).hexdigest() == sha, "not reproducible"
+
+
+def test_description_names_every_command_the_plugin_has() -> None:
+    usage = subprocess.run([str(ROOT / "plugin" / "kubectl-trading"), "--help"], capture_output=True, text=True,
+                           timeout=60).stdout
+    found = re.search(r"\{([a-z,-]+)\}", usage)
+    assert found, usage
+    description = manifest()["spec"]["description"].replace("\n", " ")
+    for command in found.group(1).split(","):
+        assert command in description, f"plugin/krew/trading.yaml does not mention `{command}`"

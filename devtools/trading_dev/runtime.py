@@ -233,7 +233,7 @@ class LocalRuntime:
             if run.done:
                 continue
             if run.current is None:
-                run.current = self._process(key[0], key[1], body["spec"]["template"]["spec"], run.failed)
+                run.current = self._process(key[0], key[1], body["spec"]["template"], run.failed)
                 run.current.start()
                 self._job_status(key, {"startTime": run.started, "active": 1})
                 continue
@@ -288,10 +288,12 @@ class LocalRuntime:
     # ------------------------------------------------------------------ pods
 
     def _replica(self, dep: dict[str, Any], index: int) -> Replica:
-        return self._process(dep["metadata"]["namespace"], dep["metadata"]["name"], dep["spec"]["template"]["spec"],
+        return self._process(dep["metadata"]["namespace"], dep["metadata"]["name"], dep["spec"]["template"],
                              index)
 
-    def _process(self, ns: str, name: str, pod: dict[str, Any], index: int) -> Replica:
+    def _process(self, ns: str, name: str, template: dict[str, Any], index: int) -> Replica:
+        pod = template["spec"]
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
         container = pod["containers"][0]
         pod_dir = self.workdir / "pods" / ns / f"{name}-{index}"
         mounts = self._volumes(ns, pod, container, pod_dir)
@@ -302,7 +304,7 @@ class LocalRuntime:
         env["HOSTNAME"] = f"{name}-{index}"
         http_port = next((p["containerPort"] for p in container.get("ports", []) if p.get("name") == "http"), None)
         for item in container.get("env", []):
-            value = self._env_value(ns, item)
+            value = self._env_value(ns, item, annotations)
             for mount_path, local in mounts.items():  # paths inside a mounted volume -> the local directory
                 if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
                     value = str(local) + value[len(mount_path):]
@@ -332,9 +334,12 @@ class LocalRuntime:
             mounts[mount["mountPath"]] = local
         return mounts
 
-    def _env_value(self, ns: str, item: dict[str, Any]) -> str:
+    def _env_value(self, ns: str, item: dict[str, Any], annotations: dict[str, str]) -> str:
         if "value" in item:
             return str(item["value"])
+        field_path = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+        if field_path.startswith("metadata.annotations['") and field_path.endswith("']"):  # the Downward API
+            return str(annotations.get(field_path[len("metadata.annotations['"):-2], ""))
         ref = (item.get("valueFrom") or {}).get("secretKeyRef")
         if ref:
             secret = self.core.read_namespaced_secret(ref["name"], ns)

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     lease = leader.Leader(settings.lease_name, settings.lease_namespace) if settings.leader_election else None
     if lease is not None:
         lease.acquire(health=(settings.bind_address, settings.liveness_port))
-    _ = handlers  # registers every handler
+    handlers.NAMESPACES[:] = args.namespace  # registers every handler; the Secret watch follows --namespace
     try:
         kopf.run(
             standalone=True,  # leadership comes from the Lease, not kopf peering

@@ -70,8 +70,17 @@ def trim(live: Mapping[str, Any]) -> dict[str, Any]:
         "foreignWriter": _foreign_writer(kind, meta.get("managedFields")),
     }
     if kind == "Deployment":
-        trimmed["spec"] = {"replicas": (live.get("spec") or {}).get("replicas")}
-        trimmed["status"] = {"readyReplicas": (live.get("status") or {}).get("readyReplicas") or 0}
+        spec, status = live.get("spec") or {}, live.get("status") or {}
+        template_annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+        trimmed["metadata"]["generation"] = meta.get("generation")
+        trimmed["spec"] = {"replicas": spec.get("replicas")}
+        if names.ANNOTATION_SECRET_VERSIONS in template_annotations:  # the rotation step reads it
+            trimmed["spec"]["template"] = {"metadata": {"annotations": {
+                names.ANNOTATION_SECRET_VERSIONS: template_annotations[names.ANNOTATION_SECRET_VERSIONS]}}}
+        trimmed["status"] = {"readyReplicas": status.get("readyReplicas") or 0,
+                             "updatedReplicas": status.get("updatedReplicas") or 0,
+                             "replicas": status.get("replicas") or 0,
+                             "observedGeneration": status.get("observedGeneration")}
     return trimmed
 
 

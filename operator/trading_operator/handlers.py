@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from trading_operator import errors, leader, metrics, names
+from trading_operator import errors, leader, metrics, names, secretwatch
 from trading_operator.api import common
 from trading_operator.api.session import Role
 from trading_operator.api.status import Reason
@@ -37,6 +37,8 @@ G, V = common.GROUP, common.VERSION
 LOG = logging.getLogger(__name__)
 CANARY_MAX_AGE = 60.0
 BACKUP_INTERVAL = 15.0
+# The namespaces the operator serves (``--namespace``; empty: cluster-wide), set by ``__main__``.
+NAMESPACES: list[str] = []
 
 
 @dataclass
@@ -64,6 +66,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.batching.batch_window = 0.01
     settings.execution.max_workers = 32
     prometheus_client.start_http_server(op.metrics_port, addr=op.bind_address)
+
+
+@kopf.on.startup()
+async def secret_versions(memo: kopf.Memo, **_: Any) -> None:
+    """The metadata-only Secret watch (secretwatch): listed once before any session is reconciled, so a
+    reconcile never mistakes an empty cache for rotated Secrets; a change wakes the sessions that use it."""
+    if "ctx" not in memo:
+        raise kopf.TemporaryError("waiting for configure", delay=0.1)
+    c = ctx(memo)
+    if not c.settings.rotation_enabled:
+        secretwatch.VERSIONS.disabled = "Secret versions are not tracked (rotation disabled: TRADING_ROTATION_ENABLED)"
+        return
+    await secretwatch.VERSIONS.start(NAMESPACES, on_change=c.sessions.wake)
 
 
 # ------------------------------------------------------------------ indexes

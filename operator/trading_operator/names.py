@@ -13,6 +13,9 @@ LABEL_SESSION = "trading.dev/session"
 LABEL_ROLE = "trading.dev/role"
 LABEL_BACKUP = "trading.dev/backup"
 ANNOTATION_CONFIG_HASH = "trading.dev/config-hash"
+# On a worker pod template: the version (resourceVersion) of each Secret its pods read, "name=rv,...";
+# a new version rolls the pods (trading_operator.secretwatch, the rotation step of reconcile.session).
+ANNOTATION_SECRET_VERSIONS = "trading.dev/secret-versions"
 # A hash of the whole manifest the operator applies to a child (trading_operator.drift).
 ANNOTATION_DESIRED_HASH = "trading.dev/desired-hash"
 FINALIZER = "trading.dev/finalizer"

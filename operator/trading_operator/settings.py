@@ -61,6 +61,9 @@ class Settings(pydantic_settings.BaseSettings):
     lease_name: str = "trading-operator"
     lease_namespace: str = "default"
     leader_election: bool = True
+    rotation_enabled: bool = pydantic.Field(
+        default=True, description="Watch Secret metadata and roll the pods that read a rotated Secret (secretwatch); "
+                                  "false: Secret versions are not tracked (the chart's rotation.enabled).")
     metrics_port: int = 8080
     liveness_port: int = 8081
     bind_address: str = pydantic.Field(

@@ -257,6 +257,8 @@ def operator_calls(ns: str) -> list[Check]:
     calls += [Check(v, "configmaps", "", ns) for v in crud]
     calls += [Check(v, r, "batch", ns) for r in ("jobs", "cronjobs") for v in crud]
     calls += [Check(v, "events", g, ns) for g in ("", "events.k8s.io") for v in ("create", "patch")]
+    # The metadata-only Secret watch of rotation (secretwatch.py; values rotation.enabled).
+    calls += [Check(v, "secrets", "", ns) for v in ("list", "watch")]
     # Each session's worker identity (build/rbac.py).
     calls += [Check(v, r, g, ns) for r, g in (("serviceaccounts", ""), ("roles", "rbac.authorization.k8s.io"),
                                               ("rolebindings", "rbac.authorization.k8s.io"))
@@ -276,7 +278,7 @@ def operator_cluster_calls(release_ns: str, lease: str) -> list[Check]:
 
 def operator_must_not(ns: str, release_ns: str, lease: str) -> list[Check]:
     return [
-        *(Check(v, "secrets", "", n) for v in ("get", "list", "watch") for n in (ns, release_ns)),
+        *(Check("get", "secrets", "", n) for n in (ns, release_ns)),  # list/watch: metadata only, rotation
         Check("create", "pods", "", ns, "exec"),
         Check("create", "pods", "", ns, "portforward"),
         Check("create", "pods", "", ns),
@@ -383,6 +385,17 @@ def test_rbac_namespace_scope(helm: Helm, crds_installed: Kubectl, impersonator:
     judge(impersonator, desks[0], WORKER_SA, worker_calls(desks[0]),
           worker_must_not(desks[0]) + worker_calls(desks[1]))
     judge(impersonator, desks[1], WORKER_SA, worker_calls(desks[1]), worker_calls(desks[0]))
+
+
+def test_rbac_without_rotation_grants_no_secret_access(helm: Helm, crds_installed: Kubectl,
+                                                       impersonator: Impersonator) -> None:
+    """rotation.enabled=false: the operator has no verb at all on Secrets (rotation is the manual runbook)."""
+    ns = new_namespace(crds_installed, "rbac-norot")
+    release = unique("r")
+    apply(crds_installed, helm.template({"rotation": {"enabled": False}}, release, ns))
+    operator = f"{release}-trading-platform-operator"
+    allowed = [c for c in operator_calls(ns) if c.resource != "secrets"]
+    judge(impersonator, ns, operator, allowed, [Check(v, "secrets", "", ns) for v in ("get", "list", "watch")])
 
 
 def test_rbac_real_calls_as_the_service_accounts(helm: Helm, crds_installed: Kubectl) -> None:

@@ -43,7 +43,7 @@ def test_suspend_scales_to_zero_and_executor_never_surges() -> None:
 def test_broker_keys_come_from_the_secret_only_for_the_executor_and_alpacas_market_data() -> None:
     def refs(session: Any, role: Role) -> list[dict[str, str]]:
         container = workers.deployment(session, role, Settings())["spec"]["template"]["spec"]["containers"][0]
-        return [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+        return [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
 
     alpaca = ts(broker={"kind": "alpaca", "credentialsSecretRef": {"name": "keys"}})
     for role in (Role.EXECUTOR, Role.MARKET_DATA):   # Alpaca's data stream authenticates with the account keys

@@ -114,6 +114,12 @@ The operator's rules on namespaced resources: exactly the calls it makes. Bound 
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.rotation.enabled }}
+# Secret rotation (secretwatch.py): metadata-only list and watch (never get); see values.yaml rotation.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [list, watch]
+{{- end }}
 # Each session's own worker identity (build/rbac.py). RBAC lets the operator grant only rules it holds
 # itself, all of which are above; it needs neither escalate nor bind.
 - apiGroups: [""]

@@ -333,7 +333,11 @@ class HaltStatus(ApiModel):
     """A halt. ``status.halt`` is present only while it is in force; a cleared one moves to ``status.lastHalt``."""
 
     active: bool = pydantic.Field(default=False, description="Whether the halt is in force.")
-    source: HaltSource | None = pydantic.Field(default=None, description="Who raised the halt: User, Risk, Policy, Operator.")
+    source: HaltSource | None = pydantic.Field(
+        default=None,
+        description="Who raised the halt: User, Risk, Policy, Operator, or Rotation (the operator, to replace the "
+                    "executor after a Secret it reads changed; the operator clears it once the new executor has "
+                    "handled it).")
     action: HaltAction = pydantic.Field(
         default=HaltAction.HALT,
         description="Halt: stop new orders and apply spec.onHalt. Flatten: stop new orders and close positions.")
@@ -437,6 +441,11 @@ class Transition(ApiModel):
 class WorkerCount(ApiModel):
     ready: int = pydantic.Field(default=0, ge=0, description="Ready replicas.")
     desired: int = pydantic.Field(default=0, ge=0, description="Desired replicas.")
+    secret_versions: dict[str, str] | None = pydantic.Field(
+        default=None, max_length=16,
+        description="The Secrets this role's pods read, each with the version (the Secret's resourceVersion) "
+                    "they run with; present once the role's rollout to those versions has completed. A rotated "
+                    "Secret reaches a pod only when it is replaced: see the SecretsCurrent condition.")
 
 
 class PolicyStatusRef(ApiModel):
@@ -565,6 +574,10 @@ class ExecutorReport(ApiModel):
         default=None, max_length=64,
         description="Halt id whose onHalt action (cancel/flatten) the executor has completed.")
     broker_connected: bool | None = pydantic.Field(default=None, description="Broker reachable.")
+    secret_versions: dict[str, str] | None = pydantic.Field(
+        default=None, max_length=16,
+        description="The Secrets this executor process started with, each with its version (the Secret's "
+                    "resourceVersion), as its pod template said: how a Rotation halt knows the new executor runs.")
     journal_connected: bool | None = pydantic.Field(default=None, description="Journal reachable.")
     reconciliation: ReconciliationStatus | None = pydantic.Field(
         default=None, description="The last end-of-day reconciliation (at the close, or on demand).")

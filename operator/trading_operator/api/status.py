@@ -49,6 +49,7 @@ class ConditionType(StrEnum):
     LIVE_TRADING_ALLOWED = "LiveTradingAllowed"
     CIRCUIT_BREAKER = "CircuitBreaker"
     RECONCILED = "Reconciled"              # the last end-of-day reconciliation found no difference
+    SECRETS_CURRENT = "SecretsCurrent"     # every role runs the current version of each Secret it uses
 
 
 class Reason(StrEnum):
@@ -76,6 +77,7 @@ class Reason(StrEnum):
     HALTED_BY_RISK = "HaltedByRisk"
     HALTED_BY_POLICY = "HaltedByPolicy"
     HALTED_BY_OPERATOR = "HaltedByOperator"
+    HALTED_BY_ROTATION = "HaltedByRotation"
     NOT_REDUCING = "NotReducing"
     REDUCING_LATCHED = "ReducingLatched"
     POLICY_MODE_REDUCING = "PolicyModeReducing"
@@ -122,7 +124,14 @@ class Reason(StrEnum):
     # Reconciled (and the executor's Events on each reconciliation)
     RECONCILED_CLEAN = "ReconciledClean"
     RECONCILIATION_MISMATCH = "ReconciliationMismatch"
+    # SecretsCurrent
+    CURRENT = "Current"
+    ROLLING = "Rolling"                    # a role's pods are being replaced for a new Secret version
+    ROTATION_WAITING = "RotationWaiting"   # the executor rolls only once it has handled the rotation halt
+    SECRET_VERSIONS_UNKNOWN = "SecretVersionsUnknown"
     # Events only
+    SECRET_CHANGED = "SecretChanged"
+    ROTATED = "Rotated"
     PHASE_CHANGED = "PhaseChanged"
     RISK_BREACHED = "RiskBreached"
     LIVE_TRADING_REFUSED = "LiveTradingRefused"
@@ -178,6 +187,7 @@ class HaltSource(StrEnum):
     RISK = "Risk"
     POLICY = "Policy"
     OPERATOR = "Operator"
+    ROTATION = "Rotation"   # the operator, to replace the executor after a Secret it uses changed
 
 
 class HaltAction(StrEnum):

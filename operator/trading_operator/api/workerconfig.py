@@ -34,6 +34,7 @@ ENV_HTTP_PORT = "TRADING_HTTP_PORT"  # /healthz, /readyz, /metrics
 ENV_BROKER_KEY_ID = "APCA_API_KEY_ID"
 ENV_BROKER_SECRET = "APCA_API_SECRET_KEY"
 DEFAULT_HTTP_PORT = 8080
+ENV_SECRET_VERSIONS = "TRADING_SECRET_VERSIONS"  # the pod's own names.ANNOTATION_SECRET_VERSIONS (Downward API)
 ENV_BIND_ADDRESS = "TRADING_BIND_ADDRESS"  # where health/metrics listen (operator and workers)
 
 
@@ -81,3 +82,18 @@ class WorkerConfig(ApiModel):
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def format_versions(versions: dict[str, str]) -> str:
+    """The pod-template annotation trading.dev/secret-versions (a pod reads it as ``ENV_SECRET_VERSIONS``):
+    ``name=version`` pairs, sorted, comma-separated."""
+    return ",".join(f"{name}={versions[name]}" for name in sorted(versions))
+
+
+def parse_versions(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        name, sep, version = item.partition("=")
+        if sep and name:
+            out[name] = version
+    return out

@@ -3,7 +3,9 @@
 Pods meet the ``restricted`` Pod Security Standard. Inference goes to the
 GPU pool (extended-resource limit, nodeSelector, toleration from settings)
 unless the model says ``device: cpu``. The config hash annotation on the
-pod template makes a config change roll the workers.
+pod template makes a config change roll the workers; the Secret-versions
+annotation (``secret_versions``, decided by the rotation step of
+``reconcile.session``) makes a rotated Secret roll the roles that read it.
 
 The inference pods get the model's storage: a ``pvc://CLAIM/...`` model's claim
 is mounted read-only at ``/models/CLAIM`` (``TRADING_MODEL_ROOT=/models``, where the
@@ -71,6 +73,9 @@ def _env(ts: TradingSession, role: Role, settings: Settings) -> list[dict[str, A
         {"name": wc.ENV_CONFIG, "value": f"{CONFIG_MOUNT}/{wc.CONFIG_KEY}"},
         *security.connection_env(settings),
         {"name": wc.ENV_HTTP_PORT, "value": str(settings.worker_http_port)},
+        # The pod's own Secret versions (the executor reports them: how a rotation knows it is done).
+        {"name": wc.ENV_SECRET_VERSIONS,
+         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_SECRET_VERSIONS}']"}}},
     ]
     model = ts.spec.strategy.model
     if role is Role.INFERENCE and model is not None:
@@ -91,9 +96,35 @@ def _probe(path: str, port: int, period: int) -> dict[str, Any]:
             "failureThreshold": 3}
 
 
+def secret_names(pod_spec: dict[str, Any]) -> list[str]:
+    """Every Secret a pod reads: env ``secretKeyRef``, ``envFrom`` and secret volumes (sorted, once each)."""
+    found: set[str] = set()
+    for container in [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]:
+        for item in container.get("env", []):
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                found.add(ref["name"])
+        for item in container.get("envFrom", []):
+            if "secretRef" in item:
+                found.add(item["secretRef"]["name"])
+    for volume in pod_spec.get("volumes", []):
+        if "secret" in volume:
+            found.add(volume["secret"]["secretName"])
+        for source in (volume.get("projected") or {}).get("sources", []):
+            if "secret" in source:
+                found.add(source["secret"]["name"])
+    return sorted(found)
+
+
+def role_secrets(ts: TradingSession, settings: Settings) -> dict[Role, list[str]]:
+    """The Secrets each role's pods read, from the Deployments this module builds (one truth)."""
+    return {role: secret_names(deployment(ts, role, settings)["spec"]["template"]["spec"]) for role in Role}
+
+
 def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bool = False,
-               config_digest: str | None = None) -> dict[str, Any]:
-    """``config_digest``: ``config_hash(ts)`` when the caller has it already (it is the same for every role)."""
+               config_digest: str | None = None, secret_versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """``config_digest``: ``config_hash(ts)`` when the caller has it already (it is the same for every role).
+    ``secret_versions``: the Secret versions the pods run with (None: not tracked, no annotation)."""
     session = ts.metadata.name
     worker = ts.spec.workers.for_role(role)
     resources: dict[str, Any] = {k: dict(v) for k, v in worker.resources.wire().items() if v}
@@ -155,7 +186,9 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
             {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": {**names.labels(session, role), **selector},
-                             "annotations": {names.ANNOTATION_CONFIG_HASH: config_digest or config_hash(ts)}},
+                             "annotations": {names.ANNOTATION_CONFIG_HASH: config_digest or config_hash(ts),
+                                             **({names.ANNOTATION_SECRET_VERSIONS: wc.format_versions(secret_versions)}
+                                                if secret_versions is not None else {})}},
                 "spec": pod_spec,
             },
         },

@@ -9,6 +9,9 @@ the Events to post. It reads as named steps, each a small function over a
 2. live gate   — a non-paper session needs the policy's allowLive and the namespace label (LiveTradingAllowed);
                  without both its executor is scaled to zero and nothing trades
 3. workers     — ready/desired per role (WorkersAvailable); suspend is refused while orders are open
+3b. rotation   — a Secret a role reads changed: every role but the executor rolls at once; a running
+                 executor only once it has handled a halt (a Rotation halt is raised if none is in
+                 force, and cleared once the new executor has handled it) (SecretsCurrent)
 4. risk        — RiskBreached / RiskAlert / CircuitBreaker / DataFresh from the risk worker's report
 5. halt        — raise (user switch, policy kill switch, lost executor, policy gone), keep (latched), or
                  clear (a resume that names the halt, once the guards pass)
@@ -31,9 +34,10 @@ from typing import Any
 
 import pydantic
 
-from trading_operator import calendar, drift, kube, liveness, metrics, names
+from trading_operator import calendar, drift, kube, liveness, metrics, names, secretwatch
 from trading_operator.api import clock as session_clock
 from trading_operator.api import phases, transactions
+from trading_operator.api import workerconfig as wc
 from trading_operator.api.phases import ORDER_PHASES, Phase
 from trading_operator.api.riskpolicy import RiskPolicy
 from trading_operator.api.session import (
@@ -88,6 +92,9 @@ class Observed:
     # Seconds the executor's heartbeat has not changed while the API server was reachable to the
     # operator (trading_operator.liveness); None: not judged (just started, or the server is away).
     executor_silence: float | None = None
+    # The current version of every Secret the session's pods read (secretwatch); None: not known, and why.
+    secret_versions: dict[str, str] | None = None
+    secret_versions_unknown: str = "Secret versions are not tracked"
 
 
 @dataclass
@@ -99,6 +106,8 @@ class Decision:
     halt_raised: str | None = None
     requeue_after: float = 30.0
     executor_allowed: bool = True   # False: the live-trading gate holds the executor at zero replicas
+    # The Secret versions each role's pod template carries (None: no annotation: versions not tracked).
+    secret_versions: dict[Role, dict[str, str] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +128,7 @@ class _Draft:
     executor_desired: int = 0
     data_fresh: bool | None = None
     halt_raised: str | None = None
+    secret_versions: dict[Role, dict[str, str] | None] = field(default_factory=dict)
 
     def condition(self, type_: C, ok: bool | str, reason: R, message: str,
                   event: tuple[str, R] | None = None) -> None:
@@ -139,6 +149,7 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
     _policy_step(d)
     _live_gate_step(d)
     _workers_step(d)
+    _rotation_step(d, settings, halt_id)
     _risk_step(d)
     _halt_step(d, settings, halt_id)
     _reducing_step(d)
@@ -162,7 +173,8 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
     if status.risk is not None:  # a risk report that stops coming must turn DataFresh Unknown
         requeue = min(requeue, RISK_REPORT_MAX_AGE / 2)
     return Decision(status=status, suspended=d.suspended, events=d.events, transition=transition,
-                    halt_raised=d.halt_raised, requeue_after=requeue, executor_allowed=d.live_ok)
+                    halt_raised=d.halt_raised, requeue_after=requeue, executor_allowed=d.live_ok,
+                    secret_versions=d.secret_versions)
 
 
 # ---------------------------------------------------------------------------- 1. policy
@@ -268,6 +280,114 @@ def _reconciled(d: _Draft, rec: ReconciliationStatus | None) -> None:
     d.condition(C.RECONCILED, False, R.RECONCILIATION_MISMATCH,
                 f"{when}: {rec.flagged} flagged, {rec.adopted} adopted: {named}" + (f"; and {more} more" if more > 0
                                                                                      else ""))
+
+
+# ---------------------------------------------------------------------------- 3b. rotation
+
+def _template_versions(dep: dict[str, Any] | None) -> dict[str, str] | None:
+    """The Secret versions a live Deployment's pod template carries (None: no annotation)."""
+    annotations = ((((dep or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations")
+    text = (annotations or {}).get(names.ANNOTATION_SECRET_VERSIONS)
+    return None if text is None else wc.parse_versions(text)
+
+
+def _rolled_out(dep: dict[str, Any] | None) -> bool:
+    """Whether every pod of a live Deployment runs its current template (the rollout completed)."""
+    if dep is None:
+        return False
+    meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
+    want = int(spec.get("replicas") or 0)
+    observed = status.get("observedGeneration")
+    current = meta.get("generation") is None or (observed is not None and observed >= meta["generation"])
+    return current and status.get("updatedReplicas", 0) == want and status.get("replicas", 0) == want \
+        and status.get("readyReplicas", 0) == want
+
+
+def _describe_versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{name}@{version}" for name, version in sorted(versions.items())) or "no Secrets"
+
+
+def _rotation_step(d: _Draft, settings: Settings, halt_id: Callable[[], str]) -> None:
+    obs, status = d.obs, d.status
+    current = obs.secret_versions
+    if current is None:
+        # Not tracked: pod templates keep whatever annotation they have (no roll), status says unknown.
+        for role in Role:
+            d.secret_versions[role] = _template_versions(obs.deployments.get(role))
+        d.condition(C.SECRETS_CURRENT, "Unknown", R.SECRET_VERSIONS_UNKNOWN, obs.secret_versions_unknown)
+        return
+    uses = build_workers.role_secrets(obs.session, settings)
+    previous = get_condition(status.conditions, C.SECRETS_CURRENT)
+    rotating = previous is not None and previous.status == "False"  # a rotation is under way: follow rollouts
+    pending: list[str] = []
+    for role in Role:
+        want = {name: current.get(name, "absent") for name in uses[role]}
+        live_dep = obs.deployments.get(role)
+        live = _template_versions(live_dep)
+        rolled = _rolled_out(live_dep)
+        status.workers[role.value].secret_versions = live if live is not None and rolled else None
+        d.secret_versions[role] = want
+        if role is Role.EXECUTOR:
+            running = live_dep is not None and (int((live_dep.get("spec") or {}).get("replicas") or 0) > 0
+                                                or _ready(live_dep) > 0)
+            if live != want and running and d.executor_desired:
+                if _executor_may_roll(d, want, live, halt_id):
+                    pending.append(f"executor rolling to {_describe_versions(want)}")
+                else:
+                    d.secret_versions[role] = live  # held: the running executor keeps its template
+                    pending.append(f"executor waits for halt {status.halt.id if status.halt else '?'} to be "
+                                   f"handled before it rolls to {_describe_versions(want)}")
+                continue
+            _finish_rotation(d, want)
+        if live != want and live_dep is not None:
+            pending.append(f"{role.value} rolling to {_describe_versions(want)}")
+        elif rotating and live_dep is not None and not rolled and status.workers[role.value].desired:
+            pending.append(f"{role.value} rollout to {_describe_versions(want)} in progress")
+    if pending:
+        waiting = any("waits for" in p for p in pending)
+        d.condition(C.SECRETS_CURRENT, False, R.ROTATION_WAITING if waiting else R.ROLLING, "; ".join(pending),
+                    ("Normal", R.SECRET_CHANGED))
+    else:
+        used = {name: current.get(name, "absent") for role in Role for name in uses[role]}
+        d.condition(C.SECRETS_CURRENT, True, R.CURRENT,
+                    f"every role runs the current version of each Secret it reads: {_describe_versions(used)}",
+                    ("Normal", R.ROTATED) if rotating else None)
+
+
+def _executor_may_roll(d: _Draft, want: dict[str, str], live: dict[str, str] | None,
+                       halt_id: Callable[[], str]) -> bool:
+    """A running executor is replaced only once it has stopped sending and reconciled: after it has handled
+    a halt. With none in force, a Rotation halt is raised (and the executor held until it is handled)."""
+    status = d.status
+    if status.halt is None:
+        changed = sorted(n for n in want if (live or {}).get(n) != want[n]) or sorted(want)
+        reason = (f"Secret {', '.join(changed)} changed: the executor is replaced once it has handled this halt, "
+                  "then the operator clears it")
+        hid, _ = transactions.raise_halt(status, source=HaltSource.ROTATION, reason=reason, now=d.now,
+                                         halt_id=halt_id)
+        d.halt_raised = HaltSource.ROTATION
+        d.event("Warning", R.HALTED, f"halt {hid} raised by {HaltSource.ROTATION}: {reason}")
+        return False
+    report = status.executor
+    return report is not None and report.halt_handled == status.halt.id
+
+
+def _finish_rotation(d: _Draft, want: dict[str, str]) -> None:
+    """Clear a Rotation halt once the executor that runs the new versions has handled it."""
+    status = d.status
+    halt, report = status.halt, status.executor
+    if halt is None or halt.source != HaltSource.ROTATION:
+        return
+    live_dep = d.obs.deployments.get(Role.EXECUTOR)
+    runs_new = report is not None and all((report.secret_versions or {}).get(k) == v for k, v in want.items())
+    if d.executor_desired and not (runs_new and report is not None and report.halt_handled == halt.id
+                                   and _rolled_out(live_dep) and _ready(live_dep) >= d.executor_desired):
+        return
+    cleared = transactions.clear_halt(status, d.now)
+    assert cleared is not None
+    d.condition(C.RESUMABLE, True, R.RESUMED, f"halt {cleared.id} cleared: the executor runs {_describe_versions(want)}")
+    d.event("Normal", R.ROTATED, f"halt {cleared.id} ({cleared.source}) cleared: the executor runs "
+                                 f"{_describe_versions(want)} and has handled the halt")
 
 
 # ---------------------------------------------------------------------------- 4. risk report
@@ -381,6 +501,10 @@ def _maybe_resume(d: _Draft) -> None:
         d.condition(C.RESUMABLE, False, R.STALE_HALT_ID,
                     f"resumeHaltId {named} does not name the active halt {halt.id}; refused",
                     ("Warning", R.RESUME_REFUSED))
+        return
+    if halt.source == HaltSource.ROTATION:
+        d.condition(C.RESUMABLE, False, R.ROTATION_WAITING,
+                    f"halt {halt.id} is cleared by the operator once the new executor runs and has handled it")
         return
     requested = named == halt.id or (halt.source == HaltSource.USER and not spec.halted)
     if not requested:
@@ -642,7 +766,13 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
         fresh = await kube.get("tradingsessions", ts.metadata.namespace, ts.metadata.name)
         if fresh is not None:
             silence = liveness.WATCH.silence(key, _heartbeat(fresh))
-    decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence),
+    # The Secrets the session's pods read, and their current versions (a metadata-only watch; no data).
+    used = sorted({name for names_ in build_workers.role_secrets(ts, settings).values() for name in names_})
+    secretwatch.VERSIONS.used_by(ts.metadata.namespace, ts.metadata.name, used)
+    versions = secretwatch.VERSIONS.versions(ts.metadata.namespace, used)
+    decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence,
+                               secret_versions=versions,
+                               secret_versions_unknown=secretwatch.VERSIONS.disabled or "Secret versions not known yet"),
                       settings)
 
     # Each session's own worker identity (ServiceAccount, Role, RoleBinding) first: the Deployments name
@@ -668,8 +798,9 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     drifted = []
     for role in Role if children else ():
         held = decision.suspended or (role is Role.EXECUTOR and not decision.executor_allowed)
-        desired, desired_hash = drift.stamp(build_workers.deployment(ts, role, settings, suspended=held,
-                                                                     config_digest=cfg_hash))
+        desired, desired_hash = drift.stamp(build_workers.deployment(
+            ts, role, settings, suspended=held, config_digest=cfg_hash,
+            secret_versions=decision.secret_versions.get(role)))
         why = drift.drift_reason(desired_hash, deployments.get(role))
         if why is not None:
             drifted.append(desired)
@@ -755,6 +886,7 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
         await kube.delete("apps/v1", "deployments", ns, names.deployment(name, role))
     await kube.delete("v1", "configmaps", ns, names.configmap(name))
     identity = names.worker_service_account(name)
+    secretwatch.VERSIONS.forget(ns, name)
     _APPLIED_IDENTITY.pop(f"{ns}/{name}#rbac", None)
     for api_version, plural in ((build_rbac.RBAC_API, "rolebindings"), (build_rbac.RBAC_API, "roles"),
                                 ("v1", "serviceaccounts")):

@@ -49,7 +49,7 @@ from trading_workers.executor.gate import CLOSED, Gate, SessionView, derive_gate
 from trading_workers.executor.liveness import Dependencies, Reachability, blockers
 from trading_workers.executor.orders import OrderPath
 from trading_workers.executor.policy import Policy
-from trading_workers.executor.report import executor_report
+from trading_workers.executor.report import executor_report, own_secret_versions
 from trading_workers.executor.sync import BrokerSync
 from trading_workers.journal import Journal
 from trading_workers.pretrade import CheckLimits, PreTradeChecks, TradingState
@@ -317,7 +317,8 @@ class Executor:
         body = executor_report(now=dt.datetime.now(dt.UTC), state=self.trading_state(),
                                open_orders=len(self.book.open_orders), broker=self.deps.up.broker,
                                journal=self.deps.up.journal, policy_generation=self.policy.generation,
-                               halt_handled=self.sync.halt_handled, reconciliation=self.eod.last)
+                               halt_handled=self.sync.halt_handled, reconciliation=self.eod.last,
+                               secret_versions=own_secret_versions())
         try:
             obj = await self.kube.patch_session_status(self.rt.settings.namespace, self.rt.settings.name, body)
         except NotFound:

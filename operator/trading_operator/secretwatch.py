@@ -8,7 +8,7 @@ resourceVersions, never the data, so no credential ever enters the operator's me
 metrics. (RBAC cannot grant metadata alone: the chart's ``list``/``watch`` on Secrets would allow
 reading the data; the operator does not ask for it. Creating Deployments in a namespace already
 lets the operator run a pod that mounts any of its Secrets, so this widens nothing a compromised
-operator could reach — docs/decisions/0013-automatic-secret-rotation.md.)
+operator could reach — docs/decisions/0020-automatic-secret-rotation.md.)
 
 A Secret's *version* is its ``metadata.resourceVersion``: it changes with every write that changes
 the object (``kubectl apply`` of identical content does not write). ``ABSENT`` stands for a Secret

@@ -27,7 +27,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from kubernetes.client.rest import ApiException
@@ -55,6 +54,7 @@ class SecretVersions:
         # (namespace, secret) -> sessions whose workers use it (kept by the reconcile); a change wakes them.
         self._users: dict[Key, set[str]] = {}
         self._on_change: Callable[[str, str], None] = lambda ns, name: None
+        self._stopped = threading.Event()
 
     # ------------------------------------------------------------------ queries (event loop)
 
@@ -127,6 +127,10 @@ class SecretVersions:
             threading.Thread(target=self._watch_forever, args=(ns, rv), daemon=True,
                              name=f"secret-watch-{ns or 'all'}").start()
 
+    def stop(self) -> None:
+        """Let the watch threads end (at their next event or reconnect; they are daemons)."""
+        self._stopped.set()
+
     def _path(self, namespace: str) -> str:
         return f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
 
@@ -160,13 +164,14 @@ class SecretVersions:
 
     def _watch_forever(self, namespace: str, rv: str) -> None:
         backoff = 1.0
-        while True:
+        while not self._stopped.is_set():
             try:
                 rv = self._watch(namespace, rv)
                 backoff = 1.0
             except Exception as exc:  # relist and go on; a missed change is found by the relist
                 log.info("secret watch of %s ended (%s); relisting", namespace or "all namespaces", exc)
-                time.sleep(backoff)
+                if self._stopped.wait(backoff):
+                    return
                 backoff = min(backoff * 2, 30.0)
                 try:
                     rv = self._list(namespace)
@@ -180,6 +185,8 @@ class SecretVersions:
         buffer = b""
         for chunk in resp.response.stream(4096, decode_content=True):
             buffer += chunk
+            if self._stopped.is_set():
+                return rv
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if not line.strip():

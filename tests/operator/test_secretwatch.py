@@ -42,6 +42,12 @@ def test_versions_follow_writes_and_wake_the_sessions_that_use_them(kubeconfig: 
         woken: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         assert watch.versions(namespace, ["keys"]) is None  # before the first list: unknown, never "changed"
         await watch.start([namespace], on_change=lambda ns, s: woken.put_nowait((ns, s)))
+        try:
+            await steps(watch, woken)
+        finally:
+            watch.stop()
+
+    async def steps(watch: secretwatch.SecretVersions, woken: asyncio.Queue[tuple[str, str]]) -> None:
         assert watch.synced
         assert watch.versions(namespace, ["keys", "missing"]) == {"keys": _rv(kubectl, namespace, "keys"),
                                                                  "missing": secretwatch.ABSENT}

@@ -118,13 +118,19 @@ async def test_order_flow_end_to_end(make_session: Callable[..., SessionHandle],
     # Positions are the fills replayed; P&L is reported as snapshots in the journal and a summary in status.
     from trading_workers.domain import Position
 
-    replay: dict[str, Position] = {}
-    for fill in await journal.fills():
-        replay.setdefault(fill.symbol, Position(fill.symbol)).apply(fill)
-    positions = await journal.positions()
-    for symbol, position in replay.items():
-        assert positions[symbol].qty == pytest.approx(position.qty)
-        assert positions[symbol].realized_pnl == pytest.approx(position.realized_pnl, abs=1e-4)
+    async def consistent() -> bool:
+        # Trading goes on while the test reads: a fill recorded between the two reads is not a mismatch,
+        # so compare again until one pair of reads agrees (a position that never matches its fills fails).
+        replay: dict[str, Position] = {}
+        for fill in await journal.fills():
+            replay.setdefault(fill.symbol, Position(fill.symbol)).apply(fill)
+        positions = await journal.positions()
+        return bool(replay) and all(
+            symbol in positions and positions[symbol].qty == pytest.approx(position.qty)
+            and positions[symbol].realized_pnl == pytest.approx(position.realized_pnl, abs=1e-4)
+            for symbol, position in replay.items())
+
+    await eventually(consistent, timeout=15, interval=0.2, what="journal positions equal to the fills replayed")
     snapshots = await eventually(journal.pnl_snapshots, timeout=15, what="P&L snapshots")
     assert snapshots[-1].equity > 0
     summary = await eventually(lambda: (session.status().get("summary") or {}).get("fills"), timeout=15,

@@ -26,6 +26,14 @@ def test_inference_goes_to_the_gpu_pool_by_default_and_not_with_cpu() -> None:
     assert "nodeSelector" not in cpu and "tolerations" not in cpu
 
 
+def test_gpu_bound_inference_is_recreated_and_cpu_inference_rolls() -> None:
+    """A surge pod would wait forever for the GPU its predecessor holds: GPU-bound inference is replaced."""
+    assert workers.deployment(ts(), Role.INFERENCE, Settings())["spec"]["strategy"] == {"type": "Recreate"}
+    cpu = ts(strategy={"name": "model", "model": {"device": "cpu"}})
+    assert workers.deployment(cpu, Role.INFERENCE, Settings())["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert workers.deployment(ts(), Role.STRATEGY, Settings())["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
 def test_config_hash_changes_with_symbols_but_not_with_a_halt() -> None:
     base = workers.config_hash(ts())
     assert workers.config_hash(ts(symbols=["AAPL", "MSFT"])) != base

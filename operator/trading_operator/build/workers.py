@@ -62,6 +62,15 @@ def uses_gpu(ts: TradingSession) -> bool:
     return model is None or model.device == "cuda"
 
 
+def _strategy(ts: TradingSession, role: Role) -> dict[str, Any]:
+    """Replace, don't surge, for the executor (it must never run twice) and for GPU-bound inference: a
+    surge pod asks for a GPU the old pod still holds, so on a pool with no spare GPU it stays Pending and
+    the rollout never ends (seen on the real node, whose pool has one GPU)."""
+    if role is Role.EXECUTOR or (role is Role.INFERENCE and uses_gpu(ts)):
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
 def desired_replicas(ts: TradingSession, role: Role, suspended: bool) -> int:
     return 0 if suspended else ts.spec.workers.for_role(role).replicas
 
@@ -181,9 +190,7 @@ def deployment(ts: TradingSession, role: Role, settings: Settings, suspended: bo
         "spec": {
             "replicas": desired_replicas(ts, role, suspended),
             "selector": {"matchLabels": selector},
-            # The executor must never run twice: replace, don't surge.
-            "strategy": {"type": "Recreate"} if role is Role.EXECUTOR else
-            {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": _strategy(ts, role),
             "template": {
                 "metadata": {"labels": {**names.labels(session, role), **selector},
                              "annotations": {names.ANNOTATION_CONFIG_HASH: config_digest or config_hash(ts),

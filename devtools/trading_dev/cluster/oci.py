@@ -123,9 +123,13 @@ def write_archive(layer: pathlib.Path, config: ImageConfig, reference: str, out:
     """Pack one layer file and its config as a docker archive tagged ``reference``; returns the image id."""
     diff_id = _sha256(layer)
     partial = out.with_name(out.name + ".partial")
-    with tarfile.open(partial, "w") as tar:
-        tar.add(layer, arcname=f"{diff_id}/layer.tar", filter=_reset)
-        image_id = _finish(tar, config, reference, diff_id)
+    try:
+        with tarfile.open(partial, "w") as tar:
+            tar.add(layer, arcname=f"{diff_id}/layer.tar", filter=_reset)
+            image_id = _finish(tar, config, reference, diff_id)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # an interrupted build left a workers archive's several GB behind
+        raise
     partial.rename(out)
     return image_id
 
@@ -154,6 +158,16 @@ def archive_from_dir(root: pathlib.Path, config: ImageConfig, reference: str, ou
     (its name is the layer's digest) written over the placeholder.
     """
     partial = out.with_name(out.name + ".partial")
+    try:
+        image_id = _stream_archive(root, config, reference, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # an interrupted build left a workers archive's several GB behind
+        raise
+    partial.rename(out)
+    return image_id
+
+
+def _stream_archive(root: pathlib.Path, config: ImageConfig, reference: str, partial: pathlib.Path) -> str:
     with open(partial, "w+b") as fh:
         fh.write(b"\0" * tarfile.BLOCKSIZE)
         sink = _Hashing(fh)  # type: ignore[arg-type]
@@ -168,6 +182,4 @@ def archive_from_dir(root: pathlib.Path, config: ImageConfig, reference: str, ou
         fh.write(info.tobuf(format=tarfile.USTAR_FORMAT))
         fh.seek(end)
         with tarfile.open(fileobj=fh, mode="w") as tar:
-            image_id = _finish(tar, config, reference, diff_id)
-    partial.rename(out)
-    return image_id
+            return _finish(tar, config, reference, diff_id)

@@ -21,6 +21,7 @@ as the Dockerfile's does; the inference worker falls back to the CPU at run time
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 from packaging.requirements import Requirement
@@ -148,11 +150,16 @@ def image_python(root: pathlib.Path) -> str:
                 "reading the image's Python version", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}).strip()
 
 
-def wheelhouse(extras: tuple[str, ...], python: str) -> pathlib.Path:
-    """The pinned wheels of ``extras`` for the image's Python, fetched on the host."""
+def _wheelhouse_path(extras: tuple[str, ...], python: str) -> tuple[pathlib.Path, dict[str, str]]:
     wanted = pins(extras, python)
     listing = "".join(f"{n}=={v}\n" for n, v in wanted.items())
-    house = build.cache_dir() / "wheels" / _key(listing, python)
+    return build.cache_dir() / "wheels" / _key(listing, python), wanted
+
+
+def wheelhouse(extras: tuple[str, ...], python: str) -> pathlib.Path:
+    """The pinned wheels of ``extras`` for the image's Python, fetched on the host."""
+    house, wanted = _wheelhouse_path(extras, python)
+    listing = "".join(f"{n}=={v}\n" for n, v in wanted.items())
     if (house / ".complete").exists():
         return house
     house.mkdir(parents=True, exist_ok=True)
@@ -211,10 +218,14 @@ def _mirror() -> str:
     raise ImageBuildError(f"no Debian {SUITE} mirror found in the machine's apt sources")
 
 
+def _base_path(packages: tuple[str, ...]) -> pathlib.Path:
+    return build.cache_dir() / "rootfs" / f"{SUITE}-{_key(SUITE, *packages, _mirror(), build.RECIPE)}"
+
+
 def base_rootfs(packages: tuple[str, ...] = BASE_PACKAGES) -> pathlib.Path:
     """A minimal Debian with ``packages`` (debootstrap), cached by suite, packages and mirror."""
+    base = _base_path(packages)
     mirror = _mirror()
-    base = build.cache_dir() / "rootfs" / f"{SUITE}-{_key(SUITE, *packages, mirror, build.RECIPE)}"
     if (base / ".complete").exists():
         return base
     shutil.rmtree(base, ignore_errors=True)
@@ -237,20 +248,42 @@ def _add_user(root: pathlib.Path) -> None:
         fh.write(f"trading:x:{UID}:{UID}::/nonexistent:/usr/sbin/nologin\n")
 
 
+def _image_path(name: str, base: pathlib.Path, house: pathlib.Path) -> tuple[pathlib.Path, oci.ImageConfig]:
+    spec = specs()[name]
+    config = oci.ImageConfig(entrypoint=list(spec.entrypoint), cmd=list(spec.cmd), user=f"{UID}:{UID}",
+                             env=ENV, exposed_ports=list(spec.ports))
+    key = _key(base.name, house.name, sources_digest(), json.dumps(config.__dict__, sort_keys=True),
+               spec.reference, build.RECIPE)
+    return images_dir() / f"{name}-{key}.tar", config
+
+
+def _services_path(base: pathlib.Path) -> tuple[pathlib.Path, oci.ImageConfig]:
+    config = oci.ImageConfig(user=f"{UID}:{UID}", env=ENV, exposed_ports=[5432, 6379])
+    key = _key(base.name, POSTGRES_ENTRYPOINT, json.dumps(config.__dict__, sort_keys=True), SERVICES_IMAGE,
+               build.RECIPE)
+    return images_dir() / f"services-{key}.tar", config
+
+
+def archive_cached(name: str) -> bool:
+    """Whether image ``name`` (operator, workers, services) is already built for the current inputs."""
+    base = _base_path(SERVICES_PACKAGES if name == "services" else BASE_PACKAGES)
+    if not (base / ".complete").exists():
+        return False
+    if name == "services":
+        return _services_path(base)[0].exists()
+    house, _ = _wheelhouse_path(specs()[name].extras, image_python(base))
+    return (house / ".complete").exists() and _image_path(name, base, house)[0].exists()
+
+
 def image_archive(name: str) -> pathlib.Path:
     """Build (or find cached) the docker archive of image ``name`` (``operator`` or ``workers``)."""
     spec = specs()[name]
     base = base_rootfs()
     python = image_python(base)
     house = wheelhouse(spec.extras, python)
-    sources = sources_digest()
-    config = oci.ImageConfig(entrypoint=list(spec.entrypoint), cmd=list(spec.cmd), user=f"{UID}:{UID}",
-                             env=ENV, exposed_ports=list(spec.ports))
-    key = _key(base.name, house.name, sources, json.dumps(config.__dict__, sort_keys=True), spec.reference,
-               build.RECIPE)
-    out = images_dir() / f"{name}-{key}.tar"
+    out, config = _image_path(name, base, house)
     if out.exists():
-        return out
+        return _used(out)
     _say(f"{spec.reference}: root filesystem, venv with {len(pins(spec.extras, python))} pinned packages")
     with tempfile.TemporaryDirectory(prefix=f"image-{name}-", dir=build.cache_dir()) as tmp:
         root = pathlib.Path(tmp) / "rootfs"
@@ -275,11 +308,25 @@ def image_archive(name: str) -> pathlib.Path:
     return out
 
 
+# An archive not built or used for this long is removed when another of the same image is built.
+PRUNE_AFTER_SECONDS = 2 * 3600
+
+
+def _used(out: pathlib.Path) -> pathlib.Path:
+    """A cache hit: mark the archive used now, so that another checkout's build does not prune it."""
+    os.utime(out)
+    return out
+
+
 def _prune(name: str, keep: pathlib.Path) -> None:
-    """Older archives of the same image (the workers image is several GB): only the newest is kept."""
+    """Older archives of the same image (the workers image is several GB), unless built or used within
+    ``PRUNE_AFTER_SECONDS``: another checkout of the project (another branch, another worktree) may be
+    about to load its own, and on a shared machine removing it under that run made its load fail."""
+    now = time.time()
     for old in images_dir().glob(f"{name}-*.tar"):
-        if old != keep:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if old != keep and now - old.stat().st_mtime > PRUNE_AFTER_SECONDS:
+                old.unlink()
 
 
 # ---------------------------------------------------------------------- Redis and PostgreSQL
@@ -308,12 +355,9 @@ exec "$bin/postgres" -D "$data"
 def services_archive() -> pathlib.Path:
     """Redis and PostgreSQL from Debian's packages, one image (entrypoints chosen by the pod)."""
     base = base_rootfs(SERVICES_PACKAGES)
-    config = oci.ImageConfig(user=f"{UID}:{UID}", env=ENV, exposed_ports=[5432, 6379])
-    key = _key(base.name, POSTGRES_ENTRYPOINT, json.dumps(config.__dict__, sort_keys=True), SERVICES_IMAGE,
-               build.RECIPE)
-    out = images_dir() / f"services-{key}.tar"
+    out, config = _services_path(base)
     if out.exists():
-        return out
+        return _used(out)
     _say(f"{SERVICES_IMAGE}: Redis and PostgreSQL from Debian's packages")
     with tempfile.TemporaryDirectory(prefix="image-services-", dir=build.cache_dir()) as tmp:
         root = pathlib.Path(tmp) / "rootfs"
@@ -336,7 +380,6 @@ def images_dir() -> pathlib.Path:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import time
 
     parser = argparse.ArgumentParser(description="Build the operator and workers images (cached).")
     parser.add_argument("names", nargs="*", default=["operator", "workers", "services"])

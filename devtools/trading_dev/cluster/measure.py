@@ -43,6 +43,33 @@ def pods() -> dict[str, int]:
     return found
 
 
+def pod_names() -> dict[str, str]:
+    """``namespace/name`` of each pod by its cgroup directory name (``pod<uid>``), from the API server."""
+    import json
+    import subprocess
+
+    from trading_dev.controlplane import build
+
+    proc = subprocess.run([str(build.binary_path("kubectl", build.node_version())),
+                           f"--kubeconfig={cleanup.STATE_DIR / 'kubeconfig'}", "get", "pods", "-A", "-o", "json"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return {}
+    return {f"pod{p['metadata']['uid']}": f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+            for p in json.loads(proc.stdout)["items"]}
+
+
+def table() -> str:
+    """Resident memory of every component, then of every pod (by name), in MiB."""
+    lines = [f"{'component':50s} RSS MiB"]
+    lines += [f"{name:50s} {kib / 1024:7.1f}" for name, kib in components().items()]
+    names = pod_names()
+    lines.append(f"{'pod':50s} RSS MiB")
+    lines += [f"{names.get(name, name):50s} {kib / 1024:7.1f}"
+              for name, kib in sorted(pods().items(), key=lambda item: names.get(item[0], item[0]))]
+    return "\n".join(lines)
+
+
 def main() -> int:
     import argparse
 
@@ -52,12 +79,7 @@ def main() -> int:
     if not cleanup.PIDS_FILE.exists():
         print("no cluster is running (make cluster)", file=sys.stderr)
         return 1
-    print("component                 RSS MiB")
-    for name, kib in components().items():
-        print(f"{name:25s} {kib / 1024:7.1f}")
-    print("pod cgroup                                 RSS MiB")
-    for name, kib in sorted(pods().items()):
-        print(f"{name:42s} {kib / 1024:7.1f}")
+    print(table())
     return 0
 
 

@@ -54,6 +54,7 @@ def test_a_clean_day_reconciles_clean_at_the_close(make_drill: Callable[..., Dri
     cond = d.wait_condition("Reconciled", "True", reason="ReconciledClean")
     assert f"2 positions, {len(fills)} fills" in cond["message"]
     assert "ReconciledClean" in d.event_reasons() and "ReconciliationMismatch" not in d.event_reasons()
+    assert d.metric("executor", "trading_reconciliation_differences", kind="PositionMismatch") == 0.0
     rows = d._rows("SELECT * FROM reconciliations WHERE session = %s")
     assert [(r["trigger"], r["clean"], str(r["day"]), r["broker"]) for r in rows] == [
         ("Close", True, "2026-11-24", "simulated")]
@@ -111,6 +112,9 @@ def test_injected_differences_are_named_exactly_and_raise_a_condition_and_an_eve
     for line in ("FillMissingInJournal", "PositionMismatch", "UnknownBrokerOrder", "stray-by-hand", lost[0]):
         assert line in asked.stdout, asked.stdout
 
+    for kind, count in (("FillMissingInJournal", 1), ("PositionMismatch", 1), ("UnknownBrokerOrder", 1),
+                        ("FillMissingAtBroker", 0)):   # the gauge behind the chart's TradingReconciliationMismatch
+        assert d.metric("executor", "trading_reconciliation_differences", kind=kind) == count, kind
     cond = d.wait_condition("Reconciled", "False", reason="ReconciliationMismatch")
     assert "PositionMismatch MSFT: broker 3, journal 4" in cond["message"]
     event = d.wait_event("ReconciliationMismatch")

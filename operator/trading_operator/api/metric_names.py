@@ -211,6 +211,10 @@ EXECUTOR_HALTS_HANDLED = Metric("trading_executor_halts_handled_total", "counter
                                 "Halts whose onHalt action completed.", ("action",), exporter="executor")
 EXECUTOR_RECONCILES = Metric("trading_executor_reconciles_total", "counter", "Reconciliations with the broker.",
                              ("outcome",), exporter="executor")
+RECONCILIATION_DIFFERENCES = Metric(
+    "trading_reconciliation_differences", "gauge",
+    "Differences the last end-of-day reconciliation of this executor found, by kind (each 0 when clean).",
+    ("kind",), exporter="executor")
 EXECUTOR_SUBMIT_SECONDS = Metric("trading_executor_submit_seconds", "histogram",
                                  "Intent handling time, read to broker ack.", exporter="executor",
                                  buckets=_LATENCY_BUCKETS)

@@ -15,7 +15,9 @@ if it finds differences it syncs and compares once more and keeps only what both
 broker orders are adopted into the journal on a session-scoped broker and flagged otherwise. The
 result goes to the journal (``reconciliations``), to ``status.executor.reconciliation`` (from which
 the operator derives the ``Reconciled`` condition), to an Event (``ReconciliationMismatch``, Warning,
-naming the differences; ``ReconciledClean`` otherwise) and to the log.
+naming the differences; ``ReconciledClean`` otherwise), to the gauge
+``trading_reconciliation_differences{kind}`` (the chart's ``TradingReconciliationMismatch`` alert) and
+to the log.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
+from trading_operator.api import metric_names as mn
 from trading_operator.api.clock import wall_at
 from trading_operator.api.session import ReconciliationStatus
 from trading_operator.api.status import Difference, DifferenceAction, Reason, ReconciliationTrigger
@@ -45,6 +48,7 @@ RECONCILE_REQUEST_ANNOTATION = "trading.dev/reconcile-request"
 #: Phases in which the day's close reconciliation is due.
 CLOSE_PHASES = frozenset({"MarketClose", "AfterHours"})
 STATUS_DIFFERENCES = 50
+DIFFERENCES = mn.collector(mn.RECONCILIATION_DIFFERENCES)
 
 
 class EndOfDay:
@@ -117,6 +121,8 @@ class EndOfDay:
             self.answered = request
         if trigger is ReconciliationTrigger.CLOSE:
             self.closed_day = day
+        for kind in Difference:   # every kind, so a clean run sets each back to 0
+            DIFFERENCES.labels(kind.value).set(sum(1 for d in result.differences if d.kind == kind))
         await self._announce(rec, result.differences)
         self._on_done()
         return rec

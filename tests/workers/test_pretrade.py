@@ -148,3 +148,21 @@ def test_extended_hours_follow_the_policy(clock: Clock) -> None:
     # Halted still wins, and the check runs before the others (a restricted symbol is refused for hours first).
     assert limited.check("AAPL", 1, 1, None, 100.0, 0.0, 0, TradingState.HALTED, extended_hours=True,
                          market=True) is Reason.TRADING_HALTED
+
+
+def test_a_stale_intent_is_refused_before_the_limits_and_zero_turns_the_check_off(clock: Clock) -> None:
+    from trading_workers.executor.orders import message_age
+
+    def with_age(max_age: float, age: float | None, state: TradingState = TradingState.ACTIVE) -> Reason | None:
+        controls = OrderControls(max_intent_age_seconds=max_age, duplicate_window_seconds=0)
+        checks = PreTradeChecks(CheckLimits.from_controls(controls), clock=clock)
+        return checks.check("AAPL", 1, 10, None, 100.0, 0.0, 0, state, age=age)
+
+    assert with_age(30.0, 29.9) is None and with_age(30.0, None) is None   # fresh, or no bus time known
+    assert with_age(30.0, 30.1) is Reason.STALE_INTENT
+    assert with_age(0.0, 3600.0) is None                                    # 0: no age limit
+    assert with_age(30.0, 31.0, TradingState.HALTED) is Reason.TRADING_HALTED  # a halt still names itself first
+    # A Redis stream id is "<milliseconds>-<sequence>" on the server's clock.
+    assert message_age("1764601200000-3", 1764601212.5) == pytest.approx(12.5)
+    assert message_age("1764601200000-3", 1764601100.0) == 0.0              # a clock behind: not negative
+    assert message_age("not-an-id", 1.0) is None and message_age("12", 1.0) is None

@@ -52,6 +52,7 @@ class Reason(enum.StrEnum):
     DUPLICATE_ORDER = "DuplicateOrder"
     ORDER_RATE = "OrderRate"
     EXTENDED_HOURS = "ExtendedHours"   # PreMarket/AfterHours: not allowed, or a market order when limit-only
+    STALE_INTENT = "StaleIntent"       # the intent waited on the bus longer than maxIntentAgeSeconds
 
 
 REJECTIONS = mn.collector(mn.PRETRADE_REJECTIONS)
@@ -73,6 +74,7 @@ class CheckLimits:
     extended_allowed: bool = True
     extended_limit_only: bool = False
     extended_notional_scale: float = 1.0
+    max_intent_age_seconds: float = 30.0
 
     @classmethod
     def from_controls(cls, controls: OrderControls, scale: float = 1.0,
@@ -90,6 +92,7 @@ class CheckLimits:
             duplicate_window_seconds=controls.duplicate_window_seconds,
             max_open_orders=controls.max_open_orders,
             restricted_symbols=frozenset(controls.restricted_symbols),
+            max_intent_age_seconds=controls.max_intent_age_seconds,
         )
 
 
@@ -146,15 +149,17 @@ class PreTradeChecks:
 
     def check(self, symbol: str, side_sign: int, qty: float, limit_price: float | None,
               last_price: float | None, position_qty: float, open_orders: int,
-              state: TradingState, *, extended_hours: bool = False, market: bool = False) -> Reason | None:
+              state: TradingState, *, extended_hours: bool = False, market: bool = False,
+              age: float | None = None) -> Reason | None:
         """``None`` if the order may be sent, else the first reason it may not.
 
         ``position_qty`` is the signed exposure the order would add to (position plus
         the remaining quantity of open orders); ``open_orders`` counts orders open now.
         ``extended_hours``: the phase is PreMarket or AfterHours; ``market``: a market order.
+        ``age``: seconds since the intent was written to the bus (None: unknown, not checked).
         """
         reason = self._check(symbol, side_sign, qty, limit_price, last_price, position_qty, open_orders, state,
-                             extended_hours, market)
+                             extended_hours, market, age)
         if self.count_metrics:
             if reason is None:
                 PASSED.inc()
@@ -164,10 +169,13 @@ class PreTradeChecks:
 
     def _check(self, symbol: str, side_sign: int, qty: float, limit_price: float | None,
                last_price: float | None, position_qty: float, open_orders: int,
-               state: TradingState, extended_hours: bool = False, market: bool = False) -> Reason | None:
+               state: TradingState, extended_hours: bool = False, market: bool = False,
+               age: float | None = None) -> Reason | None:
         limits = self.limits
         if state is TradingState.HALTED:
             return Reason.TRADING_HALTED
+        if age is not None and 0.0 < limits.max_intent_age_seconds < age:
+            return Reason.STALE_INTENT
         if extended_hours and (not limits.extended_allowed or (market and limits.extended_limit_only)):
             return Reason.EXTENDED_HOURS
         if not (qty > 0.0) or math.isinf(qty) or side_sign not in (1, -1):

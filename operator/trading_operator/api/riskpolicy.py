@@ -132,6 +132,12 @@ class OrderControls(ApiModel):
         default=1.0, ge=0, le=3600,
         description="Same symbol, side, quantity and price within this window is a duplicate.")
     max_open_orders: int = pydantic.Field(default=200, ge=1, le=100_000, description="Open orders at most.")
+    max_intent_age_seconds: float = pydantic.Field(
+        default=30.0, ge=0, le=86_400,
+        description="An order intent older than this when the executor reads it (the time its bus message was "
+                    "written) is refused as StaleIntent, journaled and never sent: intents queued while no executor "
+                    "could take them (a crash, a rollout) are not traded on a view the strategy no longer has. "
+                    "0: no age limit.")
     restricted_symbols: list[str] = pydantic.Field(
         default_factory=list, max_length=10_000, description="Symbols that must never be traded.",
         json_schema_extra={"items": {"type": "string", "pattern": SYMBOL_PATTERN, "maxLength": 16},

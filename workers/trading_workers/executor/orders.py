@@ -34,6 +34,16 @@ from trading_workers.runtime.logs import log_context
 
 log = logging.getLogger("trading_workers.executor")
 
+
+def message_age(msg_id: str, now: float) -> float | None:
+    """Seconds since a bus message was written: a Redis stream id is ``<milliseconds>-<sequence>`` on the
+    Redis server's clock (None: not a stream id). Clock skew between hosts counts in; the default limit
+    (30 s) is far above it."""
+    millis, sep, _ = msg_id.partition("-")
+    if not sep or not millis.isdigit():
+        return None
+    return max(0.0, now - int(millis) / 1000.0)
+
 ORDERS_SENT = mn.collector(mn.EXECUTOR_ORDERS_SENT)
 ORDERS_NOT_SENT = mn.collector(mn.EXECUTOR_ORDERS_NOT_SENT)
 SUBMIT_SECONDS = mn.collector(mn.EXECUTOR_SUBMIT_SECONDS)
@@ -74,7 +84,8 @@ class OrderPath:
                                        self.book.marks.get(intent.symbol), self.book.exposure(intent.symbol),
                                        len(self.book.open_orders), self.trading_state(),
                                        extended_hours=self.view.gate.extended_hours,
-                                       market=intent.order_type is OrderType.MARKET)
+                                       market=intent.order_type is OrderType.MARKET,
+                                       age=message_age(msg_id, time.time()))
             if reason is not None:
                 await journal.record_rejection(signal_id=intent.signal_id, client_order_id=coid,
                                                symbol=intent.symbol, side=intent.side.value, qty=intent.qty,

@@ -10,7 +10,7 @@ Secret of broker keys. Alpaca's servers are replaced on loopback, and only they:
   ``TRADING_ALPACA_TRADING_URL``: the executor's alpaca-py TradingClient connects and syncs with it;
 * the stock data stream by ``StreamReplay`` (the handshake and the recorded quote frames, msgpack),
   through ``TRADING_ALPACA_STREAM_URL``: the market-data role's alpaca-py StockDataStream subscribes;
-* the latest-quotes endpoint by ``LatestQuotes`` (``TRADING_ALPACA_DATA_URL``), the REST fallback.
+* the stock snapshots endpoint by ``Snapshots`` (``TRADING_ALPACA_DATA_URL``), the REST fallback.
 
 The checklist must pass from the real state — workers ready, policy applied, live trading allowed
 (paper), broker reachable, every symbol quoted — and the session must open.
@@ -27,7 +27,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.drills.harness import BROKER_KEY_ID, BROKER_SECRET, Drill
-from tests.fixtures.alpaca import FakeAlpaca, LatestQuotes, StreamReplay
+from tests.fixtures.alpaca import FakeAlpaca, Snapshots, StreamReplay
 from tests.fixtures.waiting import eventually_sync
 from trading_dev.platform import LocalPlatform
 from trading_workers import bus as bus_mod
@@ -39,11 +39,11 @@ EXAMPLE = ROOT / "examples" / "session-alpaca-paper.yaml"
 
 
 @pytest.fixture
-def alpaca(platform: LocalPlatform) -> Iterator[tuple[FakeAlpaca, StreamReplay, LatestQuotes]]:
+def alpaca(platform: LocalPlatform) -> Iterator[tuple[FakeAlpaca, StreamReplay, Snapshots]]:
     """Alpaca's servers on loopback, and the platform's workers pointed at them while the drill runs."""
     assert platform.runtime is not None
     with FakeAlpaca().running() as trading, StreamReplay(interval=0.5).running() as stream, \
-            LatestQuotes().running() as rest:
+            Snapshots().running() as rest:
         urls = {ENV_TRADING_URL: trading.url, ENV_STREAM_URL: stream.url, ENV_DATA_URL: rest.url}
         platform.runtime.extra_env.update(urls)
         try:
@@ -59,7 +59,7 @@ def example_spec() -> tuple[str, dict[str, Any]]:
 
 
 def test_the_alpaca_paper_example_passes_its_pre_market_checks_on_recorded_traffic(
-        make_drill: Callable[..., Drill], alpaca: tuple[FakeAlpaca, StreamReplay, LatestQuotes]) -> None:
+        make_drill: Callable[..., Drill], alpaca: tuple[FakeAlpaca, StreamReplay, Snapshots]) -> None:
     trading, stream, _ = alpaca
     name, spec = example_spec()
     assert spec["broker"] == {"kind": "alpaca", "paper": True, "credentialsSecretRef": {"name": "alpaca-paper"}}

@@ -1,7 +1,7 @@
 """Alpaca market data through alpaca-py's real stream and REST code, with only the network replaced.
 
 A loopback websocket server speaks the stream's protocol (msgpack frames: connected, auth,
-subscription, quotes) with recorded quote messages; a loopback HTTP server answers the latest-quotes
+subscription, quotes) with recorded quote messages; a loopback HTTP server answers the snapshots
 endpoint with a recorded body. The market-data role publishes to a real Redis.
 """
 
@@ -79,8 +79,8 @@ class FakeRest:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
-                body = (DATA / "latest_quotes.json").read_bytes() if "/stocks/quotes/latest" in self.path else b"{}"
-                self.send_response(200 if "/stocks/quotes/latest" in self.path else 404)
+                body = (DATA / "snapshots.json").read_bytes() if "/stocks/snapshots" in self.path else b"{}"
+                self.send_response(200 if "/stocks/snapshots" in self.path else 404)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(body)
@@ -187,10 +187,11 @@ async def test_stream_quotes_reach_the_bus_and_rest_fills_a_silent_feed(
         assert streamed["MSFT"][0] == pytest.approx((412.30 + 412.40) / 2)
         ok, _ = rt.health.checks["alpaca-data"]()
         assert ok
-        # NVDA never streams: the REST latest-quotes endpoint is asked for it, and not for the others.
+        # NVDA never streams: the REST snapshots endpoint is asked for it, and not for the others.
         await _eventually(lambda: _async(any("NVDA" in p for p in rest.requests)), 10, "a REST request for NVDA")
         first = next(p for p in rest.requests if "NVDA" in p)
         assert "AAPL" not in first and "MSFT" not in first, first
+        assert first.startswith("/v2/stocks/snapshots?"), first   # alpaca-py's get_stock_snapshot
         # The stream goes away: REST keeps every symbol quoted, newer than what was streamed.
         await stream.stop()
         quotes = await _eventually(lambda: _with_rest_prices(bus), 20, "REST quotes")

@@ -15,7 +15,7 @@ index drop and the volatility level without the user trading them.
 
 For Alpaca the quotes come from Alpaca's data stream, which belongs to the
 Alpaca market-data module (``trading_workers.brokers.alpaca_data.run_market_data``: alpaca-py's
-quote stream, REST latest quotes as fallback).
+quote stream, REST snapshots as fallback).
 """
 
 from __future__ import annotations

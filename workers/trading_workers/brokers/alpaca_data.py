@@ -1,13 +1,13 @@
-"""Alpaca market data for the market-data worker: alpaca-py's quote stream, REST latest quotes as fallback.
+"""Alpaca market data for the market-data worker: alpaca-py's quote stream, REST snapshots as fallback.
 
 Why each piece is here:
 
 - **The stream first.** alpaca-py's ``StockDataStream`` (websocket, msgpack) delivers quotes as they
   happen; it reconnects by itself with an escalating backoff, and with ``data_timeout`` it treats a
   connected-but-mute socket as dead. Each quote becomes a bus ``Quote`` at the bid/ask midpoint.
-- **REST as fallback.** A symbol without a streamed quote for ``FALLBACK_AFTER`` seconds (the
-  stream is down, reconnecting, or the feed is thin) is filled in from the latest-quotes endpoint
-  (``StockHistoricalDataClient.get_stock_latest_quote``), so the risk worker's freshness check and
+- **REST snapshots as fallback.** A symbol without a streamed quote for ``FALLBACK_AFTER`` seconds (the
+  stream is down, reconnecting, or the feed is thin) is filled in from its snapshot's latest quote
+  (``StockHistoricalDataClient.get_stock_snapshot``, GET /v2/stocks/snapshots), so the risk worker's freshness check and
   the pre-market checklist see real prices rather than silence. The source of every quote is counted.
 - **Ordering.** ``seq`` is the quote's own timestamp in microseconds, so consumers that drop
   non-increasing sequences (strategy, inference) drop a REST quote older than one already streamed.
@@ -29,7 +29,7 @@ from typing import Any
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.live.stock import StockDataStream
-from alpaca.data.requests import StockLatestQuoteRequest
+from alpaca.data.requests import StockSnapshotRequest
 
 from trading_operator.api import metric_names as mn
 from trading_operator.api import workerconfig
@@ -132,14 +132,15 @@ async def run_market_data(rt: Any) -> None:
             silent = relay.silent(FALLBACK_AFTER)
             if silent:
                 try:
-                    latest = await asyncio.to_thread(
-                        rest.get_stock_latest_quote, StockLatestQuoteRequest(symbol_or_symbols=silent, feed=feed))
-                    for quote in latest.values():  # type: ignore[union-attr]
-                        await relay.relay(quote, "rest")
+                    snapshots = await asyncio.to_thread(
+                        rest.get_stock_snapshot, StockSnapshotRequest(symbol_or_symbols=silent, feed=feed))
+                    for snapshot in snapshots.values():  # type: ignore[union-attr]
+                        if snapshot.latest_quote is not None:
+                            await relay.relay(snapshot.latest_quote, "rest")
                 except TransientError as exc:
                     log.warning("cannot publish REST quotes; will retry", extra={"error": str(exc)})
                 except Exception as exc:  # alpaca-py raises APIError, requests errors: retry next round
-                    log.warning("alpaca latest quotes failed; will retry", extra={"error": str(exc)[:300]})
+                    log.warning("alpaca snapshots failed; will retry", extra={"error": str(exc)[:300]})
             if streaming.done() and not rt.stop.is_set():
                 ended = streaming.exception() if not streaming.cancelled() else None
                 log.warning("alpaca stream ended; restarting", extra={"error": str(ended)[:300] if ended else ""})

@@ -41,12 +41,12 @@ def reconciliation(st: dict[str, object]) -> dict[str, object]:
 
 
 def test_a_clean_day_reconciles_clean_at_the_close(make_drill: Callable[..., Drill]) -> None:
-    d = make_drill(at="2026-11-24T15:54:00", speed=10.0)
+    d = make_drill(at="2026-11-24T15:48:00", speed=10.0)   # 72 s of wall time to the close
     assert d.wait_order_status(d.send_intent("AAPL", "buy", 10), "filled").status == "filled"
     assert d.wait_order_status(d.send_intent("AAPL", "sell", 4), "filled").status == "filled"
     assert d.wait_order_status(d.send_intent("MSFT", "buy", 3), "filled").status == "filled"
 
-    st = d.wait_status(lambda s: reconciliation(s).get("trigger") == "Close", "the close reconciliation", timeout=90)
+    st = d.wait_status(lambda s: reconciliation(s).get("trigger") == "Close", "the close reconciliation", timeout=150)
     rec = reconciliation(st)
     fills = d._rows("SELECT fill_id FROM fills WHERE session = %s")
     assert rec["clean"] is True and rec["day"] == "2026-11-24", rec

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from trading_operator.api.status import Difference, DifferenceAction
 from trading_workers.domain import Fill, Order, OrderStatus, Side
 from trading_workers.reconciliation import compare, confirmed
@@ -111,3 +113,49 @@ async def test_it_runs_once_per_close_and_once_per_request_also_across_a_restart
     again = executor()
     assert await again.maybe_run(session("AfterHours", request="r1", answered="r1")) is None
     assert [r["trigger"] for r in await journal.reconciliations()] == ["Close", "Request"]
+
+
+async def test_a_failing_reconciliation_is_reported_once_and_never_stops_the_executor(
+        journal: Any, redis_client: Any, session_name: str) -> None:
+    import datetime as dt
+
+    from trading_operator.api.session import TradingSession
+    from trading_operator.api.workerconfig import WorkerConfig
+    from trading_workers.brokers.base import BrokerError
+    from trading_workers.brokers.simulated import SimulatedExchange
+    from trading_workers.executor.eod import EndOfDay
+    from trading_workers.executor.fills import Book, Fills
+
+    class Broken(SimulatedExchange):
+        failure: Exception = ValueError("a position the adapter cannot read")
+
+        async def held_positions(self) -> Any:
+            raise self.failure
+
+    class Events:
+        def __init__(self) -> None:
+            self.recorded: list[tuple[str, str, str]] = []
+
+        async def record(self, type_: str, reason: str, message: str) -> None:
+            self.recorded.append((type_, reason, message))
+
+    exchange = Broken(redis_client=redis_client, key_prefix=f"t:{session_name}")
+    await exchange.connect()
+    config = WorkerConfig.from_session(TradingSession.model_validate({
+        "metadata": {"name": session_name, "namespace": "test", "uid": "u"},
+        "spec": {"symbols": ["AAPL"], "riskPolicyRef": {"name": "p"}}}))
+    events = Events()
+    book = Book()
+    eod = EndOfDay(config=config, broker=exchange, book=book, fills=Fills(exchange, book, lambda: journal),
+                   journal=lambda: journal, session_now=lambda: dt.datetime(2026, 11, 24, 21, 5, tzinfo=dt.UTC),
+                   events=events, on_done=lambda: None)  # type: ignore[arg-type]
+    closing = {"metadata": {}, "status": {"phase": "MarketClose"}}
+    exchange.failure = BrokerError("broker unreachable")   # an outage: raised, the next control step retries
+    with pytest.raises(BrokerError):
+        await eod.maybe_run(closing)
+    exchange.failure = ValueError("a position the adapter cannot read")   # a defect: reported once, not raised
+    assert await eod.maybe_run(closing) is None
+    assert await eod.maybe_run(closing) is None
+    assert [(t, r) for t, r, _ in events.recorded] == [("Warning", "ReconciliationFailed")]
+    assert "ValueError: a position the adapter cannot read" in events.recorded[0][2]
+    assert await journal.reconciliations() == []

@@ -124,6 +124,7 @@ class Reason(StrEnum):
     # Reconciled (and the executor's Events on each reconciliation)
     RECONCILED_CLEAN = "ReconciledClean"
     RECONCILIATION_MISMATCH = "ReconciliationMismatch"
+    RECONCILIATION_FAILED = "ReconciliationFailed"   # Event only: the run itself failed (not a transient outage)
     # SecretsCurrent
     CURRENT = "Current"
     ROLLING = "Rolling"                    # a role's pods are being replaced for a new Secret version

@@ -36,6 +36,7 @@ from trading_operator.api.workerconfig import WorkerConfig
 from trading_workers import reconciliation
 from trading_workers.brokers.base import Broker
 from trading_workers.domain import Order
+from trading_workers.errors import TransientError
 from trading_workers.executor.fills import Book, Fills
 from trading_workers.journal import Journal
 from trading_workers.runtime.logs import log_context
@@ -86,10 +87,30 @@ class EndOfDay:
                 self.closed_day = day
             self._started = True
         if request is not None and request != self.answered:
-            return await self.run(ReconciliationTrigger.REQUEST, request)
+            return await self._guarded(ReconciliationTrigger.REQUEST, request, day)
         if status.get("phase") in CLOSE_PHASES and self.closed_day != day:
-            return await self.run(ReconciliationTrigger.CLOSE, None)
+            return await self._guarded(ReconciliationTrigger.CLOSE, None, day)
         return None
+
+    async def _guarded(self, trigger: ReconciliationTrigger, request: str | None,
+                       day: dt.date) -> ReconciliationStatus | None:
+        """``run``; an outage (TransientError) propagates and the next control step tries again, anything
+        else is logged and reported as an Event once, and never takes the executor down with it."""
+        try:
+            return await self.run(trigger, request)
+        except TransientError:
+            raise
+        except Exception as exc:
+            log.exception("reconciliation failed", extra={"trigger": str(trigger), "error": str(exc)[:500]})
+            if request is not None:
+                self.answered = request
+            if trigger is ReconciliationTrigger.CLOSE:
+                self.closed_day = day
+            if self.events is not None:
+                await self.events.record("Warning", Reason.RECONCILIATION_FAILED,
+                                         f"{str(trigger).lower()} reconciliation of {day.isoformat()} failed: "
+                                         f"{type(exc).__name__}: {str(exc)[:300]}")
+            return None
 
     async def run(self, trigger: ReconciliationTrigger, request: str | None) -> ReconciliationStatus:
         journal = self._journal()

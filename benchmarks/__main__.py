@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, one table, one JSON file.
 
-The four figures of issue 8, each beside a baseline measured in the same run
+The four figures of issue 8 and the backup's (issue 17), each beside a baseline measured in the same run
 (this machine is shared: ratios to a same-run baseline survive noise that
 absolute numbers do not):
 
@@ -11,6 +11,7 @@ halt       halt patch -> executors refuse orders / phase Halted          ``bench
 scale      1,000 sessions: time to reconciled, peak RSS, CPU at rest     ``benchmarks.scale``
 orderpath  intent -> checks -> journal -> simulated exchange             ``benchmarks.orderpath``
 inference  default model on CPU: predictions/s, batch p99                ``benchmarks.inference``
+backup     journal backup throughput, ratio to plain pg_dump (same run)   ``benchmarks.backup``
 =========  ==========================================================  =============================
 
 ``controlplane`` (warm start of the local control plane) can be named too; it
@@ -18,8 +19,8 @@ is not one of the four and does not run by default.
 
 Run::
 
-    make bench                                   # all four, ~12 min
-    make bench BENCH_ARGS=--quick                # all four, smaller and shorter, ~5 min
+    make bench                                   # all five, ~13 min
+    make bench BENCH_ARGS=--quick                # all five, smaller and shorter, ~6 min
     .venv/bin/python -m benchmarks halt          # one (or several: halt scale)
     .venv/bin/python -m benchmarks --list
 
@@ -42,7 +43,7 @@ from typing import Any
 
 from benchmarks import common
 
-ALL = ("orderpath", "inference", "halt", "scale")
+ALL = ("orderpath", "inference", "halt", "scale", "backup")
 EXTRA = ("controlplane",)
 PY = ".venv/bin/python -m benchmarks"
 
@@ -87,6 +88,18 @@ def bench_inference(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_backup(quick: bool) -> list[dict[str, Any]]:
+    import asyncio
+
+    from benchmarks import backup
+
+    orders, rounds = (50_000, 3) if quick else (200_000, 5)
+    result = asyncio.run(backup.bench(orders, rounds))
+    print(f"backup: journal {result['database_bytes'] / 1e6:.1f} MB ({orders} orders), {rounds} alternating rounds; "
+          f"pg_dump {result['pg_dump_mb_s']} MB/s, backup {result['backup_mb_s']} MB/s, ratio {result['ratio']:.2f}")
+    return backup.rows(result, f".venv/bin/python -m benchmarks.backup --orders {orders} --rounds {rounds}")
+
+
 def bench_controlplane(quick: bool) -> list[dict[str, Any]]:
     from benchmarks import controlplane_startup
 
@@ -95,7 +108,7 @@ def bench_controlplane(quick: bool) -> list[dict[str, Any]]:
 
 BENCHES: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "halt": bench_halt, "scale": bench_scale, "orderpath": bench_orderpath, "inference": bench_inference,
-    "controlplane": bench_controlplane,
+    "backup": bench_backup, "controlplane": bench_controlplane,
 }
 
 

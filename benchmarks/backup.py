@@ -23,6 +23,7 @@ Run::
 
     .venv/bin/python -m benchmarks.backup                       # ~1-2 min: 200k orders, 5 rounds
     .venv/bin/python -m benchmarks.backup --orders 50000 --rounds 3 --json benchmarks/results/backup.json
+    .venv/bin/python -m benchmarks.backup --rounds 7 --compare-legacy --probe-checksums   # before/after, CPU
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
+import os
 import pathlib
 import platform
 import shlex
@@ -118,14 +121,48 @@ async def time_verify(dsn: str, work: pathlib.Path) -> float:
     run_dir = work / "verify"
     details = await pg.dump(dsn, run_dir / pg.DUMP_NAME)
     started = time.perf_counter()
-    problems = await pg.verify(run_dir / pg.DUMP_NAME, dsn, details["tables"])
+    problems = await pg.verify(run_dir / pg.DUMP_NAME, dsn, details["tables"], details["checksum"])
     seconds = time.perf_counter() - started
     assert not problems, problems
     shutil.rmtree(run_dir)
     return seconds
 
 
-async def bench(orders: int, rounds: int) -> dict[str, Any]:
+PROBES = {
+    "md5-text (before): md5(t::text), md5 of the sorted hex":
+        "SELECT count(*), md5(coalesce(string_agg(h, '' ORDER BY h), '')) "
+        "FROM (SELECT md5(t::text) AS h FROM public.{t} t) s",
+    "the row as text only": "SELECT count(*), sum(length(t::text)) FROM public.{t} t",
+    "the row's binary form only (record_send)": "SELECT count(*), sum(length(record_send(t))) FROM public.{t} t",
+    "sha256-binary (now): sha256(record_send(t)), sorted as bytes":
+        "SELECT count(*), sha256(coalesce(string_agg(h, '' ORDER BY h), '')) "
+        "FROM (SELECT sha256(record_send(t)) AS h FROM public.{t} t) s",
+}
+
+
+async def probe_checksums(dsn: str, repeats: int = 3) -> dict[str, float]:
+    """Backend CPU seconds (min of ``repeats``) of each way of checksumming every table: load-independent."""
+    import psutil
+
+    conn = await pg.connect(dsn)
+    try:
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+        names = await pg.tables(conn)
+        out: dict[str, float] = {}
+        for label, query in PROBES.items():
+            spent = []
+            for _ in range(repeats):
+                before = sum(backend.cpu_times()[:2])
+                for table in names:
+                    await conn.fetchrow(query.format(t=pg.ident(table)))
+                spent.append(sum(backend.cpu_times()[:2]) - before)
+            out[label] = round(min(spent), 3)
+        return out
+    finally:
+        await conn.close()
+
+
+async def bench(orders: int, rounds: int, compare_legacy: bool = False, probe: bool = False) -> dict[str, Any]:
     workdir = server_dir("bench-pg")
     server = PostgresServer(workdir).init().start()
     work = pathlib.Path(tempfile.mkdtemp(prefix="tp-bench-backup-"))
@@ -138,13 +175,22 @@ async def bench(orders: int, rounds: int) -> dict[str, Any]:
         time_pg_dump(dsn, work)  # warm the cache for both
         plain: list[float] = []
         ours: list[float] = []
+        legacy: list[float] = []
         sizes: dict[str, int] = {}
         for _ in range(rounds):
             seconds, sizes["pg_dump"] = time_pg_dump(dsn, work)
             plain.append(seconds)
             seconds, sizes["backup"] = await time_backup(dsn, work)
             ours.append(seconds)
+            if compare_legacy:   # the same backup with the checksum method of runs taken before (md5-text)
+                current = pg.digest
+                pg.digest = functools.partial(current, method=pg.CHECKSUM_LEGACY)  # type: ignore[assignment]
+                try:
+                    legacy.append((await time_backup(dsn, work))[0])
+                finally:
+                    pg.digest = current  # type: ignore[assignment]
         verify = await time_verify(dsn, work)
+        probes = await probe_checksums(dsn) if probe else {}
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -156,10 +202,29 @@ async def bench(orders: int, rounds: int) -> dict[str, Any]:
         "pg_dump_median_s": round(p, 3), "backup_median_s": round(o, 3),
         "pg_dump_mb_s": round(db_bytes / p / 1e6, 1), "backup_mb_s": round(db_bytes / o / 1e6, 1),
         "ratio": round(p / o, 3),
+        **({"legacy_seconds": legacy, "legacy_median_s": round(statistics.median(legacy), 3),
+            "legacy_ratio": round(p / statistics.median(legacy), 3)} if legacy else {}),
+        **({"checksum_backend_cpu_s": probes} if probes else {}),
+        "load_average": list(os.getloadavg()),
         "pg_dump_command": " ".join(shlex.quote(a) for a in plain_pg_dump("postgresql://.../journal",
                                                                           pathlib.Path("plain.dump"))),
         "python": platform.python_version(), "machine": platform.machine(),
     }
+
+
+GOAL_RATIO = 0.8
+
+
+def rows(result: dict[str, Any], command: str) -> list[dict[str, Any]]:
+    """Figures in the shape ``make bench`` collects: the backup's throughput beside plain pg_dump's, same run."""
+    return [{"figure": "backup throughput, journal (snapshot + pg_dump + row checksums + sha256)",
+             "value": result["backup_mb_s"], "unit": "MB/s", "baseline": result["pg_dump_mb_s"],
+             "baseline_label": "plain pg_dump --format=custom of the same database, alternating rounds",
+             "ratio": result["ratio"], "goal": f"ratio >= {GOAL_RATIO}", "meets_goal": result["ratio"] >= GOAL_RATIO,
+             "command": command},
+            {"figure": "backup verify (scratch restore + compare), on top", "value": result["verify_seconds"],
+             "unit": "s", "baseline": result["backup_median_s"], "baseline_label": "the backup itself",
+             "ratio": result["verify_seconds"] / result["backup_median_s"], "command": command}]
 
 
 def main() -> None:
@@ -167,8 +232,12 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=pathlib.Path, help="also write the figures here")
+    parser.add_argument("--compare-legacy", action="store_true",
+                        help="also time the backup with the md5-text checksums of older runs, in the same rounds")
+    parser.add_argument("--probe-checksums", action="store_true",
+                        help="also print the backend CPU of each way of checksumming the tables (load-independent)")
     args = parser.parse_args()
-    result = asyncio.run(bench(args.orders, args.rounds))
+    result = asyncio.run(bench(args.orders, args.rounds, args.compare_legacy, args.probe_checksums))
     print(f"journal database: {result['database_bytes'] / 1e6:.1f} MB ({args.orders} orders); "
           f"dump {result['dump_bytes']['backup'] / 1e6:.1f} MB")
     print(f"pg_dump alone : median {result['pg_dump_median_s']:.3f} s = {result['pg_dump_mb_s']} MB/s   "
@@ -177,7 +246,13 @@ def main() -> None:
           "[snapshot + pg_dump --snapshot + per-table checksums + sha256 + manifest]")
     print(f"ratio backup/pg_dump throughput: {result['ratio']:.2f}  (1.00 = as fast as pg_dump alone; "
           f"{args.rounds} alternating rounds)")
-    print(f"verify (scratch restore + compare), on top: {result['verify_seconds']:.3f} s")
+    if "legacy_ratio" in result:
+        print(f"backup with md5-text checksums (before): median {result['legacy_median_s']:.3f} s, "
+              f"ratio {result['legacy_ratio']:.2f}")
+    for label, cpu in result.get("checksum_backend_cpu_s", {}).items():
+        print(f"checksum probe, backend CPU {cpu:.3f} s: {label}")
+    print(f"verify (scratch restore + compare), on top: {result['verify_seconds']:.3f} s; "
+          f"load average {result['load_average'][0]:.2f}")
     print(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, '-m', 'benchmarks.backup', *sys.argv[1:]])}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

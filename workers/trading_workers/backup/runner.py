@@ -152,8 +152,9 @@ async def verify_dir(run_dir: pathlib.Path, journal_dsn: str, expected_sha: str 
             messages.append(f"{dump.path}: cannot restore-check it without a journal DSN")
         else:
             try:
-                diffs = await postgres.verify(run_dir / dump.path, journal_dsn,
-                                              manifest.details.get("journal", {}).get("tables", {}))
+                journal = manifest.details.get("journal", {})
+                diffs = await postgres.verify(run_dir / dump.path, journal_dsn, journal.get("tables", {}),
+                                              journal.get("checksum", postgres.CHECKSUM_LEGACY))
             except Exception as exc:  # a restore that fails is a verification that fails
                 diffs = [f"scratch restore failed: {exc}"]
             messages += [f"{dump.path}: {d}" for d in diffs]

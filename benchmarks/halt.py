@@ -11,10 +11,12 @@ code as ``make demo``): kube-apiserver + etcd, Redis, PostgreSQL, the operator
 as a subprocess, and the local process runtime running each session's
 executor as a process. ``--sessions`` sessions (default 5) trade on the
 simulated exchange with a simulated clock parked inside market hours, so they
-sit in MarketOpen with the gate open. Only the executors run (the other roles
-are scaled to 0): what is measured is the halt path, and on two shared cores
-twenty idle worker processes would only add noise. ``--all-workers`` runs
-market data, strategy and risk too (orders flowing while halting).
+sit in MarketOpen with the gate open. The executor, market data and risk run
+(the pre-market checks need the risk worker's quote ages to open the market,
+and the risk worker's reports are one of the three status writers whose
+contention this measures); strategy and inference are scaled to 0, so no
+orders flow. ``--all-workers`` runs the strategy too (orders flowing while
+halting).
 
 One halt, for session ``i % sessions``:
 
@@ -83,7 +85,7 @@ def manifests(sessions: Sequence[str], all_workers: bool) -> str:
     idle = {"replicas": 0}
     workers: dict[str, Any] = {"inference": idle}
     if not all_workers:
-        workers.update(marketData=idle, strategy=idle, risk=idle)
+        workers.update(strategy=idle)
     docs = [policy]
     for i, name in enumerate(sessions):
         docs.append({"apiVersion": f"{G}/{V}", "kind": "TradingSession", "metadata": {"name": name},

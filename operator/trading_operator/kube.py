@@ -21,7 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from trading_operator import errors, names
-from trading_operator.api import common
+from trading_operator.api import common, transactions
 
 T = TypeVar("T")
 POOL_SIZE = 16
@@ -48,6 +48,8 @@ def _translate(exc: ApiException) -> errors.OperatorError:
         return errors.NotFound(f"not found: {exc.reason}")
     if exc.status == 409:
         return errors.ApiConflict(f"conflict: {exc.reason}")
+    if exc.status == 422 and transactions.PATCH_NOT_APPLICABLE in body:
+        return errors.ApiConflict("conflict: a guarded status field changed since it was read (JSON Patch test)")
     if exc.status == 422:
         return errors.InvalidSpec(f"rejected by the API server: {body}", reason="Rejected")
     return errors.ApiUnavailable(f"API error {exc.status}: {exc.reason} {body}")
@@ -131,6 +133,13 @@ async def patch_status(plural: str, namespace: str, name: str, status: dict[str,
         body["metadata"] = {"resourceVersion": resource_version}
     return await _raw("PATCH", f"/apis/{common.API_VERSION}/namespaces/{namespace}/{plural}/{name}/status", body,
                       content_type="application/merge-patch+json")
+
+
+async def json_patch_status(plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """A JSON Patch on the status subresource; its ``test`` operations are the precondition (a failed one:
+    ApiConflict). ``trading_operator.api.transactions`` builds the guards and the operations."""
+    return await _raw("PATCH", f"/apis/{common.API_VERSION}/namespaces/{namespace}/{plural}/{name}/status", ops,
+                      content_type="application/json-patch+json")
 
 
 async def namespace_labels(namespace: str) -> dict[str, str]:

@@ -10,10 +10,11 @@ session is reconciled lives here, in small pieces tested on virtual time (tests/
 * admission — a session without a status yet is being set up (ConfigMap, five Deployments, first
   status): at most ``NEW_SESSIONS`` of those at once, so 1,000 sessions created together do not hold
   1,000 half-done reconciles in memory. Sessions already running never wait.
-* conflicts — a 409 can only come from the status write (someone else — kopf's finalizer, the
-  executor, the risk worker — wrote since our view). The session is re-read and the reconcile re-run
-  at once on the fresh view, status only: the children were just applied. A second 409 requeues
-  immediately.
+* conflicts — only the status write can lose a race, and only when a latch (``status.halt``,
+  ``status.reducing``) changed since our view, or anything changed before a write that clears one
+  (decision 0012: reports merged by the workers and kopf's finalizer do not fail it). The session is
+  re-read and the reconcile re-run at once on the fresh view, status only: the children were just
+  applied. A second conflict requeues immediately.
 * ``SessionGauges`` — sessions by phase and active halts, recounted only when a session's phase or
   halt changed (recounting on every reconcile was O(sessions) per reconcile).
 * every attempt is counted and timed, failures included, and failures are counted by reason.

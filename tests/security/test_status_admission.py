@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import Kubectl
 from tests.security.conftest import OPERATOR, SCOPE_LABEL, as_identity, render, service_account
+from trading_operator.api import transactions
 from trading_operator.api.session import HaltStatus, ReducingStatus, TradingSessionStatus
 
 pytestmark = pytest.mark.cluster
@@ -124,6 +125,49 @@ def test_only_the_operator_clears_a_latch_workers_raise_and_report_users_write_s
     assert st["executor"]["openOrders"] == 2  # nothing refused above was written
 
 
+def _json_patch(kubectl: Kubectl, user: str | None, ns: str, session: str, ops: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    return as_identity(kubectl, user, "patch", "tradingsession", session, "-n", ns, "--subresource=status",
+                       "--type=json", "-p", json.dumps(ops))
+
+
+def test_the_guarded_json_patches_go_through_the_same_policy(status_admission: Kubectl) -> None:
+    """Decision 0012's write method: the operator's and the workers' JSON Patches (latch guards + field
+    operations, as ``transactions`` builds them) are admitted or refused exactly like merge patches."""
+    kubectl = status_admission
+    ns, session, worker = _setup(kubectl)
+    deadline = time.monotonic() + 30  # the API server loads a new policy within a second or so
+    while _write(kubectl, USER, ns, session, {"executor": {"openOrders": 1}}).returncode == 0:
+        assert time.monotonic() < deadline, "the status policy never took effect"
+        time.sleep(0.5)
+    ops = transactions.latch_guard(None) + transactions.status_ops(None, {"phase": "Initializing"}, ["phase"])
+    out = _json_patch(kubectl, OPERATOR, ns, session, ops)
+    assert out.returncode == 0, out.stderr
+    st = _status(ns, session, kubectl)
+    # A worker raises a halt with the guard it read; a user cannot, even with a guard that holds.
+    raise_ops = transactions.latch_guard(st) + transactions.status_ops(st, {"halt": _halt("h-7")}, ["halt"])
+    refused = _json_patch(kubectl, USER, ns, session, raise_ops)
+    assert refused.returncode != 0 and "written by the operator and its own workers only" in refused.stderr
+    out = _json_patch(kubectl, worker, ns, session, raise_ops)
+    assert out.returncode == 0, out.stderr
+    st = _status(ns, session, kubectl)
+    # The worker cannot clear it nor write an operator field with a JSON Patch either.
+    clear = transactions.latch_guard(st) + transactions.status_ops(st, {}, ["halt"])
+    out = _json_patch(kubectl, worker, ns, session, clear)
+    assert out.returncode != 0 and "only the operator clears halt h-7" in out.stderr, out.stderr
+    out = _json_patch(kubectl, worker, ns, session,
+                      transactions.latch_guard(st) + transactions.status_ops(st, {"phase": "Halted"}, ["phase"]))
+    assert out.returncode != 0 and "belongs to the operator" in out.stderr, out.stderr
+    # The operator clears it under the whole resourceVersion, as a resume does.
+    rv = json.loads(kubectl("get", "tradingsession", session, "-n", ns, "-o", "json", check=True).stdout)[
+        "metadata"]["resourceVersion"]
+    last = {**_halt("h-7"), "active": False}
+    out = _json_patch(kubectl, OPERATOR, ns, session, transactions.version_guard(rv) + transactions.status_ops(
+        st, {"lastHalt": last}, ["halt", "lastHalt"]))
+    assert out.returncode == 0, out.stderr
+    st = _status(ns, session, kubectl)
+    assert "halt" not in st and st["lastHalt"]["id"] == "h-7"
+
+
 def test_the_policy_names_every_status_field_it_guards(helm: Any) -> None:
     """A new TradingSessionStatus field is either a worker's (listed here) or the operator's (in the policy)."""
     workers_write = {"risk", "summary", "executor", "report", "halt", "reducing"}
@@ -132,3 +176,6 @@ def test_the_policy_names_every_status_field_it_guards(helm: Any) -> None:
     for field in fields - workers_write:
         assert f"object.?status.?{field} != oldObject.?status.?{field}" in rendered, field
     assert not any(f"object.?status.?{f} != oldObject" in rendered for f in workers_write - {"halt", "reducing"})
+    # The same split as the writers' (decision 0012): the operator writes its fields, the workers merge theirs.
+    assert workers_write == transactions.WORKER_FIELDS | set(transactions.LATCH_FIELDS)
+    assert fields - workers_write == set(transactions.OPERATOR_FIELDS)

@@ -13,7 +13,7 @@ from tests.workers.conftest import SessionHandle
 from trading_operator.api import transactions
 from trading_operator.api.status import HaltAction, HaltSource, ReducingSource
 from trading_workers.runtime import Kube
-from trading_workers.session_status import EventRecorder, SessionStatus
+from trading_workers.session_status import CONFLICTS, EventRecorder, SessionStatus
 
 pytestmark = pytest.mark.cluster
 
@@ -69,3 +69,54 @@ async def test_events_are_deduplicated_and_counted(make_session: Callable[..., S
     by_reason = {e.reason: e for e in events.items}
     assert by_reason["RiskBreached"].count == 3 and by_reason["BreachCleared"].count == 1
     assert len([e for e in events.items if e.reason == "RiskBreached"]) == 1
+
+
+class _Interleaved(Kube):
+    """A Kube whose session reads are followed, before the caller writes, by another writer's status merge."""
+
+    def __init__(self, session: SessionHandle, writes: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.session, self.writes, self.reads = session, writes, 0
+
+    async def get_session(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = await super().get_session(namespace, name)
+        self.reads += 1
+        if self.writes:
+            self.session.patch_status(self.writes.pop(0))
+        return obj
+
+
+async def test_a_report_between_read_and_write_is_no_conflict_a_latch_is(
+        make_session: Callable[..., SessionHandle], control_plane: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Decision 0012: transact is guarded by the latches it decides on, not by the whole resourceVersion.
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig_path))
+    session = make_session(symbols=["AAPL"])
+    conflicts = CONFLICTS.labels("transact")
+    before = conflicts._value.get()
+    kube = _Interleaved(session, [{"executor": {"openOrders": 4}}])
+    runs: list[str] = []
+
+    def reduce(st: Any, now: Any) -> Any:
+        runs.append("run")
+        return transactions.request_reducing(st, source=ReducingSource.RISK, reason="concentration", now=now,
+                                             rule="concentration")
+
+    (rid, changed), _ = await SessionStatus(kube, session.namespace, session.name).transact(reduce)
+    assert changed and len(runs) == 1 and conflicts._value.get() == before, "the executor's report was a conflict"
+    status = session.status()
+    assert status["reducing"]["id"] == rid and status["executor"]["openOrders"] == 4
+
+    # Another writer raises a halt between this worker's read and its write: re-read, re-run, keep theirs.
+    theirs = {"active": True, "source": "Risk", "action": "Halt", "reason": "drawdown", "id": "h-theirs",
+              "since": "2026-12-01T15:00:00Z"}
+    kube = _Interleaved(session, [{"halt": theirs}])
+    runs.clear()
+
+    def halt(st: Any, now: Any) -> Any:
+        runs.append("run")
+        return transactions.raise_halt(st, source=HaltSource.RISK, reason="daily loss", now=now, rule="dailyLoss")
+
+    (hid, changed), _ = await SessionStatus(kube, session.namespace, session.name).transact(halt)
+    assert (hid, changed) == ("h-theirs", False) and len(runs) == 2
+    assert conflicts._value.get() == before + 1
+    assert session.status()["halt"]["id"] == "h-theirs"

@@ -4,10 +4,13 @@ Workers change the status only through the pure transactions of
 ``trading_operator.api.transactions`` (the same code the operator runs).
 ``SessionStatus.transact`` reads the session, parses its status into the
 typed model, runs the transaction, and writes back only the top-level
-fields it changed, with the read's ``resourceVersion`` as a precondition;
-a 409 means someone wrote in between, so it reads again and re-runs the
-transaction on the newer state (a latch raised meanwhile is never
-overwritten).
+fields it changed, as a JSON Patch guarded by the latches as read
+(``transactions.latch_guard``: the transactions workers run raise latches,
+and decide on the latches alone). A failed guard means a latch changed in
+between, so it reads again and re-runs the transaction on the newer state
+(a latch raised meanwhile is never overwritten); a report another worker
+merged in between (``status.executor``, ``status.risk``) does not fail it.
+Lost races are counted in ``trading_worker_status_conflicts_total``.
 
 ``EventRecorder`` posts Kubernetes Events the way client-go's recorder
 does: the first occurrence creates an Event, repeats of the same
@@ -26,13 +29,15 @@ from collections.abc import Callable
 from typing import Any
 
 from trading_operator.api import metric_names as mn
+from trading_operator.api import transactions
 from trading_operator.api.session import TradingSessionStatus
-from trading_workers.runtime.kube import Kube
+from trading_workers.runtime.kube import Conflict, Kube
 from trading_workers.runtime.retry import with_retries
 
 log = logging.getLogger("trading_workers.session_status")
 
 EVENTS = mn.collector(mn.WORKER_EVENTS)
+CONFLICTS = mn.collector(mn.WORKER_STATUS_CONFLICTS)
 
 Transaction = Callable[[TradingSessionStatus, dt.datetime], Any]
 
@@ -61,17 +66,23 @@ class SessionStatus:
             after = before.model_copy(deep=True)
             result["value"] = fn(after, dt.datetime.now(dt.UTC))
             old, new = _wire_fields(before), _wire_fields(after)
-            patch = {k: new.get(k) for k in set(old) | set(new) if old.get(k) != new.get(k)}
-            if not patch:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if not changed:
                 return obj
-            body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": patch}
-            return await self.kube.patch_session_status(self.namespace, self.name, body)
+            raw = obj.get("status")
+            ops = transactions.latch_guard(raw) + transactions.status_ops(raw, new, changed)
+            try:
+                return await self.kube.json_patch_session_status(self.namespace, self.name, ops)
+            except Conflict:
+                CONFLICTS.labels("transact").inc()
+                raise
 
         written = await with_retries(attempt, max_delay=20)  # Conflict is transient: re-read and re-run
         return result.get("value"), written
 
     async def merge(self, fields: dict[str, Any]) -> dict[str, Any]:
         """A plain merge patch of fields only this writer owns (no precondition: nobody else writes them)."""
+        assert set(fields) <= transactions.WORKER_FIELDS, f"not a worker's report: {sorted(fields)}"
         return await self.kube.patch_session_status(self.namespace, self.name, {"status": fields})
 
 

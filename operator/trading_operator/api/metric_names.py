@@ -112,6 +112,9 @@ APISERVER_ERRORS = Metric("trading_apiserver_errors_total", "counter", "Failed c
                           ("op",), exporter=EVERY_WORKER)
 SESSION_WATCH_RESTARTS = Metric("trading_session_watch_restarts_total", "counter",
                                 "Session watch re-lists after an error.", exporter=EVERY_WORKER)
+WORKER_STATUS_CONFLICTS = Metric("trading_worker_status_conflicts_total", "counter",
+                                  "Guarded status writes of this worker that lost a race and were re-run.", ("op",),
+                                  exporter=EVERY_WORKER)
 WORKER_EVENTS = Metric("trading_worker_events_total", "counter",
                        "Kubernetes Events recorded by workers (repeats included).", ("reason",),
                        exporter=EVERY_WORKER)

@@ -5,12 +5,28 @@ did; the caller writes the result (the operator in its reconcile, a worker
 through ``trading_workers.session_status`` under a resourceVersion
 precondition). Running the same functions on both sides is what keeps a
 latch one side raised from being undone by the other.
+
+Who writes which part of the status (decision 0012), and how a write stays on the newest state:
+
+* ``WORKER_FIELDS`` — each one worker's report (executor: ``executor``; risk: ``risk``, ``summary``,
+  ``report``), written often, as a plain merge of that field alone: nobody else writes it, so there is
+  nothing to conflict with and no precondition.
+* ``LATCH_FIELDS`` — ``halt`` and ``reducing``: raised by workers or the operator, cleared by the
+  operator only (the status admission policy holds both). Every write that decides on them carries
+  ``latch_guard``: JSON Patch ``test`` operations on the latches as read, so the write fails (and is
+  re-decided) exactly when a latch changed since the read, and a report merged in between does not
+  make it fail.
+* ``OPERATOR_FIELDS`` — everything else (phase, conditions, ...): the operator's alone, written
+  with ``status_ops`` (only the fields that changed). A write that *clears* a latch (a resume, a
+  Reducing clear) decides on every input — breaches, ``haltHandled`` — so it is guarded by the
+  whole ``resourceVersion`` instead (``clears_latch``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from trading_operator.api.session import BreachStatus, HaltStatus, ReducingStatus, RiskReport, TradingSessionStatus
 from trading_operator.api.status import (
@@ -21,6 +37,63 @@ from trading_operator.api.status import (
     new_halt_id,
     new_reducing_id,
 )
+
+WORKER_FIELDS = frozenset({"risk", "summary", "executor", "report"})
+LATCH_FIELDS = ("halt", "reducing")
+OPERATOR_FIELDS = tuple(
+    (info.alias or name) for name, info in TradingSessionStatus.model_fields.items()
+    if (info.alias or name) not in WORKER_FIELDS and (info.alias or name) not in LATCH_FIELDS)
+
+JsonPatch = list[dict[str, Any]]
+# What the API server answers (422) when a JSON Patch does not apply to the object as it is now, a failed
+# ``test`` operation included: a lost race, like a 409. A schema or CEL refusal says "... is invalid" instead.
+PATCH_NOT_APPLICABLE = "the server rejected our request due to an error in our request"
+
+
+def latch_guard(status: Mapping[str, Any] | None) -> JsonPatch:
+    """JSON Patch tests that hold while the latches are the ones in ``status`` (the raw status as read).
+
+    No status yet: the test is that there is still none. A latch is named by its id, its action (a
+    Halt escalated to Flatten keeps its id) and ``active``; an absent latch is tested as null.
+    """
+    if status is None:
+        return [{"op": "test", "path": "/status", "value": None}]
+    ops: JsonPatch = []
+    for latch, keys in (("halt", ("id", "action", "active")), ("reducing", ("id",))):
+        held = status.get(latch)
+        if held is None:
+            ops.append({"op": "test", "path": f"/status/{latch}", "value": None})
+        else:
+            ops += [{"op": "test", "path": f"/status/{latch}/{k}", "value": held.get(k)} for k in keys]
+    return ops
+
+
+def version_guard(resource_version: str) -> JsonPatch:
+    """The whole object unchanged since the read (an optimistic lock on everything)."""
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}]
+
+
+def status_ops(status: Mapping[str, Any] | None, new: Mapping[str, Any], fields: Iterable[str]) -> JsonPatch:
+    """JSON Patch operations setting ``fields`` of the status to their value in ``new`` (absent: removed).
+
+    ``status`` is the status as read (None: the object has none yet, so the whole ``/status`` is added).
+    A removal is written as add-null then remove, which applies whether or not the field is there.
+    """
+    if status is None:
+        return [{"op": "add", "path": "/status", "value": {k: new[k] for k in fields if k in new}}]
+    ops: JsonPatch = []
+    for k in fields:
+        if k in new:
+            ops.append({"op": "add", "path": f"/status/{k}", "value": new[k]})
+        else:
+            ops += [{"op": "add", "path": f"/status/{k}", "value": None}, {"op": "remove", "path": f"/status/{k}"}]
+    return ops
+
+
+def clears_latch(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether going from status ``old`` to ``new`` clears (or replaces) a latch that ``old`` held."""
+    return any(old.get(latch) is not None and (new.get(latch) or {}).get("id") != (old.get(latch) or {}).get("id")
+               for latch in LATCH_FIELDS)
 
 
 def raise_halt(status: TradingSessionStatus, *, source: HaltSource, reason: str, now: dt.datetime,

@@ -77,6 +77,8 @@ LIVE_LABEL = "trading.dev/live"
 LIVE_LABEL_VALUE = "enabled"
 # A risk report older than this (wall seconds) no longer vouches for the data's freshness.
 RISK_REPORT_MAX_AGE = 30.0
+# The status fields a reconcile writes: the operator's own and the latches (transactions module docstring).
+OWNED = (*transactions.OPERATOR_FIELDS, *transactions.LATCH_FIELDS)
 
 __all__ = ["Decision", "Observed", "decide", "new_halt_id", "reconcile"]
 
@@ -808,17 +810,20 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     if drifted:
         await asyncio.gather(*(kube.apply(d, owner=body) for d in drifted))
 
-    # Status: written only when it changed (our own write comes back as an event).
-    old = TradingSessionStatus.model_validate(body.get("status") or {}).wire()
+    # Status: the operator's own fields and the latches, written only when they changed (our own write
+    # comes back as an event), never the workers' reports (transactions.WORKER_FIELDS: a report merged
+    # since our read is not overwritten and does not fail the write). The guard is the latches as read,
+    # or the whole resourceVersion when the decision clears one (decision 0012).
+    raw = body.get("status")
+    old = TradingSessionStatus.model_validate(raw or {}).wire()
     new = decision.status.wire()
-    old.pop("clock", None)
+    changed = [k for k in OWNED if k != "clock" and old.get(k) != new.get(k)]
     written: dict[str, Any] | None = None
-    if {k: v for k, v in new.items() if k != "clock"} != old:
-        # A merge patch keeps what it does not mention: a field the decision removed (a cleared halt or
-        # Reducing latch) is written as null to delete it.
-        patch: dict[str, Any] = {**{k: None for k in old if k not in new}, **new}
-        written = await kube.patch_status("tradingsessions", ts.metadata.namespace, ts.metadata.name, patch,
-                                          ts.metadata.resource_version)
+    if changed:
+        guard = (transactions.version_guard(ts.metadata.resource_version or "")
+                 if transactions.clears_latch(old, new) else transactions.latch_guard(raw))
+        ops = guard + transactions.status_ops(raw, new, [*changed, "clock"])
+        written = await kube.json_patch_status("tradingsessions", ts.metadata.namespace, ts.metadata.name, ops)
         for event in decision.events:
             post_event(event)
         if decision.transition is not None:
@@ -869,7 +874,9 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
     if halt is None or not halt.active:
         halt = HaltStatus(active=True, source=HaltSource.OPERATOR, reason="session is being deleted", since=now,
                           id=new_halt_id())
-        await kube.patch_status("tradingsessions", ns, name, {"halt": halt.wire()}, None)
+        raw = body.get("status")
+        await kube.json_patch_status("tradingsessions", ns, name, transactions.latch_guard(raw) + transactions.status_ops(
+            raw, {"halt": halt.wire()}, ["halt"]))
         post_event(Event("Normal", R.FINALIZING, f"halt {halt.id} raised; waiting for the executor to handle open orders"))
         return False
     executor = ts.status.executor

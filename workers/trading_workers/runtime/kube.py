@@ -6,7 +6,8 @@ same meaning of an HTTP status as the operator's wrapper (``trading_operator.kub
 
 * 404 -> ``NotFound``: the object is gone. Not retried blindly and not fatal either: the caller
   decides (the executor treats its session gone as a halt, the risk worker stops reporting);
-* 409 -> ``Conflict`` (transient): the object changed since it was read; read again and retry;
+* 409, or 422 for a JSON Patch that does not apply (a failed ``test``) -> ``Conflict`` (transient): the
+  object changed since it was read; read again and retry;
 * 429, 5xx, no answer -> ``DependencyUnavailable("apiserver")`` (transient);
 * any other status -> ``PermanentError``.
 """
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from trading_operator.api import metric_names as mn
 from trading_operator.api.common import GROUP, VERSION
+from trading_operator.api.transactions import PATCH_NOT_APPLICABLE
 from trading_workers.errors import ConfigError, DependencyUnavailable, PermanentError, TradingError, TransientError
 
 SESSIONS = "tradingsessions"
@@ -73,7 +75,7 @@ class Kube:
             API_ERRORS.labels(op).inc()
             if exc.status == 404:
                 raise NotFound(f"{op}: not found") from exc
-            if exc.status == 409:
+            if exc.status == 409 or (exc.status == 422 and PATCH_NOT_APPLICABLE in str(exc.body or "")):
                 raise Conflict(f"{op}: conflict") from exc
             if exc.status in (429, 500, 502, 503, 504) or exc.status is None or exc.status == 0:
                 raise DependencyUnavailable("apiserver", f"{op}: HTTP {exc.status}") from exc
@@ -90,6 +92,13 @@ class Kube:
         """JSON merge patch on the status subresource (a ``metadata.resourceVersion`` in ``body`` is a precondition)."""
         return await self.call("patch_status", lambda: self.custom().patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, SESSIONS, name, body, _request_timeout=10))
+
+    async def json_patch_session_status(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON Patch on the status subresource; a failed ``test`` operation (the API server's 422 for a
+        patch that does not apply) is a ``Conflict``, like a stale resourceVersion."""
+        return await self.call("patch_status", lambda: self.custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, SESSIONS, name, ops, _request_timeout=10,
+            _content_type="application/json-patch+json"))
 
     async def get_backup(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.call("get_backup", lambda: self.custom().get_namespaced_custom_object(

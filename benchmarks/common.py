@@ -88,6 +88,11 @@ def table(rows: Sequence[dict[str, Any]], *, with_command: bool = True) -> str:
         out.append("")
         out.append("baselines (measured in the same run):")
         out += [f"  {label}  <- {'; '.join(figures)}" for label, figures in by_label.items()]
+    misses = [r for r in rows if r.get("meets_goal") is False]
+    if misses:
+        out.append("")
+        out.append("goals missed (by how much, and why):")
+        out += [f"  {r['figure']}: {r.get('by') or '-'}; {r.get('why') or 'not explained'}" for r in misses]
     return "\n".join(out)
 
 

@@ -77,8 +77,9 @@ G, V, NS = "trading.dev", "v1alpha1", "default"
 POLICY = "scale-limits"
 MANAGED = "app.kubernetes.io/managed-by=trading-operator"
 ROLES = 5
-GOAL_SECONDS = 60.0
-GOAL_RSS_MB = 300.0
+GOAL_RATIO = 1.3        # time to done, at most this many times the plain client's (issue 19)
+GOAL_RSS_MB = 250.0     # operator peak RSS (MiB) at 1,000 sessions
+GOAL_IDLE_CPU_PCT = 5.0  # operator CPU at rest, % of one core
 COMMAND = ".venv/bin/python -m benchmarks scale"
 POOL = 16  # trading_operator.kube.POOL_SIZE: the operator's API threads
 SATURDAY = "2026-11-21T12:00:00Z"  # a Saturday: Initializing until Monday, on a speed-1 simulated clock
@@ -410,16 +411,31 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
 def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     r, b, n = report.real, report.noop, report.sessions
     done = "" if r.complete else " (NOT complete: timed out)"
+    ratio = r.seconds / b.seconds if b.seconds else float("inf")
+    idle = r.idle_cpu_s / report.idle_s * 100
+
+    def miss(meets: bool, by: str, why: str) -> dict[str, str]:
+        return {} if meets else {"by": by, "why": why}
+
     return [
         figure(f"{n} sessions -> {ROLES * n} Deployments + {n} statuses{done}", r.seconds, "s", b.seconds,
                f"the same API writes by a plain client (operator's builders, kube module, {POOL} in flight), "
-               "no operator", f"<= {GOAL_SECONDS:g} s", r.complete and r.seconds <= GOAL_SECONDS, command),
+               "no operator", f"<= {GOAL_RATIO:g}x the plain client", r.complete and ratio <= GOAL_RATIO, command,
+               **miss(r.complete and ratio <= GOAL_RATIO, f"{ratio / GOAL_RATIO - 1:.0%} over "
+                      f"({r.seconds - GOAL_RATIO * b.seconds:.1f} s)",
+                      "the operator shares two cores with the API server and etcd: its own CPU for the ramp "
+                      "(kopf's watches and daemons, decide, Events) is time the API server does not get")),
         figure(f"operator peak RSS, {n} sessions", r.peak_rss_mb, "MiB", b.peak_rss_mb,
-               "no-op kopf operator watching the same objects arrive", f"<= {GOAL_RSS_MB:g} MB",
-               r.peak_rss_mb <= GOAL_RSS_MB, command),
-        figure(f"operator CPU at rest, {n} sessions", r.idle_cpu_s / report.idle_s * 100, "% of a core",
+               "no-op kopf operator watching the same objects arrive", f"<= {GOAL_RSS_MB:g} MiB",
+               r.peak_rss_mb <= GOAL_RSS_MB, command,
+               **miss(r.peak_rss_mb <= GOAL_RSS_MB, f"{r.peak_rss_mb - GOAL_RSS_MB:.0f} MiB over",
+                      "imports (pandas/exchange_calendars, kubernetes, pydantic) ~55 MiB above the no-op's, plus a "
+                      "kopf daemon and its body per session and allocator high-water from the ramp")),
+        figure(f"operator CPU at rest, {n} sessions", idle, "% of a core",
                b.idle_cpu_s / report.idle_s * 100, f"no-op kopf operator, same objects, {report.idle_s:g} s",
-               "", None, command),
+               f"<= {GOAL_IDLE_CPU_PCT:g} %", idle <= GOAL_IDLE_CPU_PCT, command,
+               **miss(idle <= GOAL_IDLE_CPU_PCT, f"{idle - GOAL_IDLE_CPU_PCT:.1f} points over",
+                      "reconciles at rest (see the operator counters)")),
     ]
 
 

@@ -53,7 +53,14 @@ class Settings(pydantic_settings.BaseSettings):
                                 "Redis URL; set, it replaces redis_url in worker and backup pods.")
     redis_url_secret_key: str = "url"
     worker_http_port: int = 8080
-    reconcile_interval: float = pydantic.Field(default=2.0, gt=0, description="Seconds between periodic reconciles.")
+    reconcile_interval: float = pydantic.Field(
+        default=2.0, gt=0, description="Seconds between reconciles of a session that waits on something no watch "
+                                       "delivers soon (a halt, failing pre-market checks; 5x this for a live "
+                                       "session, whose namespace label is read, not watched).")
+    resync_seconds: float = pydantic.Field(
+        default=300.0, gt=0, description="Longest a session goes without a reconcile when nothing wakes it: a "
+                                         "backstop. Watch events, the calendar's next transition and the "
+                                         "executor-heartbeat and risk-report deadlines wake it (decision 0012).")
     executor_stale_seconds: float = pydantic.Field(
         default=30.0, gt=0, description="An executor silent this long in a trading phase is 'lost' (halt).")
     delete_timeout_seconds: float = pydantic.Field(

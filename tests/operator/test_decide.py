@@ -331,3 +331,39 @@ def test_reconciled_follows_the_executors_last_reconciliation_and_blocks_nothing
     assert "PositionMismatch AAPL: broker 10, journal 12" in cond.message
     ready = next(c for c in d.status.conditions if c.type == "Ready")
     assert ready.status == "True"   # a mismatch is for a human to look at; it halts nothing
+
+
+# ------------------------------------------------------------------ when to look again (decision 0015: no sweep)
+
+SATURDAY = dt.datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+
+
+def test_a_quiet_session_is_woken_by_the_calendar_not_a_sweep() -> None:
+    # Saturday, nothing due until Monday's pre-market: the backstop, not a 10 s sweep of every session.
+    d = decide(SessionBuilder().phase("Initializing").build(), now=SATURDAY)
+    assert d.status.phase == Phase.INITIALIZING and d.requeue_after == SETTINGS.resync_seconds
+    # The next transition is the wake-up: 2 s before the open, in 2 s, whatever the backstop.
+    before_open = dt.datetime(2026, 11, 23, 14, 29, 58, tzinfo=UTC)
+    settings = Settings(resync_seconds=3600)
+    d = rs.decide(rs.Observed(SessionBuilder().phase("PreMarket").build(), policy(), None, {}, before_open), settings)
+    assert d.status.phase == Phase.PRE_MARKET and d.requeue_after == 2.0
+    d = rs.decide(rs.Observed(SessionBuilder().phase("PreMarket").build(), policy(), None, {},
+                              before_open + dt.timedelta(seconds=2)), settings)
+    assert d.transition == (Phase.PRE_MARKET, Phase.MARKET_OPEN)
+
+
+def test_an_executor_going_silent_is_looked_at_when_its_silence_would_cross_the_limit() -> None:
+    ts = SessionBuilder().phase("MarketOpen").executor(heartbeat="2026-11-23T14:59:59Z", brokerConnected=True).build()
+    deployments = {Role.EXECUTOR: ready_deployment()}
+    d = decide(ts, deployments=deployments, executor_silence=25.0)
+    assert d.status.halt is None and abs(d.requeue_after - (SETTINGS.executor_stale_seconds - 25.0 + 0.1)) < 1e-9
+    d = decide(ts, deployments=deployments, executor_silence=SETTINGS.executor_stale_seconds + 0.1)
+    assert d.status.halt is not None and "executor lost" in d.status.halt.reason
+    # Not judged (the API server away): look again soon.
+    assert decide(ts, deployments=deployments, executor_silence=None).requeue_after == SETTINGS.reconcile_interval
+
+
+def test_a_live_session_rereads_its_namespace_label_every_five_intervals() -> None:
+    ts = SessionBuilder().phase("Initializing").with_spec(broker={"kind": "simulated", "paper": False}).build()
+    d = rs.decide(rs.Observed(ts, policy(), None, {}, SATURDAY, namespace_labels={}), SETTINGS)
+    assert d.requeue_after == SETTINGS.reconcile_interval * 5

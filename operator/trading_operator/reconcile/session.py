@@ -157,26 +157,50 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
     _reducing_step(d)
     transition, where, blocked, target = _phase_step(d)
     _trading_state_step(d, blocked, calendar_known=where is not None)
-    status, spec = d.status, obs.session.spec
-    anchor = obs.session.metadata.creation_timestamp or obs.wall
+    status = d.status
     if where is not None:
         status.next_transition = NextTransition(phase=where.next_phase.value, at=where.next_at)
     status.observed_generation = d.generation
     status.config_hash = build_workers.config_hash(obs.session)
 
-    requeue = settings.reconcile_interval * 5
+    requeue = _requeue(d, settings, transition, where, target, blocked)
+    return Decision(status=status, suspended=d.suspended, events=d.events, transition=transition,
+                    halt_raised=d.halt_raised, requeue_after=requeue, executor_allowed=d.live_ok,
+                    secret_versions=d.secret_versions)
+
+
+def _requeue(d: _Draft, settings: Settings, transition: tuple[Phase | None, Phase] | None, where: Any,
+             target: Phase, blocked: list[str]) -> float:
+    """When to reconcile again if nothing wakes the session first (decision 0012).
+
+    Watch events wake it for everything they deliver: spec, policy, Deployments, ConfigMap, the
+    workers' reports. What no event delivers is scheduled here: the calendar's next transition, an
+    executor going silent (``executor_stale_seconds`` after its last heartbeat change), a risk report
+    getting too old; a live session's namespace label (read, not watched) is re-read every
+    ``5 x reconcile_interval``. Otherwise ``resync_seconds``, a backstop, not a sweep.
+    """
+    status, spec, obs = d.status, d.obs.session.spec, d.obs
+    requeue = settings.resync_seconds
     if transition is not None:
-        requeue = 0.0
-    elif where is not None and target is not Phase.HALTED and status.phase == target:
+        return 0.0
+    if where is not None and target is not Phase.HALTED and status.phase == target:
+        anchor = obs.session.metadata.creation_timestamp or obs.wall
         wall_next = session_clock.wall_at(spec.clock, anchor, where.next_at)
         requeue = max(0.0, min(requeue, (wall_next - obs.wall).total_seconds()))
     if blocked or (status.halt is not None and not d.missing):
         requeue = min(requeue, settings.reconcile_interval)
     if status.risk is not None:  # a risk report that stops coming must turn DataFresh Unknown
         requeue = min(requeue, RISK_REPORT_MAX_AGE / 2)
-    return Decision(status=status, suspended=d.suspended, events=d.events, transition=transition,
-                    halt_raised=d.halt_raised, requeue_after=requeue, executor_allowed=d.live_ok,
-                    secret_versions=d.secret_versions)
+    if not spec.broker.paper:
+        requeue = min(requeue, settings.reconcile_interval * 5)
+    report = status.executor
+    if d.executor_desired and status.phase in ORDER_PHASES and report is not None and report.heartbeat is not None:
+        silence = obs.executor_silence
+        if silence is None:  # not judged now (the API server away, or just started): look again soon
+            requeue = min(requeue, settings.reconcile_interval)
+        else:  # the moment this silence would make the executor lost, unless a heartbeat wakes us first
+            requeue = min(requeue, max(0.0, settings.executor_stale_seconds - silence) + 0.1)
+    return requeue
 
 
 # ---------------------------------------------------------------------------- 1. policy

@@ -12,7 +12,7 @@ session is reconciled lives here, in small pieces tested on virtual time (tests/
   1,000 half-done reconciles in memory. Sessions already running never wait.
 * conflicts — only the status write can lose a race, and only when a latch (``status.halt``,
   ``status.reducing``) changed since our view, or anything changed before a write that clears one
-  (decision 0012: reports merged by the workers and kopf's finalizer do not fail it). The session is
+  (decision 0015: reports merged by the workers and kopf's finalizer do not fail it). The session is
   re-read and the reconcile re-run at once on the fresh view, status only: the children were just
   applied. A second conflict requeues immediately.
 * ``SessionGauges`` — sessions by phase and active halts, recounted only when a session's phase or

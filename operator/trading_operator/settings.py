@@ -60,7 +60,7 @@ class Settings(pydantic_settings.BaseSettings):
     resync_seconds: float = pydantic.Field(
         default=300.0, gt=0, description="Longest a session goes without a reconcile when nothing wakes it: a "
                                          "backstop. Watch events, the calendar's next transition and the "
-                                         "executor-heartbeat and risk-report deadlines wake it (decision 0012).")
+                                         "executor-heartbeat and risk-report deadlines wake it (decision 0015).")
     executor_stale_seconds: float = pydantic.Field(
         default=30.0, gt=0, description="An executor silent this long in a trading phase is 'lost' (halt).")
     delete_timeout_seconds: float = pydantic.Field(

@@ -131,7 +131,7 @@ def _json_patch(kubectl: Kubectl, user: str | None, ns: str, session: str, ops: 
 
 
 def test_the_guarded_json_patches_go_through_the_same_policy(status_admission: Kubectl) -> None:
-    """Decision 0012's write method: the operator's and the workers' JSON Patches (latch guards + field
+    """Decision 0015's write method: the operator's and the workers' JSON Patches (latch guards + field
     operations, as ``transactions`` builds them) are admitted or refused exactly like merge patches."""
     kubectl = status_admission
     ns, session, worker = _setup(kubectl)
@@ -176,6 +176,6 @@ def test_the_policy_names_every_status_field_it_guards(helm: Any) -> None:
     for field in fields - workers_write:
         assert f"object.?status.?{field} != oldObject.?status.?{field}" in rendered, field
     assert not any(f"object.?status.?{f} != oldObject" in rendered for f in workers_write - {"halt", "reducing"})
-    # The same split as the writers' (decision 0012): the operator writes its fields, the workers merge theirs.
+    # The same split as the writers' (decision 0015): the operator writes its fields, the workers merge theirs.
     assert workers_write == transactions.WORKER_FIELDS | set(transactions.LATCH_FIELDS)
     assert fields - workers_write == set(transactions.OPERATOR_FIELDS)

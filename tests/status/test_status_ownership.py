@@ -1,4 +1,4 @@
-"""Status writes without contention (decision 0012), on the real API server.
+"""Status writes without contention (decision 0015), on the real API server.
 
 The operator writes its own status fields and the latches as a JSON Patch whose ``test`` operations
 are the latches as it read them (the whole resourceVersion when it clears one); the workers merge

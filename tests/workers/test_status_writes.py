@@ -88,7 +88,7 @@ class _Interleaved(Kube):
 
 async def test_a_report_between_read_and_write_is_no_conflict_a_latch_is(
         make_session: Callable[..., SessionHandle], control_plane: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Decision 0012: transact is guarded by the latches it decides on, not by the whole resourceVersion.
+    # Decision 0015: transact is guarded by the latches it decides on, not by the whole resourceVersion.
     monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig_path))
     session = make_session(symbols=["AAPL"])
     conflicts = CONFLICTS.labels("transact")

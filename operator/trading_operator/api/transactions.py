@@ -6,7 +6,7 @@ through ``trading_workers.session_status`` under a resourceVersion
 precondition). Running the same functions on both sides is what keeps a
 latch one side raised from being undone by the other.
 
-Who writes which part of the status (decision 0012), and how a write stays on the newest state:
+Who writes which part of the status (decision 0015), and how a write stays on the newest state:
 
 * ``WORKER_FIELDS`` — each one worker's report (executor: ``executor``; risk: ``risk``, ``summary``,
   ``report``), written often, as a plain merge of that field alone: nobody else writes it, so there is

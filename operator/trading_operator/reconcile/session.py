@@ -171,7 +171,7 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
 
 def _requeue(d: _Draft, settings: Settings, transition: tuple[Phase | None, Phase] | None, where: Any,
              target: Phase, blocked: list[str]) -> float:
-    """When to reconcile again if nothing wakes the session first (decision 0012).
+    """When to reconcile again if nothing wakes the session first (decision 0015).
 
     Watch events wake it for everything they deliver: spec, policy, Deployments, ConfigMap, the
     workers' reports. What no event delivers is scheduled here: the calendar's next transition, an
@@ -837,7 +837,7 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     # Status: the operator's own fields and the latches, written only when they changed (our own write
     # comes back as an event), never the workers' reports (transactions.WORKER_FIELDS: a report merged
     # since our read is not overwritten and does not fail the write). The guard is the latches as read,
-    # or the whole resourceVersion when the decision clears one (decision 0012).
+    # or the whole resourceVersion when the decision clears one (decision 0015).
     raw = body.get("status")
     old = TradingSessionStatus.model_validate(raw or {}).wire()
     new = decision.status.wire()

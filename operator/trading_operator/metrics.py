@@ -13,6 +13,9 @@ from trading_operator.api import metric_names as m
 
 RECONCILES = m.collector(m.OPERATOR_RECONCILES)
 RECONCILE_FAILURES = m.collector(m.OPERATOR_RECONCILE_FAILURES)
+# A session reconcile that loses no race never counts a Conflict (decision 0015): the series exists from
+# the start at 0, so rate() and the dashboard's failures panel have data instead of nothing.
+RECONCILE_FAILURES.labels("TradingSession", "Conflict")
 RECONCILE_SECONDS = m.collector(m.OPERATOR_RECONCILE_SECONDS)
 SESSIONS = m.collector(m.OPERATOR_SESSIONS)
 ACTIVE_HALTS = m.collector(m.OPERATOR_ACTIVE_HALTS)

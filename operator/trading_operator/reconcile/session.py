@@ -34,7 +34,7 @@ from typing import Any
 
 import pydantic
 
-from trading_operator import calendar, drift, kube, liveness, metrics, names, secretwatch
+from trading_operator import calendar, drift, errors, kube, liveness, metrics, names, secretwatch
 from trading_operator.api import clock as session_clock
 from trading_operator.api import phases, transactions
 from trading_operator.api import workerconfig as wc
@@ -898,9 +898,21 @@ async def finalize(body: dict[str, Any], settings: Settings, post_event: Callabl
     if halt is None or not halt.active:
         halt = HaltStatus(active=True, source=HaltSource.OPERATOR, reason="session is being deleted", since=now,
                           id=new_halt_id())
+        # Guarded by the latches like any status write; kopf's body may be older than the status, so a lost
+        # race re-reads: a halt in force by then is the one to wait on.
         raw = body.get("status")
-        await kube.json_patch_status("tradingsessions", ns, name, transactions.latch_guard(raw) + transactions.status_ops(
-            raw, {"halt": halt.wire()}, ["halt"]))
+        for _ in range(3):
+            try:
+                await kube.json_patch_status("tradingsessions", ns, name, transactions.latch_guard(raw)
+                                             + transactions.status_ops(raw, {"halt": halt.wire()}, ["halt"]))
+                break
+            except errors.ApiConflict:
+                fresh = await kube.get("tradingsessions", ns, name)
+                raw = (fresh or {}).get("status")
+                if fresh is None or ((raw or {}).get("halt") or {}).get("active"):
+                    return False
+        else:
+            return False
         post_event(Event("Normal", R.FINALIZING, f"halt {halt.id} raised; waiting for the executor to handle open orders"))
         return False
     executor = ts.status.executor

@@ -1,0 +1,82 @@
+"""Drill: models and backups through the S3-compatible object store, on the whole local platform.
+
+The operator builds the inference Deployment and the backup Job with the store's keys as
+``secretKeyRef`` env; the local runtime resolves them from a real Secret as the kubelet would. A
+published model version is served and its version reported in ``status.model`` and the worker's
+metrics; a corrupted version is refused (``status.model.state: Refused``, reason ``ModelCorrupt``, a
+Warning Event) and nothing of it is served; a one-shot Backup to S3 completes, verified, in the bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from kubernetes import client
+
+from tests.drills.harness import Drill, G, V
+from tests.fixtures.servers import ObjectStoreServer
+from tests.fixtures.waiting import eventually_sync
+from trading_operator.api.session import Role
+from trading_workers import objectstore
+from trading_workers.inference import artifact, model
+
+pytestmark = [pytest.mark.drill, pytest.mark.e2e]
+
+S3_SECRET = "drill-s3"
+
+
+def test_a_model_version_from_s3_is_served_a_corrupt_one_refused_and_a_backup_lands_in_the_bucket(
+        make_drill: Callable[..., Drill], object_store: ObjectStoreServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in object_store.env.items():     # this process publishes the versions
+        monkeypatch.setenv(key, value)
+    models = object_store.create_bucket("drill-models")
+    good, manifest = artifact.publish(model.builtin_path(), f"{models}/m", "price-mlp", metrics={"valAccuracy": 0.57})
+    bad, _ = artifact.publish(model.builtin_path(), f"{models}/m", "price-mlp", version="v20261201T000000Z-corrupt")
+    store = objectstore.open_s3(bad)
+    data = bytearray(store.get_bytes("model.pt"))
+    data[len(data) // 3] ^= 0x04
+    store.put_bytes("model.pt", bytes(data))
+
+    d = make_drill(wait=None)
+    d.core.create_namespaced_secret(d.namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name=S3_SECRET),
+        string_data={"AWS_ACCESS_KEY_ID": object_store.access_key, "AWS_SECRET_ACCESS_KEY": object_store.secret_key}))
+    s3 = {"endpoint": object_store.endpoint, "credentialsSecretRef": {"name": S3_SECRET}}
+    d.patch_spec({"strategy": {"name": "model", "model": {"uri": good, "device": "cpu", "s3": s3}},
+                  "workers": {"inference": {"replicas": 1}}})
+
+    st = d.wait_status(lambda s: (s.get("model") or {}).get("uri") == good, "the inference worker reports its model",
+                       timeout=180)
+    assert st["model"]["state"] == "Serving" and st["model"]["version"] == manifest.version, st["model"]
+    assert st["model"]["verified"] is True and st["model"]["sha256"] == manifest.sha256
+    d.wait_event("ModelVerified")
+    assert d.metric(Role.INFERENCE, "trading_inference_model_info", uri=good, version=manifest.version,
+                    verified="true") == 1
+
+    d.patch_spec({"strategy": {"model": {"uri": bad}}})     # a config change: the worker restarts on it
+    st = d.wait_status(lambda s: (s.get("model") or {}).get("uri") == bad, "the corrupt version's report",
+                       timeout=180)
+    assert st["model"]["state"] == "Refused" and st["model"]["reason"] == "ModelCorrupt", st["model"]
+    assert "in the manifest" in st["model"]["message"] and "version" not in st["model"]
+    event = d.wait_event("ModelCorrupt")
+    assert event["type"] == "Warning" and "refused, not served" in event["message"]
+    assert d.metric(Role.INFERENCE, "trading_inference_model_refused_total", reason="ModelCorrupt") == 1
+
+    # A one-shot Backup to S3: the Job gets the keys from the Secret, uploads, verifies what it stored.
+    backups = object_store.create_bucket("drill-backups")
+    d.custom.create_namespaced_custom_object(G, V, d.namespace, "backups", {
+        "apiVersion": f"{G}/{V}", "kind": "Backup", "metadata": {"name": "to-s3"},
+        "spec": {"sessionRef": {"name": d.name}, "targets": ["journal", "resources"],
+                 "destination": {"s3": {"bucket": backups.removeprefix("s3://"), "prefix": d.namespace, **s3}}}})
+
+    def completed() -> dict[str, object] | None:
+        status = d.custom.get_namespaced_custom_object(G, V, d.namespace, "backups", "to-s3").get("status") or {}
+        return status if status.get("phase") in ("Completed", "Failed") else None
+
+    status = eventually_sync(completed, timeout=180, what="the S3 Backup's run")
+    assert status["phase"] == "Completed" and status["verified"] is True, status
+    run = str(status["location"]).rsplit("/", 1)[-1]
+    assert status["location"] == f"{backups}/{d.namespace}/to-s3/{run}"
+    stored = {o.key for o in objectstore.open_s3(f"{backups}/{d.namespace}/to-s3/{run}").objects()}
+    assert {"manifest.json", "manifest.json.sha256", "verify.json", "journal/journal.dump"} <= stored

@@ -6,8 +6,9 @@ namespace that enforces the restricted Pod Security profile. The tests then
 walk what only a real kubelet and real controllers can show: the operator as
 pods under its ServiceAccount, ``helm test``, a session's workers as pods with
 inference placed on the GPU pool by the scheduler, a Backup's CronJob firing on
-its schedule, garbage collection through owner references, and ``helm
-uninstall`` then reinstall. The tests run in order and build on each other.
+its schedule, garbage collection through owner references, ``helm uninstall``
+refused while a session exists (the chart's pre-delete hook as a real Job), then, the session
+deleted, uninstall and reinstall. The tests run in order and build on each other.
 """
 
 from __future__ import annotations
@@ -110,6 +111,24 @@ def test_a_backup_cronjob_fires_on_its_schedule(platform: node.Cluster) -> None:
         return [j for j in jobs if j["status"].get("succeeded")]
 
     wait_until(job_done, 200, "a backup Job started by the CronJob to succeed")
+
+
+def test_uninstall_is_refused_while_a_session_exists(platform: node.Cluster) -> None:
+    """The chart's pre-delete hook, run by the real Job controller and kubelet: `helm uninstall` fails and
+    deletes nothing while the session exists; its Job's log names the session (chart README, Uninstall)."""
+    proc = deploy.helm(platform, "uninstall", deploy.RELEASE, "-n", NS, "--timeout", "3m")
+    assert proc.returncode != 0 and "uninstall-guard failed" in proc.stderr, proc.stderr + proc.stdout
+    jobs = get(platform, "jobs", "-l", "app.kubernetes.io/component=uninstall-guard")["items"]
+    assert len(jobs) == 1, jobs
+    logs = platform.kubectl("-n", NS, "logs", f"job/{jobs[0]['metadata']['name']}")
+    assert f"{NS}/demo" in logs and "uninstall refused" in logs, logs
+    pods = get(platform, "pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    assert pods and all(p["status"]["phase"] == "Running" for p in pods), "the operator must stay"
+    assert get(platform, "tradingsession", "demo")["metadata"]["name"] == "demo"
+    # Helm marked the release `uninstalling`; a rollback to its revision marks it deployed again.
+    revision = str(json.loads(deploy.helm(platform, "status", deploy.RELEASE, "-n", NS, "-o", "json").stdout)["version"])
+    rolled = deploy.helm(platform, "rollback", deploy.RELEASE, revision, "-n", NS, "--wait", "--timeout", "3m")
+    assert rolled.returncode == 0, rolled.stderr
 
 
 def test_deleting_the_session_collects_its_workers(platform: node.Cluster) -> None:

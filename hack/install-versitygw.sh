@@ -27,7 +27,8 @@ mkdir -p "$BIN_DIR"
 GOBIN_TMP="$(mktemp -d "$BIN_DIR/.versitygw-build.XXXXXX")"
 trap 'rm -rf "$GOBIN_TMP"' EXIT
 LOG="$CACHE/build-versitygw-$VERSITYGW_VERSION.log"
-echo "install-versitygw: building versitygw $VERSITYGW_VERSION from Go modules (log: $LOG)" >&2
+echo "install-versitygw: building versitygw $VERSITYGW_VERSION from Go modules, about 2-6 minutes cold on two cores (log: $LOG)" >&2
+STARTED=$SECONDS
 # -p 1: one package at a time, the machine's two cores are shared.
 if ! (cd "${TMPDIR:-/tmp}" && GOBIN="$GOBIN_TMP" CGO_ENABLED=0 GOFLAGS=-mod=mod \
     "$GO" install -p 1 -trimpath -ldflags="-s -w" \
@@ -39,4 +40,5 @@ fi
 # Atomic rename: a concurrent caller sees either no binary or a whole one.
 mv "$GOBIN_TMP/versitygw" "$TARGET.partial"
 mv "$TARGET.partial" "$TARGET"
+echo "install-versitygw: built in $((SECONDS - STARTED))s: $TARGET" >&2
 echo "$TARGET"

@@ -1,4 +1,4 @@
-"""The whole platform on one machine: control plane, Redis, PostgreSQL, CRDs, operator, local runtime.
+"""The whole platform on one machine: control plane, Redis, PostgreSQL, S3 (versitygw), CRDs, operator, local runtime.
 
 Used by ``make demo`` and by the end-to-end test, with the same code, so
 the test exercises exactly what a newcomer runs. ``LocalPlatform`` is a
@@ -34,6 +34,9 @@ from trading_dev import runtime as local_runtime
 from trading_dev.controlplane import server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+S3_BUCKETS = ("trading-models", "trading-backups")   # created in the local object store at start
 
 
 class PlatformError(RuntimeError):
@@ -132,6 +135,7 @@ class LocalPlatform:
         self.cp: server.ControlPlane | None = None
         self.redis: services.RedisServer | None = None
         self.postgres: services.PostgresServer | None = None
+        self.s3: services.ObjectStoreServer | None = None
         self.operators: list[Supervised] = []
         self.runtime: local_runtime.LocalRuntime | None = None
         self._dirs: list[pathlib.Path] = []
@@ -178,11 +182,22 @@ class LocalPlatform:
             shutil.copy(self.cp.kubeconfig_path, self.kubeconfig_out)
         self.redis = services.RedisServer(self._tmp("redis")).start()
         self.postgres = services.PostgresServer(self._tmp("pg")).init().start()
+        self.s3 = services.ObjectStoreServer(self._tmp("s3")).start()
+        for bucket in S3_BUCKETS:
+            self.s3.create_bucket(bucket)
+        self.s3_env_file.write_text("".join(f"{k}={v}\n" for k, v in self.s3.env.items()))
+        self.s3_env_file.chmod(0o600)
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         for crd in sorted((ROOT / "crds").glob("*.yaml")):
             self.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(crd))
         self._start_operator()
         self.runtime = local_runtime.LocalRuntime(self.kubeconfig, self.workdir / "runtime").start()
+
+    @property
+    def s3_env_file(self) -> pathlib.Path:
+        """The object store's endpoint, region and keys as ``KEY=value`` lines (``kubectl create secret
+        generic trading-s3 --from-env-file=...`` makes the Secret a Backup or a model's ``s3`` names)."""
+        return self.workdir / "s3.env"
 
     def _tmp(self, prefix: str) -> pathlib.Path:
         path = services.server_dir(prefix)
@@ -228,9 +243,10 @@ class LocalPlatform:
         for replica in self.operators:
             replica.stop(grace=15)
         self.operators.clear()
-        for part in (self.postgres, self.redis):
+        for part in (self.s3, self.postgres, self.redis):
             if part is not None:
                 part.stop()
+        self.s3_env_file.unlink(missing_ok=True)
         if self.cp is not None:
             self.cp.stop()
         for path in self._dirs:

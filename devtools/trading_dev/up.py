@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 
-from trading_dev.platform import ROOT, LocalPlatform, PlatformError
+from trading_dev.platform import ROOT, S3_BUCKETS, LocalPlatform, PlatformError
 
 DEV = ROOT / ".dev"
 PID_FILE = DEV / "up.pid"
@@ -39,8 +39,8 @@ def up(apply: list[str]) -> int:
     DEV.mkdir(parents=True, exist_ok=True)
     PID_FILE.write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, _stop)
-    print("starting the local control plane, Redis, PostgreSQL, the CRDs, the operator and the local process "
-          "runtime (about 10 s warm) ...", flush=True)
+    print("starting the local control plane, Redis, PostgreSQL, the S3-compatible object store, the CRDs, the "
+          "operator and the local process runtime (about 10 s warm) ...", flush=True)
     started = time.monotonic()
     try:
         with LocalPlatform(DEV / "up", kubeconfig_out=KUBECONFIG) as platform:
@@ -52,6 +52,9 @@ def up(apply: list[str]) -> int:
                   "  kubectl apply -f examples/riskpolicy.yaml -f examples/session-simulated.yaml\n"
                   "  kubectl get trading\n"
                   "  plugin/kubectl-trading status demo --watch\n\n"
+                  f"S3 (versitygw): {platform.s3.endpoint if platform.s3 else '?'}, buckets "
+                  f"{', '.join(S3_BUCKETS)}; its keys as a Secret for Backups and s3:// models:\n"
+                  f"  kubectl create secret generic trading-s3 --from-env-file={platform.s3_env_file}\n\n"
                   "Ctrl-C here (or `make down`) stops everything; logs stay in .dev/up/logs.", flush=True)
             while True:
                 time.sleep(3600)

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from kubernetes import client
 
 from tests.drills.harness import Drill, G, V
-from tests.fixtures.servers import ObjectStoreServer
 from tests.fixtures.waiting import eventually_sync
 from trading_operator.api.session import Role
 from trading_workers import objectstore
@@ -27,10 +25,13 @@ S3_SECRET = "drill-s3"
 
 
 def test_a_model_version_from_s3_is_served_a_corrupt_one_refused_and_a_backup_lands_in_the_bucket(
-        make_drill: Callable[..., Drill], object_store: ObjectStoreServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_drill: Callable[..., Drill], monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make_drill(wait=None)
+    object_store = d.platform.s3                     # the platform's own object store, as make up starts it
+    assert object_store is not None
     for key, value in object_store.env.items():     # this process publishes the versions
         monkeypatch.setenv(key, value)
-    models = object_store.create_bucket("drill-models")
+    models = "s3://trading-models"
     good, manifest = artifact.publish(model.builtin_path(), f"{models}/m", "price-mlp", metrics={"valAccuracy": 0.57})
     bad, _ = artifact.publish(model.builtin_path(), f"{models}/m", "price-mlp", version="v20261201T000000Z-corrupt")
     store = objectstore.open_s3(bad)
@@ -38,10 +39,9 @@ def test_a_model_version_from_s3_is_served_a_corrupt_one_refused_and_a_backup_la
     data[len(data) // 3] ^= 0x04
     store.put_bytes("model.pt", bytes(data))
 
-    d = make_drill(wait=None)
-    d.core.create_namespaced_secret(d.namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name=S3_SECRET),
-        string_data={"AWS_ACCESS_KEY_ID": object_store.access_key, "AWS_SECRET_ACCESS_KEY": object_store.secret_key}))
+    # The Secret as make up says to make it: from the platform's env file.
+    d.platform.kubectl("create", "secret", "generic", S3_SECRET, f"--from-env-file={d.platform.s3_env_file}",
+                       "-n", d.namespace)
     s3 = {"endpoint": object_store.endpoint, "credentialsSecretRef": {"name": S3_SECRET}}
     d.patch_spec({"strategy": {"name": "model", "model": {"uri": good, "device": "cpu", "s3": s3}},
                   "workers": {"inference": {"replicas": 1}}})
@@ -64,7 +64,7 @@ def test_a_model_version_from_s3_is_served_a_corrupt_one_refused_and_a_backup_la
     assert d.metric(Role.INFERENCE, "trading_inference_model_refused_total", reason="ModelCorrupt") == 1
 
     # A one-shot Backup to S3: the Job gets the keys from the Secret, uploads, verifies what it stored.
-    backups = object_store.create_bucket("drill-backups")
+    backups = "s3://trading-backups"
     d.custom.create_namespaced_custom_object(G, V, d.namespace, "backups", {
         "apiVersion": f"{G}/{V}", "kind": "Backup", "metadata": {"name": "to-s3"},
         "spec": {"sessionRef": {"name": d.name}, "targets": ["journal", "resources"],

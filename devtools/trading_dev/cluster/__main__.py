@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 
+from trading_dev import kubeconfig
 from trading_dev.cluster import node
 from trading_dev.controlplane import build
 
@@ -41,19 +42,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        target = pathlib.Path(args.kubeconfig)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(cluster.kubeconfig_path, target)
-        print(f"[cluster] ready at {cluster.url}: one node ({node.NODE_NAME}), Kubernetes {cluster.version}",
-              flush=True)
-        print(f"  export KUBECONFIG={target.resolve()}", flush=True)
-        print("  Ctrl-C stops it and removes everything it made.", flush=True)
-        while not stop:
-            time.sleep(0.5)
+        with kubeconfig.published(cluster.kubeconfig_path, pathlib.Path(args.kubeconfig)) as target:
+            _serve(cluster, target, lambda: stop)
     finally:
         print("[cluster] stopping", flush=True)
         cluster.stop()
     return 0
+
+
+def _serve(cluster: node.Cluster, target: pathlib.Path, stopped: Callable[[], bool]) -> None:
+    print(f"[cluster] ready at {cluster.url}: one node ({node.NODE_NAME}), Kubernetes {cluster.version}",
+          flush=True)
+    print(f"  export KUBECONFIG={target.resolve()}", flush=True)
+    print("  Ctrl-C stops it and removes everything it made (this kubeconfig too).", flush=True)
+    while not stopped():
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":

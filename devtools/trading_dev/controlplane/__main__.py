@@ -1,14 +1,16 @@
-"""``make cluster``: run the local control plane in the foreground until Ctrl-C."""
+"""``make cluster-api``: run the local control plane (kube-apiserver + etcd) in the foreground until Ctrl-C.
+
+Its admin kubeconfig is at ``--kubeconfig`` while it runs and removed when it stops."""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
-import shutil
 import signal
 import sys
 import time
 
+from trading_dev import kubeconfig
 from trading_dev.controlplane import build, server
 
 
@@ -18,10 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        with server.running() as cp:
-            target = pathlib.Path(args.kubeconfig)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(cp.kubeconfig_path, target)
+        with server.running() as cp, kubeconfig.published(cp.kubeconfig_path, pathlib.Path(args.kubeconfig)) as target:
             print(f"control plane ready in {time.monotonic() - started:.1f}s at {cp.url}", flush=True)
             print(f"  export KUBECONFIG={target.resolve()}", flush=True)
             print("  Ctrl-C stops it.", flush=True)
@@ -32,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop = True
 
             signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)  # also when started in the background (SIGINT ignored there)
             try:
                 while not stop:
                     time.sleep(0.5)

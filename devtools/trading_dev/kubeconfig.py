@@ -1,0 +1,27 @@
+"""The admin kubeconfig a foreground cluster publishes at ``.dev/kubeconfig`` while it runs.
+
+``make cluster`` and ``make cluster-api`` copy their cluster's kubeconfig there for the user's
+kubectl and remove it when they stop (Ctrl-C, SIGTERM, an error): a kubeconfig left pointing at a
+stopped cluster only misleads the next kubectl. A file someone replaced meanwhile is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import shutil
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def published(source: pathlib.Path, target: pathlib.Path) -> Iterator[pathlib.Path]:
+    """``source`` copied to ``target`` for the duration of the block, then removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    written = target.read_bytes()
+    try:
+        yield target
+    finally:
+        with contextlib.suppress(OSError):
+            if target.read_bytes() == written:
+                target.unlink()

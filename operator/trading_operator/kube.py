@@ -155,6 +155,15 @@ async def get(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
 
+async def get_object(api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """Any namespaced object by group/version and plural (None when absent)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        return await _raw("GET", f"{base}/namespaces/{namespace}/{plural}/{name}", None)
+    except errors.NotFound:
+        return None
+
+
 def is_subset(desired: Any, live: Any) -> bool:
     """Whether every field we set is present, equal, in the live object (server defaults may add more)."""
     if isinstance(desired, dict):

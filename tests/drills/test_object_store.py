@@ -3,8 +3,9 @@
 The operator builds the inference Deployment and the backup Job with the store's keys as
 ``secretKeyRef`` env; the local runtime resolves them from a real Secret as the kubelet would. A
 published model version is served and its version reported in ``status.model`` and the worker's
-metrics; a corrupted version is refused (``status.model.state: Refused``, reason ``ModelCorrupt``, a
-Warning Event) and nothing of it is served; a one-shot Backup to S3 completes, verified, in the bucket.
+metrics; a corrupted version named next is refused by the worker's check (the staged rollout rolls it
+back at once, a Warning Event, ``trading_inference_model_refused_total{reason="ModelCorrupt"}``) and
+nothing of it is served; a one-shot Backup to S3 completes, verified, in the bucket.
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ def test_a_model_version_from_s3_is_served_a_corrupt_one_refused_and_a_backup_la
     assert d.metric(Role.INFERENCE, "trading_inference_model_info", uri=good, version=manifest.version,
                     verified="true") == 1
 
-    d.patch_spec({"strategy": {"model": {"uri": bad}}})     # a config change: the worker restarts on it
-    st = d.wait_status(lambda s: (s.get("model") or {}).get("uri") == bad, "the corrupt version's report",
+    # The corrupt version as a new model.uri: a candidate of the staged rollout (no restart), refused by the
+    # worker's check before a byte of it is loaded, so rolled back at once; the good version keeps serving.
+    d.patch_spec({"strategy": {"model": {"uri": bad}}})
+    st = d.wait_status(lambda s: (s.get("modelRollout") or {}).get("phase") == "RolledBack", "the corrupt version rolled back",
                        timeout=180)
-    assert st["model"]["state"] == "Refused" and st["model"]["reason"] == "ModelCorrupt", st["model"]
-    assert "in the manifest" in st["model"]["message"] and "version" not in st["model"]
-    event = d.wait_event("ModelCorrupt")
-    assert event["type"] == "Warning" and "refused, not served" in event["message"]
+    assert st["modelRollout"]["candidateUri"] == bad and st["modelRollout"]["stableUri"] == good, st["modelRollout"]
+    assert "in the manifest" in st["modelRollout"]["message"], st["modelRollout"]
+    assert st["model"]["uri"] == good and st["model"]["state"] == "Serving", st["model"]
+    event = d.wait_event("ModelRolledBack")
+    assert event["type"] == "Warning" and bad in event["message"]
     assert d.metric(Role.INFERENCE, "trading_inference_model_refused_total", reason="ModelCorrupt") == 1
 
     # A one-shot Backup to S3: the Job gets the keys from the Secret, uploads, verifies what it stored.

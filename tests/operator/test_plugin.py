@@ -112,6 +112,35 @@ def test_clear_reducing_names_the_rule_that_blocks(api: Api, operator: Any, name
     assert status(api, namespace, "r")["lastReducing"]["id"] == "r-0123456789"
 
 
+def test_promote_and_abort_name_the_rollout_in_progress(api: Api, operator: Any, namespace: str,
+                                                         control_plane: Any) -> None:
+    """The operator alone decides the rollout: with no inference worker reporting, a candidate holds at its
+    first step until a human promotes or aborts it."""
+    kc = control_plane.kubeconfig_path
+    api.create(namespace, "riskpolicies", {"apiVersion": "trading.dev/v1alpha1", "kind": "RiskPolicy",
+                                           "metadata": {"name": "limits"}, "spec": {}})
+    api.create(namespace, "tradingsessions", {
+        "apiVersion": "trading.dev/v1alpha1", "kind": "TradingSession", "metadata": {"name": "m"},
+        "spec": {"symbols": ["AAPL", "MSFT"], "riskPolicyRef": {"name": "limits"}, "workers": ZERO_WORKERS,
+                 "strategy": {"name": "model", "model": {"uri": "builtin://default", "device": "cpu"}}}})
+    rollout = lambda: status(api, namespace, "m").get("modelRollout") or {}  # noqa: E731
+    eventually_sync(lambda: rollout().get("phase") == "Stable", timeout=20, what="the stable model")
+    nothing = run(kc, namespace, "promote", "m")
+    assert nothing.returncode == 1 and "no model rollout in progress" in nothing.stdout, nothing.stdout
+    for command, uri, phase in (("abort", "file:///models/a.pt", "Aborted"),
+                                ("promote", "file:///models/b.pt", "Promoted")):
+        api.patch(namespace, "tradingsessions", "m", {"spec": {"strategy": {"model": {"uri": uri}}}})
+        eventually_sync(lambda uri=uri: rollout().get("candidateUri") == uri and rollout().get("phase") == "Progressing",
+                        timeout=20, what=f"the rollout of {uri}")
+        rid = rollout()["id"]
+        out = run(kc, namespace, command, "m")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"rollout {rid} {phase}" in out.stdout, out.stdout
+        field = "promoteRolloutId" if command == "promote" else "abortRolloutId"
+        assert api.get(namespace, "tradingsessions", "m")["spec"][field] == rid
+    assert rollout()["stableUri"] == "file:///models/b.pt"
+
+
 def test_backup_runs_a_scheduled_backup_now(api: Api, operator: Any, namespace: str, control_plane: Any) -> None:
     kc = control_plane.kubeconfig_path
     api.create(namespace, "backups", {"apiVersion": "trading.dev/v1alpha1", "kind": "Backup",

@@ -170,7 +170,7 @@ def test_the_guarded_json_patches_go_through_the_same_policy(status_admission: K
 
 def test_the_policy_names_every_status_field_it_guards(helm: Any) -> None:
     """A new TradingSessionStatus field is either a worker's (listed here) or the operator's (in the policy)."""
-    workers_write = {"risk", "summary", "executor", "report", "model", "halt", "reducing"}
+    workers_write = {"risk", "summary", "executor", "report", "model", "halt", "reducing", "inference", "modelCandidate"}
     rendered = render(helm, "statusadmission.yaml")
     fields = {info.alias or name for name, info in TradingSessionStatus.model_fields.items()}
     for field in fields - workers_write:

@@ -144,6 +144,20 @@ def test_every_rule_can_be_disabled_the_same_way() -> None:
     assert evaluate(off, CircuitBreaker(enabled=False), f) == []
 
 
+def test_model_accuracy_alerts_below_55_and_takes_the_critical_action_below_50() -> None:
+    on = Limits.model_validate({"modelAccuracy": {"enabled": True, "minOutcomes": 100}})
+    assert evaluate(Limits(), CircuitBreaker(), figures(model_accuracy_pct=30.0, model_outcomes=500)) == []  # off
+    assert evaluate(on, CircuitBreaker(), figures(model_accuracy_pct=59.0, model_outcomes=500)) == []
+    assert evaluate(on, CircuitBreaker(), figures(model_accuracy_pct=40.0, model_outcomes=50)) == []   # too few
+    alert = evaluate(on, CircuitBreaker(), figures(model_accuracy_pct=53.0, model_outcomes=500))
+    assert [(b.rule, b.action, b.threshold) for b in alert] == [("modelAccuracy", "Alert", 55.0)]
+    critical = evaluate(on, CircuitBreaker(), figures(model_accuracy_pct=41.0, model_outcomes=500))
+    assert [(b.rule, b.action, b.threshold) for b in critical] == [("modelAccuracy", "Reduce", 50.0)]
+    assert "critical" in critical[0].message and critical[0].reason == "ModelAccuracyReduce"
+    halting = Limits.model_validate({"modelAccuracy": {"enabled": True, "criticalAction": "Halt"}})
+    assert evaluate(halting, CircuitBreaker(), figures(model_accuracy_pct=41.0, model_outcomes=500))[0].action == "Halt"
+
+
 # --------------------------------------------------------------------------- the halt gate
 
 def session(spec: dict[str, object] | None = None, status: dict[str, object] | None = None) -> dict[str, object]:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from trading_operator.api.session import Role
 from trading_workers.backup import cli as backup_cli
 from trading_workers.errors import ConfigError, TradingError
+from trading_workers.inference import retrain as retrain_cli
 from trading_workers.runtime import Runtime, serve
 
 log = logging.getLogger("trading_workers.cli")
@@ -46,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("role", choices=[r.value for r in Role])
     worker.add_argument("--session", help="NAMESPACE/NAME (default: $TRADING_SESSION)")
     backup_cli.add_parser(sub)  # `trading-platform backup run|verify|restore` (trading_workers.backup.cli)
+    retrain_cli.add_parser(sub)  # `trading-platform train --session NS/NAME --out DIR` (the training Job)
     return p
 
 
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "backup":
         return backup_cli.main(args)
+    if args.command == "train":
+        return retrain_cli.main(args)
     try:
         return asyncio.run(serve(args.role, args.session, role_main(args.role)))
     except ConfigError as exc:

@@ -79,7 +79,7 @@ async def run(rt: Runtime) -> None:
     speed = cfg.clock.speed if cfg.clock.mode == "simulated" else 1.0
     step_seconds = interval * speed
     sim = cfg.broker.simulated
-    process = PriceProcess(sim.seed, sim.volatility, step_seconds)
+    process = PriceProcess(sim.seed, sim.volatility, step_seconds, sim.return_autocorrelation)
     origin = (cfg.clock.start or cfg.clock_anchor) if cfg.clock.mode == "simulated" else cfg.clock_anchor
     client = bus_mod.connect(rt.settings.redis_url)
     bus = bus_mod.Bus(client, rt.redis_prefix)

@@ -272,6 +272,16 @@ INFERENCE_MODEL_REFUSED = Metric("trading_inference_model_refused_total", "count
                                  "Models refused before serving: reason ModelCorrupt (the file does not match its "
                                  "manifest) or ModelLoadFailed (unreachable, unpublished, not a model).", ("reason",),
                                  exporter="inference")
+INFERENCE_ACCURACY = Metric("trading_inference_accuracy_pct", "gauge",
+                            "Directional accuracy over the model's sliding window, percent (NaN before any is "
+                            "judged); role stable, or candidate during a staged rollout.", ("role",),
+                            exporter="inference")
+INFERENCE_PREDICTION_RATE = Metric("trading_inference_prediction_rate", "gauge",
+                                   "Symbols scored per second by the model between two quality reports.", ("role",),
+                                   exporter="inference")
+INFERENCE_SERVING = Metric("trading_inference_serving_pct", "gauge",
+                           "Percent of the session's symbols whose signals the model serves.", ("role",),
+                           exporter="inference")
 
 ALL: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
 BY_NAME: dict[str, Metric] = {m.name: m for m in ALL}

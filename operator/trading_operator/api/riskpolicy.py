@@ -92,6 +92,26 @@ class DataFreshness(ApiModel):
     enabled: bool = _enabled()
 
 
+class ModelAccuracy(ApiModel):
+    """The stable model's live directional accuracy (status.inference), as the runbook watches it.
+
+    Off by default: on the simulated exchange's default random walk no model can beat 50 %.
+    """
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("self.criticalBelowPct < self.alertBelowPct", "criticalBelowPct must be below alertBelowPct",
+            field_path=".criticalBelowPct", reason="FieldValueInvalid"),
+    ))
+
+    alert_below_pct: float = _pct(55.0, "Accuracy (percent) below which alertAction applies (runbook: 55).")
+    critical_below_pct: float = _pct(50.0, "Accuracy (percent) below which criticalAction applies (runbook: 50).")
+    alert_action: Action = pydantic.Field(default="Alert", description=ACTION_DESCRIPTION)
+    critical_action: Action = pydantic.Field(default="Reduce", description=ACTION_DESCRIPTION)
+    min_outcomes: int = pydantic.Field(default=200, ge=10, le=10_000_000,
+                                       description="Judged predictions in the window before the rule is evaluated.")
+    enabled: bool = pydantic.Field(default=False, description="Whether the rule is evaluated (off by default).")
+
+
 def _rule(default_pct: float, action: str, description: str) -> PctRule:
     return pydantic.Field(  # type: ignore[no-any-return]
         default_factory=lambda: PctRule(threshold_pct=default_pct, action=action),  # type: ignore[arg-type]
@@ -116,6 +136,9 @@ class Limits(ApiModel):
     data_freshness: DataFreshness = pydantic.Field(
         default_factory=DataFreshness, json_schema_extra=object_default(DataFreshness),
         description="Silent feed: evaluated while the phase allows orders.")
+    model_accuracy: ModelAccuracy = pydantic.Field(
+        default_factory=ModelAccuracy, json_schema_extra=object_default(ModelAccuracy),
+        description="Live accuracy of the session's stable model (strategy model only; off by default).")
 
 
 class OrderControls(ApiModel):

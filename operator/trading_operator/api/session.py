@@ -18,6 +18,7 @@ from trading_operator.api import common
 from trading_operator.api.common import ApiModel, cel, object_default, rules
 from trading_operator.api.phases import Phase
 from trading_operator.api.status import (
+    CandidateSource,
     Difference,
     DifferenceAction,
     HaltAction,
@@ -25,6 +26,8 @@ from trading_operator.api.status import (
     ModelState,
     ReconciliationTrigger,
     ReducingSource,
+    RetrainTrigger,
+    RolloutPhase,
     RuleAction,
     TradingState,
 )
@@ -64,6 +67,11 @@ class SimulatedExchange(ApiModel):
                                          description="Starting cash of the simulated account, in USD.")
     volatility: float = pydantic.Field(default=0.02, ge=0, le=1,
                                        description="Daily volatility of the simulated price process (fraction).")
+    return_autocorrelation: float = pydantic.Field(
+        default=0.0, ge=-0.9, le=0.9,
+        description="Correlation of each price step's return with the previous one: 0 is a random walk (no "
+                    "model beats 50 % there), above 0 trends, below 0 reverts (gives models something to "
+                    "predict, for drills and demos of the model lifecycle).")
 
 
 class BrokerSpec(ApiModel):
@@ -92,6 +100,87 @@ class BrokerSpec(ApiModel):
         description="Settings of the simulated exchange (kind: simulated).")
 
 
+class RolloutSpec(ApiModel):
+    """How a new model is rolled out: canary steps over the session's symbols, judged against the stable model.
+
+    The candidate serves the first step's share of the symbols; both models score every symbol (the one not
+    serving a symbol only in the shadow), so their directional accuracy is compared on the same quotes. After
+    ``dwellSeconds`` at a step, with ``minOutcomes`` judged predictions each, the rollout advances while the
+    candidate's accuracy is within ``maxAccuracyDropPct`` points of the stable model's and its batch latency
+    within ``maxLatencyRatio`` of it; reaching 100 promotes it. It rolls back by itself as soon as either fails.
+    """
+
+    model_config = pydantic.ConfigDict(json_schema_extra=rules(
+        cel("self.steps.isSorted() && self.steps[self.steps.size() - 1] == 100",
+            "steps must rise and end at 100", field_path=".steps", reason="FieldValueInvalid"),
+    ))
+
+    steps: list[int] = pydantic.Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=10,
+        description="Percent of the session's symbols the candidate serves at each step, rising, ending at 100 "
+                    "(reaching 100 promotes it). Runbook: 10, 50, 100.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 100},
+                           "x-kubernetes-list-type": "set", "default": [10, 50, 100]})
+    dwell_seconds: float = pydantic.Field(default=300.0, ge=1, le=7 * 86_400,
+                                          description="Minimum wall seconds at a step before it may advance.")
+    min_outcomes: int = pydantic.Field(
+        default=200, ge=10, le=10_000_000,
+        description="Judged directional predictions each model needs at a step before the step is judged "
+                    "(an accuracy on fewer is noise).")
+    max_accuracy_drop_pct: float = pydantic.Field(
+        default=5.0, ge=0, le=100,
+        description="Roll back when the candidate's accuracy is more than this many percentage points below "
+                    "the stable model's on the same quotes (runbook: a drop of more than 5 %).")
+    max_latency_ratio: float = pydantic.Field(
+        default=2.0, ge=1, le=1000,
+        description="Roll back when the candidate's mean batch time exceeds this multiple of the stable "
+                    "model's (differences under 1 ms count as equal).")
+
+    @pydantic.field_validator("steps")
+    @classmethod
+    def _rising(cls, value: list[int]) -> list[int]:
+        if value != sorted(set(value)) or value[-1] != 100 or value[0] < 1:
+            raise ValueError("steps must rise strictly from at least 1 and end at 100")
+        return value
+
+
+class RetrainSpec(ApiModel):
+    """Retraining: a training Job that writes a new versioned artifact and offers it to the rollout.
+
+    A Job starts on ``spec.retrainRequest`` (a new value), on ``schedule`` (a CronJob), or automatically when
+    the stable model's live accuracy falls ``onAccuracyDropPct`` points below its training accuracy or
+    ``onNewRows`` quotes were scored since it became stable. Its artifact is a candidate: it goes through the
+    staged rollout, never straight to 100 %.
+    """
+
+    output: str = pydantic.Field(
+        description="Where training Jobs write artifacts, a directory URI: file:///dir or pvc://claim/dir "
+                    "(each artifact is <session>-<time>.pt inside it).",
+        pattern=r"^(file|pvc)://.+$", max_length=1024)
+    schedule: str | None = pydantic.Field(
+        default=None, max_length=128,
+        description="Cron schedule of a retraining CronJob (e.g. '0 6 * * 6': weekly, as the runbook). Absent: "
+                    "no CronJob.")
+    time_zone: str = pydantic.Field(default="Etc/UTC", max_length=64,
+                                    description="IANA time zone the schedule is read in.")
+    samples: int = pydantic.Field(default=40_000, ge=1_000, le=10_000_000,
+                                  description="Training windows per run (synthetic price process).")
+    epochs: int = pydantic.Field(default=3, ge=1, le=100, description="Passes over the training windows.")
+    seed: int | None = pydantic.Field(default=None, ge=0, le=2**31 - 1,
+                                      description="Training seed (absent: a new one per run, from its start time).")
+    on_accuracy_drop_pct: float | None = pydantic.Field(
+        default=5.0, gt=0, le=100,
+        description="Start a Job when the stable model's live accuracy is this many points below its training "
+                    "accuracy (runbook: accuracy drop > 5 %). Absent: no such trigger.")
+    on_new_rows: int | None = pydantic.Field(
+        default=10_000, ge=1, le=10**12,
+        description="Start a Job once this many quotes were scored since the stable model was adopted "
+                    "(runbook: > 10k new rows). Absent: no such trigger.")
+    min_interval_seconds: float = pydantic.Field(
+        default=3600.0, ge=0, le=30 * 86_400,
+        description="No automatic Job sooner than this after the last one started (requests are not limited).")
+
+
 class ModelSpec(ApiModel):
     """A torch model artifact used by the inference workers."""
 
@@ -110,7 +199,9 @@ class ModelSpec(ApiModel):
                     "s3://bucket/prefix/NAME/VERSION or pvc://CLAIM/path/NAME/VERSION (a directory with "
                     "manifest.json: its sha256 is checked before the model is served, docs/model-artifacts.md); "
                     "or a bare file pvc://CLAIM/path/model.pt or file:///path (served unverified). A pvc:// "
-                    "claim is mounted read-only into the inference pods at /models/CLAIM.",
+                    "claim is mounted read-only into the inference pods at /models/CLAIM. "
+                    "Changing it on a running session starts a staged rollout (rollout); it restarts no worker "
+                    "unless it names another PVC claim, which the inference pods must then mount.",
         pattern=r"^(builtin|file|pvc|s3)://.+$", max_length=1024)
     s3: common.S3Access | None = pydantic.Field(
         default=None, description="Where the s3:// bucket is and the Secret with its keys (required for s3://).")
@@ -123,6 +214,16 @@ class ModelSpec(ApiModel):
     max_latency_ms: float = pydantic.Field(
         default=50.0, gt=0, le=60_000,
         description="A batch slower than this (or any NaN output) moves the session to Reducing.")
+    quality_window: int = pydantic.Field(
+        default=500, ge=10, le=1_000_000,
+        description="Judged directional predictions in each model's sliding accuracy window (status.inference).")
+    report_seconds: float = pydantic.Field(
+        default=10.0, ge=0.5, le=3600,
+        description="How often the inference worker reports quality to status.inference and reads the rollout.")
+    rollout: RolloutSpec = pydantic.Field(default_factory=RolloutSpec, json_schema_extra=object_default(RolloutSpec),
+                                          description="Staged rollout of a new model (canary steps, rollback).")
+    retrain: RetrainSpec | None = pydantic.Field(default=None,
+                                                 description="Retraining Jobs (absent: none).")
 
 
 class StrategySpec(ApiModel):
@@ -309,6 +410,18 @@ class TradingSessionSpec(ApiModel):
         default=None, max_length=64, pattern=r"^r-[a-z0-9]{1,60}$",
         description="To clear a latched Reducing state, set this to status.reducing.id. Refused while the rule "
                     "that raised it is still breached; a stale or wrong id is refused.")
+    promote_rollout_id: str | None = pydantic.Field(
+        default=None, max_length=64, pattern=r"^m-[a-z0-9]{1,60}$",
+        description="Promote the model rollout in progress at once: set this to status.modelRollout.id. An id "
+                    "naming no rollout in progress does nothing, so a stale command cannot promote a later one.")
+    abort_rollout_id: str | None = pydantic.Field(
+        default=None, max_length=64, pattern=r"^m-[a-z0-9]{1,60}$",
+        description="Abort the model rollout in progress (the stable model serves every symbol again): set this "
+                    "to status.modelRollout.id.")
+    retrain_request: str | None = pydantic.Field(
+        default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Start a training Job now (needs strategy.model.retrain): any new value starts one; "
+                    "status.retrain.request names the last one answered.")
     on_halt: Literal["CancelOpenOrders", "FlattenPositions", "None"] = pydantic.Field(
         default="CancelOpenOrders", description="What executors do with open orders/positions when halted.")
     suspend: bool = pydantic.Field(
@@ -583,6 +696,105 @@ class ExecutorReport(ApiModel):
         default=None, description="The last end-of-day reconciliation (at the close, or on demand).")
 
 
+class ModelQuality(ApiModel):
+    """One served model's live quality, measured by the inference worker over a sliding window."""
+
+    uri: str = pydantic.Field(max_length=1024, description="The model's artifact URI.")
+    role: Literal["stable", "candidate"] = pydantic.Field(description="stable, or the rollout's candidate.")
+    serving_pct: float = pydantic.Field(ge=0, le=100,
+                                        description="Percent of the session's symbols whose signals it serves.")
+    accuracy_pct: float | None = pydantic.Field(
+        default=None, ge=0, le=100,
+        description="Directional predictions that the next quote confirmed, percent of the window (absent "
+                    "before any is judged). Runbook: normal 58-62 %, alert < 55 %, critical < 50 %.")
+    outcomes: int = pydantic.Field(default=0, ge=0, description="Judged predictions in the window.")
+    predictions_per_second: float = pydantic.Field(default=0.0, ge=0,
+                                                   description="Symbols scored per second since the last report.")
+    mean_batch_ms: float | None = pydantic.Field(default=None, ge=0, description="Mean batch time, ms.")
+    max_batch_ms: float | None = pydantic.Field(default=None, ge=0, description="Slowest batch, ms.")
+    training_accuracy_pct: float | None = pydantic.Field(
+        default=None, ge=0, le=100, description="Accuracy the artifact recorded at training (its metadata).")
+    error: str | None = pydantic.Field(default=None, max_length=1024,
+                                       description="Why the model could not be loaded or scored.")
+
+
+class InferenceReport(ApiModel):
+    """What the inference worker reports about the models it serves (written by the inference worker)."""
+
+    models: list[ModelQuality] = pydantic.Field(default_factory=list, max_length=2,
+                                                description="The stable model and, during a rollout, the candidate.")
+    window: int = pydantic.Field(default=0, ge=0, description="Size of the sliding accuracy window.")
+    rows_since_stable: int = pydantic.Field(
+        default=0, ge=0, description="Quotes scored by the stable model since it was adopted (retraining trigger).")
+    rollout_id: str | None = pydantic.Field(default=None, max_length=64,
+                                            description="The rollout (status.modelRollout.id) this report serves.")
+    updated_at: dt.datetime | None = pydantic.Field(default=None, description="When reported (wall time).")
+
+
+class RolloutDecision(ApiModel):
+    """One decision of a model rollout (also an Event)."""
+
+    at: dt.datetime = pydantic.Field(description="When (wall time).")
+    decision: str = pydantic.Field(max_length=64, description="RolloutProgressing, RolloutStepAdvanced, "
+                                                              "ModelPromoted, ModelRolledBack or RolloutAborted.")
+    weight_pct: int = pydantic.Field(ge=0, le=100, description="Candidate's share of symbols after the decision.")
+    message: str = pydantic.Field(default="", max_length=1024, description="Why, with the figures compared.")
+
+
+class ModelRolloutStatus(ApiModel):
+    """The model rollout (written by the operator): which model is stable, which is the candidate, at what step."""
+
+    id: str | None = pydantic.Field(default=None, max_length=64,
+                                    description="Rollout id; name it in spec.promoteRolloutId or spec.abortRolloutId.")
+    phase: RolloutPhase = pydantic.Field(default=RolloutPhase.STABLE,
+                                         description="Stable, Progressing, Promoted, RolledBack or Aborted.")
+    stable_uri: str = pydantic.Field(max_length=1024, description="The model serving every symbol not given "
+                                                                  "to the candidate.")
+    spec_uri: str = pydantic.Field(max_length=1024,
+                                   description="spec.strategy.model.uri last acted on (a change starts a rollout).")
+    offer_uri: str | None = pydantic.Field(default=None, max_length=1024,
+                                           description="status.modelCandidate.uri last acted on (a new offer "
+                                                       "starts a rollout).")
+    candidate_uri: str | None = pydantic.Field(default=None, max_length=1024,
+                                               description="The candidate of the current or last rollout.")
+    candidate_source: CandidateSource | None = pydantic.Field(default=None,
+                                                              description="Spec or Retrain.")
+    step: int = pydantic.Field(default=0, ge=0, description="Index into spec.strategy.model.rollout.steps.")
+    weight_pct: int = pydantic.Field(default=0, ge=0, le=100,
+                                     description="Percent of the session's symbols the candidate serves now.")
+    step_since: dt.datetime | None = pydantic.Field(default=None, description="When the current step began.")
+    finished_at: dt.datetime | None = pydantic.Field(default=None,
+                                                     description="When the last rollout was promoted, rolled back "
+                                                                 "or aborted.")
+    message: str = pydantic.Field(default="", max_length=1024, description="The last decision, in words.")
+    decisions: list[RolloutDecision] = pydantic.Field(default_factory=list, max_length=20,
+                                                      description="Decisions of the current or last rollout, "
+                                                                  "oldest first.")
+
+
+class ModelCandidate(ApiModel):
+    """A model offered to the rollout by a training Job (written by the trainer)."""
+
+    uri: str = pydantic.Field(max_length=1024, description="The new artifact.")
+    job: str | None = pydantic.Field(default=None, max_length=253, description="The Job that trained it.")
+    offered_at: dt.datetime | None = pydantic.Field(default=None, description="When offered.")
+    validation_accuracy_pct: float | None = pydantic.Field(default=None, ge=0, le=100,
+                                                           description="Its directional accuracy at training.")
+
+
+class RetrainStatus(ApiModel):
+    """The last training Job (written by the operator)."""
+
+    job: str = pydantic.Field(max_length=253, description="Job name.")
+    trigger: RetrainTrigger = pydantic.Field(description="Request, AccuracyDrop, NewRows or Schedule.")
+    request: str | None = pydantic.Field(default=None, max_length=63,
+                                         description="The spec.retrainRequest it answered (trigger Request).")
+    phase: Literal["Running", "Succeeded", "Failed"] = pydantic.Field(default="Running", description="Job state.")
+    started_at: dt.datetime | None = pydantic.Field(default=None, description="When the operator created it.")
+    finished_at: dt.datetime | None = pydantic.Field(default=None, description="When it ended.")
+    message: str = pydantic.Field(default="", max_length=1024, description="Why it started, or how it ended.")
+
+
 class NextTransition(ApiModel):
     phase: str = pydantic.Field(description="Phase the calendar moves to next.")
     at: dt.datetime = pydantic.Field(description="When, in session clock time.")
@@ -656,6 +868,13 @@ class TradingSessionStatus(ApiModel):
     clock: dt.datetime | None = pydantic.Field(default=None, description="Session clock at last reconcile.")
     config_hash: str | None = pydantic.Field(default=None, max_length=64,
                                              description="Hash of the resolved worker config in force.")
+    inference: InferenceReport | None = pydantic.Field(
+        default=None, description="Live quality of the served models (inference worker).")
+    model_rollout: ModelRolloutStatus | None = pydantic.Field(
+        default=None, description="Stable model, candidate and canary step (operator; strategy model only).")
+    model_candidate: ModelCandidate | None = pydantic.Field(
+        default=None, description="The last model a training Job offered to the rollout.")
+    retrain: RetrainStatus | None = pydantic.Field(default=None, description="The last training Job.")
 
 
 class TradingSession(ApiModel):

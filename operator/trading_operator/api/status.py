@@ -50,6 +50,8 @@ class ConditionType(StrEnum):
     CIRCUIT_BREAKER = "CircuitBreaker"
     RECONCILED = "Reconciled"              # the last end-of-day reconciliation found no difference
     SECRETS_CURRENT = "SecretsCurrent"     # every role runs the current version of each Secret it uses
+    MODEL_ROLLOUT = "ModelRollout"         # True while a candidate model is being rolled out (canary steps)
+    RETRAINING = "Retraining"              # True while a training Job for the session's model runs
 
 
 class Reason(StrEnum):
@@ -130,6 +132,19 @@ class Reason(StrEnum):
     ROLLING = "Rolling"                    # a role's pods are being replaced for a new Secret version
     ROTATION_WAITING = "RotationWaiting"   # the executor rolls only once it has handled the rotation halt
     SECRET_VERSIONS_UNKNOWN = "SecretVersionsUnknown"
+    # ModelRollout (conditions and Events; docs/decisions/0017-model-rollout-in-the-operator.md)
+    ROLLOUT_PROGRESSING = "RolloutProgressing"
+    ROLLOUT_STEP_ADVANCED = "RolloutStepAdvanced"
+    MODEL_PROMOTED = "ModelPromoted"
+    MODEL_ROLLED_BACK = "ModelRolledBack"
+    ROLLOUT_ABORTED = "RolloutAborted"
+    MODEL_STABLE = "ModelStable"
+    NO_MODEL = "NoModel"
+    # Retraining
+    RETRAIN_STARTED = "RetrainStarted"
+    RETRAIN_SUCCEEDED = "RetrainSucceeded"
+    RETRAIN_FAILED = "RetrainFailed"
+    NOT_RETRAINING = "NotRetraining"
     # Events only
     SECRET_CHANGED = "SecretChanged"
     ROTATED = "Rotated"
@@ -204,6 +219,32 @@ class ReducingSource(StrEnum):
     CIRCUIT_BREAKER = "CircuitBreaker"  # the market circuit breaker
 
 
+class RolloutPhase(StrEnum):
+    """Where a model rollout stands (``status.modelRollout.phase``)."""
+
+    STABLE = "Stable"              # one model serves every symbol; no candidate in progress
+    PROGRESSING = "Progressing"    # the candidate serves the current step's share of the symbols
+    PROMOTED = "Promoted"          # the candidate became the stable model (it serves every symbol)
+    ROLLED_BACK = "RolledBack"     # the candidate degraded against the stable model and was withdrawn
+    ABORTED = "Aborted"            # a user withdrew the candidate (spec.abortRolloutId)
+
+
+class CandidateSource(StrEnum):
+    """Where a candidate model came from."""
+
+    SPEC = "Spec"          # spec.strategy.model.uri changed
+    RETRAIN = "Retrain"    # a training Job offered it (status.modelCandidate)
+
+
+class RetrainTrigger(StrEnum):
+    """Why a training Job was started."""
+
+    REQUEST = "Request"              # spec.retrainRequest changed
+    ACCURACY_DROP = "AccuracyDrop"   # the stable model's live accuracy fell below its training accuracy
+    NEW_ROWS = "NewRows"             # enough new quotes were scored since the stable model was trained
+    SCHEDULE = "Schedule"            # the CronJob (spec.strategy.model.retrain.schedule)
+
+
 class RuleAction(StrEnum):
     """A RiskPolicy rule's action, in increasing severity."""
 
@@ -237,6 +278,7 @@ class Rule(StrEnum):
     CORRELATION_SPIKE = "correlationSpike"
     CIRCUIT_BREAKER = "circuitBreaker"
     DATA_FRESHNESS = "dataFreshness"
+    MODEL_ACCURACY = "modelAccuracy"
 
 
 def rule_reason(rule: Rule | str, action: RuleAction | str) -> str:

@@ -9,8 +9,9 @@ latch one side raised from being undone by the other.
 Who writes which part of the status (decision 0015), and how a write stays on the newest state:
 
 * ``WORKER_FIELDS`` — each one worker's report (executor: ``executor``; risk: ``risk``, ``summary``,
-  ``report``; inference: ``model``), written often, as a plain merge of that field alone: nobody else writes it, so there is
-  nothing to conflict with and no precondition.
+  ``report``; inference: ``model``, ``inference``; a training Job: ``modelCandidate``), written often,
+  as a plain merge of that field alone: nobody else writes it, so there is nothing to conflict with
+  and no precondition.
 * ``LATCH_FIELDS`` — ``halt`` and ``reducing``: raised by workers or the operator, cleared by the
   operator only (the status admission policy holds both). Every write that decides on them carries
   ``latch_guard``: JSON Patch ``test`` operations on the latches as read, so the write fails (and is
@@ -38,7 +39,7 @@ from trading_operator.api.status import (
     new_reducing_id,
 )
 
-WORKER_FIELDS = frozenset({"risk", "summary", "executor", "report", "model"})
+WORKER_FIELDS = frozenset({"risk", "summary", "executor", "report", "model", "inference", "modelCandidate"})
 LATCH_FIELDS = ("halt", "reducing")
 OPERATOR_FIELDS = tuple(
     (info.alias or name) for name, info in TradingSessionStatus.model_fields.items()

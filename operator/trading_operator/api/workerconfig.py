@@ -6,6 +6,9 @@ worker fetches the ConfigMap itself when no file is mounted). Its hash is
 the Deployments' rollout annotation, so only changes that need a restart
 (symbols, strategy, broker, calendar, clock) roll workers.
 
+The model's ``uri``, ``rollout`` and ``retrain`` are in the config but not in its hash: a new
+model is rolled out by the running inference worker (``status.modelRollout``).
+
 What changes *without* a restart does not live here: halts, the trading
 state and the RiskPolicy reach workers through their watch on the
 TradingSession (``status.halt``, ``status.tradingState``,
@@ -35,6 +38,7 @@ ENV_BROKER_KEY_ID = "APCA_API_KEY_ID"
 ENV_BROKER_SECRET = "APCA_API_SECRET_KEY"
 DEFAULT_HTTP_PORT = 8080
 ENV_SECRET_VERSIONS = "TRADING_SECRET_VERSIONS"  # the pod's own names.ANNOTATION_SECRET_VERSIONS (Downward API)
+NO_RESTART_MODEL_FIELDS = ("uri", "rollout", "retrain")
 ENV_BIND_ADDRESS = "TRADING_BIND_ADDRESS"  # where health/metrics listen (operator and workers)
 
 
@@ -81,7 +85,18 @@ class WorkerConfig(ApiModel):
         return json.dumps(self.wire(), sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """The rollout annotation: the config minus what reaches running workers without a restart.
+
+        ``strategy.model``'s ``uri``, ``rollout`` and ``retrain`` are left out: a new model URI is a
+        candidate the running inference worker loads beside the stable one (``status.modelRollout``), so
+        changing it restarts nothing.
+        """
+        wire = self.wire()
+        model = (wire.get("strategy") or {}).get("model")
+        if isinstance(model, dict):
+            for key in NO_RESTART_MODEL_FIELDS:
+                model.pop(key, None)
+        return hashlib.sha256(json.dumps(wire, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def format_versions(versions: dict[str, str]) -> str:

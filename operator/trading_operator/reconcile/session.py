@@ -45,6 +45,7 @@ from trading_operator.api.session import (
     NextTransition,
     PolicyStatusRef,
     ReconciliationStatus,
+    RetrainStatus,
     Role,
     TradingSession,
     TradingSessionStatus,
@@ -57,6 +58,7 @@ from trading_operator.api.status import (
 from trading_operator.api.status import (
     HaltSource,
     ReducingSource,
+    RetrainTrigger,
     TradingState,
     get_condition,
     new_halt_id,
@@ -66,7 +68,9 @@ from trading_operator.api.status import (
     Reason as R,
 )
 from trading_operator.build import rbac as build_rbac
+from trading_operator.build import training as build_training
 from trading_operator.build import workers as build_workers
+from trading_operator.reconcile import rollout
 from trading_operator.reconcile.conditions import Event
 from trading_operator.settings import Settings
 
@@ -97,6 +101,8 @@ class Observed:
     # The current version of every Secret the session's pods read (secretwatch); None: not known, and why.
     secret_versions: dict[str, str] | None = None
     secret_versions_unknown: str = "Secret versions are not tracked"
+    # The running training Job (status.retrain), read only while one runs; None: absent or not read.
+    retrain_job: dict[str, Any] | None = None
 
 
 @dataclass
@@ -110,6 +116,7 @@ class Decision:
     executor_allowed: bool = True   # False: the live-trading gate holds the executor at zero replicas
     # The Secret versions each role's pod template carries (None: no annotation: versions not tracked).
     secret_versions: dict[Role, dict[str, str] | None] = field(default_factory=dict)
+    training_job: dict[str, Any] | None = None   # a training Job to create once the status is written
 
 
 @dataclass
@@ -131,6 +138,7 @@ class _Draft:
     data_fresh: bool | None = None
     halt_raised: str | None = None
     secret_versions: dict[Role, dict[str, str] | None] = field(default_factory=dict)
+    model_due: float | None = None   # seconds until the model rollout or a training Job needs a look
 
     def condition(self, type_: C, ok: bool | str, reason: R, message: str,
                   event: tuple[str, R] | None = None) -> None:
@@ -155,6 +163,7 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
     _risk_step(d)
     _halt_step(d, settings, halt_id)
     _reducing_step(d)
+    training_job = _model_step(d, settings)
     transition, where, blocked, target = _phase_step(d)
     _trading_state_step(d, blocked, calendar_known=where is not None)
     status = d.status
@@ -166,7 +175,7 @@ def decide(obs: Observed, settings: Settings, halt_id: Callable[[], str] = new_h
     requeue = _requeue(d, settings, transition, where, target, blocked)
     return Decision(status=status, suspended=d.suspended, events=d.events, transition=transition,
                     halt_raised=d.halt_raised, requeue_after=requeue, executor_allowed=d.live_ok,
-                    secret_versions=d.secret_versions)
+                    secret_versions=d.secret_versions, training_job=training_job)
 
 
 def _requeue(d: _Draft, settings: Settings, transition: tuple[Phase | None, Phase] | None, where: Any,
@@ -200,6 +209,8 @@ def _requeue(d: _Draft, settings: Settings, transition: tuple[Phase | None, Phas
             requeue = min(requeue, settings.reconcile_interval)
         else:  # the moment this silence would make the executor lost, unless a heartbeat wakes us first
             requeue = min(requeue, max(0.0, settings.executor_stale_seconds - silence) + 0.1)
+    if d.model_due is not None:  # a rollout step's dwell ends, or a training Job runs
+        requeue = min(requeue, max(d.model_due, settings.reconcile_interval))
     return requeue
 
 
@@ -634,6 +645,53 @@ def _reducing_blockers(status: TradingSessionStatus, source: str, rule: str | No
     return []
 
 
+# ---------------------------------------------------------------------------- 6b. model lifecycle
+
+TRAINING_POLL_SECONDS = 5.0
+
+
+def _model_step(d: _Draft, settings: Settings) -> dict[str, Any] | None:
+    """The model rollout (``reconcile.rollout``) and retraining; returns a training Job to create (if any) and
+    sets ``d.model_due``, the seconds until a rollout or a running Job needs a look without an event."""
+    spec, status, session = d.obs.session.spec, d.status, d.obs.session
+    model = rollout.model_of(spec)
+    if model is None:  # not a model session: no model conditions at all
+        status.model_rollout = None
+        status.conditions = [c for c in status.conditions if c.type not in (C.MODEL_ROLLOUT, C.RETRAINING)]
+        return None
+    out = rollout.rollout_step(spec, status, d.now, d.generation)
+    d.events.extend(out.events)
+    due = out.due_in
+    if status.retrain is not None:
+        ended = rollout.job_finished(status.retrain, d.obs.retrain_job, d.now)
+        if ended is not None:
+            d.event("Normal" if ended[0] is R.RETRAIN_SUCCEEDED else "Warning", ended[0], ended[1])
+    job: dict[str, Any] | None = None
+    if model.retrain is not None:
+        request = rollout.retrain_request(spec, status)
+        trigger = RetrainTrigger.REQUEST if request else out.retrain
+        if trigger is not None:
+            token = request or f"{trigger.value}-{d.now.isoformat()}"
+            name = build_training.job_name(session.metadata.name, f"{session.metadata.uid}/{token}")
+            message = f"spec.retrainRequest {request}" if request else out.retrain_reason
+            previous = status.retrain.request if status.retrain is not None else None
+            status.retrain = RetrainStatus(job=name, trigger=trigger, request=request or previous, phase="Running",
+                                           started_at=d.now, message=message[:1024])
+            job = build_training.job(session, settings, model.retrain, name)
+            d.event("Normal", R.RETRAIN_STARTED, f"training Job {name} ({trigger.value}): {message}")
+    last = status.retrain
+    if last is not None and last.phase == "Running":
+        due = TRAINING_POLL_SECONDS if due is None else min(due, TRAINING_POLL_SECONDS)
+        d.condition(C.RETRAINING, True, R.RETRAIN_STARTED, f"training Job {last.job} ({last.trigger}): {last.message}")
+    elif last is not None:
+        d.condition(C.RETRAINING, False, R.RETRAIN_SUCCEEDED if last.phase == "Succeeded" else R.RETRAIN_FAILED,
+                    last.message)
+    else:
+        d.condition(C.RETRAINING, False, R.NOT_RETRAINING, "no training Job has run")
+    d.model_due = due
+    return job
+
+
 # ---------------------------------------------------------------------------- 7. phase
 
 def _premarket_blockers(d: _Draft) -> list[str]:
@@ -796,9 +854,12 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     used = sorted({name for names_ in build_workers.role_secrets(ts, settings).values() for name in names_})
     secretwatch.VERSIONS.used_by(ts.metadata.namespace, ts.metadata.name, used)
     versions = secretwatch.VERSIONS.versions(ts.metadata.namespace, used)
+    running = ts.status.retrain if ts.status.retrain is not None and ts.status.retrain.phase == "Running" else None
+    training = await kube.get_object("batch/v1", "jobs", ts.metadata.namespace, running.job) if running else None
     decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence,
                                secret_versions=versions,
-                               secret_versions_unknown=secretwatch.VERSIONS.disabled or "Secret versions not known yet"),
+                               secret_versions_unknown=secretwatch.VERSIONS.disabled or "Secret versions not known yet",
+                               retrain_job=training),
                       settings)
 
     # Each session's own worker identity (ServiceAccount, Role, RoleBinding) first: the Deployments name
@@ -821,6 +882,8 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
         if why is not None:
             await kube.apply(desired_cm, owner=body)
             metrics.DRIFT_REPAIRS.labels("ConfigMap", why).inc()
+    if children:
+        await _apply_retrain_schedule(ts, settings, body)
     drifted = []
     for role in Role if children else ():
         held = decision.suspended or (role is Role.EXECUTOR and not decision.executor_allowed)
@@ -855,12 +918,32 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
             metrics.TRANSITIONS.labels(src.value if src else "", dst.value).inc()
         if decision.halt_raised:
             metrics.HALTS.labels(decision.halt_raised).inc()
+        if decision.training_job is not None:  # named in the status just written: created once
+            await kube.apply(decision.training_job, owner=body)
     report = decision.status.executor
     heartbeat_age = ((dt.datetime.now(dt.UTC) - report.heartbeat).total_seconds()
                      if report is not None and report.heartbeat is not None and decision.status.phase in ORDER_PHASES
                      else None)
     metrics.session_state(ts.metadata.namespace, ts.metadata.name, new, heartbeat_age)
     return decision.requeue_after, written
+
+
+_APPLIED_SCHEDULE: dict[str, str] = {}  # "ns/name" -> digest of the retraining CronJob this process applied
+
+
+async def _apply_retrain_schedule(ts: TradingSession, settings: Settings, body: dict[str, Any]) -> None:
+    """The retraining CronJob: applied when ``retrain.schedule`` is set or changed, deleted when it is removed
+    (a CronJob left from before an operator restart goes with the session: it is owned by it)."""
+    key = f"{ts.metadata.namespace}/{ts.metadata.name}"
+    model = rollout.model_of(ts.spec)
+    retrain = model.retrain if model is not None else None
+    if retrain is not None and retrain.schedule:
+        desired, digest = drift.stamp(build_training.cronjob(ts, settings, retrain))
+        if _APPLIED_SCHEDULE.get(key) != digest:
+            await kube.apply(desired, owner=body)
+            _APPLIED_SCHEDULE[key] = digest
+    elif _APPLIED_SCHEDULE.pop(key, None) is not None:
+        await kube.delete("batch/v1", "cronjobs", ts.metadata.namespace, build_training.cronjob_name(ts.metadata.name))
 
 
 def _heartbeat(body: Mapping[str, Any]) -> str | None:

@@ -82,12 +82,21 @@ def initial_price(seed: int, symbol: str) -> float:
 
 
 class PriceProcess:
-    """Deterministic GBM: ``price(symbol, step)`` depends only on seed, volatility, step size and step."""
+    """Deterministic GBM: ``price(symbol, step)`` depends only on seed, volatility, step size and step.
 
-    def __init__(self, seed: int, volatility: float, step_seconds: float) -> None:
+    ``autocorrelation`` (phi) makes each step's log return ``phi`` times the previous one plus a shock
+    scaled to keep the same volatility (an AR(1) of returns: trending for phi > 0, reverting for
+    phi < 0), so a model can have something to predict; 0, the default, is the plain random walk with
+    the very same draws.
+    """
+
+    def __init__(self, seed: int, volatility: float, step_seconds: float, autocorrelation: float = 0.0) -> None:
+        if not -1.0 < autocorrelation < 1.0:
+            raise ValueError("autocorrelation must be within (-1, 1)")
         self.seed = seed
         self.sigma = volatility * math.sqrt(max(step_seconds, 0.0) / TRADING_DAY_SECONDS)
-        self._state: dict[str, tuple[random.Random, int, float]] = {}
+        self.phi = autocorrelation
+        self._state: dict[str, tuple[random.Random, int, float, float]] = {}
 
     def price(self, symbol: str, step: int) -> float:
         """Price at ``step`` (0 is the opening price). Sequential access is O(1) per step."""
@@ -95,13 +104,17 @@ class PriceProcess:
             raise ValueError("step must be >= 0")
         state = self._state.get(symbol)
         if state is None or state[1] > step:
-            state = (random.Random(_symbol_seed(self.seed, symbol)), 0, initial_price(self.seed, symbol))
-        rng, current, price = state
-        sigma, drift = self.sigma, -0.5 * self.sigma * self.sigma
+            state = (random.Random(_symbol_seed(self.seed, symbol)), 0, initial_price(self.seed, symbol), 0.0)
+        rng, current, price, previous = state
+        sigma, drift, phi = self.sigma, -0.5 * self.sigma * self.sigma, self.phi
+        scale = sigma * math.sqrt(1.0 - phi * phi)
         while current < step:
-            price = max(0.01, price * math.exp(drift + sigma * rng.gauss(0.0, 1.0)))
+            shock = rng.gauss(0.0, 1.0)
+            ret = sigma * shock if phi == 0.0 else phi * previous + scale * shock
+            price = max(0.01, price * math.exp(drift + ret))
+            previous = ret
             current += 1
-        self._state[symbol] = (rng, current, price)
+        self._state[symbol] = (rng, current, price, previous)
         return round(price, 4)
 
 

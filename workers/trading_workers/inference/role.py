@@ -1,9 +1,10 @@
 """The inference role's ``run(runtime)``: the worker runtime as the small interface ``inference.worker`` uses.
 
 ``inference.worker.run`` depends only on ``InferenceRuntime`` (quotes in, signals out, a Reducing
-request, readiness, the model's status), so it is tested over a stand-in; ``InferenceIO`` is that interface over the bus
-(the ``inference`` consumer group on market data, the ``signals`` stream) and the session's status
-(the shared ``request_reducing`` transaction). torch is imported only when the role runs.
+request, readiness, the model's status), so it is tested over a stand-in; ``InferenceIO`` is that
+interface over the bus (the ``inference`` consumer group on market data, the ``signals`` stream) and the session's status
+(the shared ``request_reducing`` transaction, ``status.inference`` and the rollout it reads). torch is
+imported only when the role runs.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ class InferenceIO:
                    + (" (sha256 verified against its manifest)" if status.verified else " (unverified: no manifest)"))
         await EventRecorder(kube, ns, name, "inference").record("Warning" if refused else "Normal",
                                                                str(status.reason), message)
+
+    async def read_session(self) -> dict[str, Any]:
+        """The TradingSession (the worker reads ``status.modelRollout`` from it)."""
+        return await self.rt.require_kube().get_session(self.rt.settings.namespace, self.rt.settings.name)
+
+    async def report_inference(self, report: dict[str, Any]) -> None:
+        """``status.inference``: a field only this worker writes (a plain merge, ``SessionStatus.merge``)."""
+        from trading_workers.session_status import SessionStatus
+
+        await SessionStatus(self.rt.require_kube(), self.rt.settings.namespace,
+                            self.rt.settings.name).merge({"inference": report})
 
     async def request_reducing(self, reason: str) -> None:
         """The inference guard: latch Reducing (source Inference) through the shared status transaction."""

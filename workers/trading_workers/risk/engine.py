@@ -21,6 +21,9 @@ Interpretations worth stating:
 * Data freshness: a symbol with no quote for longer than ``maxAgeSeconds``
   is stale; the rule is evaluated only while the phase allows orders (the
   worker passes ``None`` otherwise).
+* Model accuracy: the stable model's live accuracy from ``status.inference`` (the inference
+  worker's window), once it holds ``minOutcomes``; below ``criticalBelowPct`` the critical
+  action, else below ``alertBelowPct`` the alert action. Off unless enabled.
 * Every rule can be disabled with ``enabled: false``.
 """
 
@@ -69,6 +72,8 @@ class Figures:
     volatility_level: float | None = None
     stale_symbols: tuple[str, ...] | None = None   # None: freshness not evaluated (phase allows no orders)
     max_quote_age: float = 0.0
+    model_accuracy_pct: float | None = None   # the stable model's live accuracy (status.inference); None: no report
+    model_outcomes: int = 0
 
 
 def breaker_tripped(breaker: CircuitBreaker, f: Figures) -> str | None:
@@ -124,6 +129,16 @@ def evaluate(limits: Limits, breaker: CircuitBreaker, f: Figures) -> list[Breach
         out.append(Breach(Rule.DATA_FRESHNESS, fresh.action, f.max_quote_age, fresh.max_age_seconds,
                           f"no quote for {f.max_quote_age:.0f}s (> {fresh.max_age_seconds:g}s) for: "
                           + ", ".join(f.stale_symbols[:10])))
+    ma = limits.model_accuracy
+    acc = f.model_accuracy_pct
+    if ma.enabled and acc is not None and f.model_outcomes >= ma.min_outcomes:
+        for below, action, level in ((ma.critical_below_pct, ma.critical_action, "critical"),
+                                     (ma.alert_below_pct, ma.alert_action, "alert")):
+            if acc < below:
+                out.append(Breach(Rule.MODEL_ACCURACY, action, acc, below,
+                                  f"model accuracy {acc:.1f}% < {below:g}% ({level}) over {f.model_outcomes} "
+                                  "predictions"))
+                break
     tripped = breaker_tripped(breaker, f)
     if tripped is not None:
         value = f.index_drop_pct if f.index_drop_pct >= breaker.index_drop_pct else (f.volatility_level or 0.0)

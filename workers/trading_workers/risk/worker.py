@@ -121,6 +121,7 @@ class RiskWorker:
         self.eval_interval, self.summary_interval, self.snapshot_interval = (eval_interval, summary_interval,
                                                                              snapshot_interval)
         self.capital = self.config.broker.simulated.initial_cash
+        self.inference: dict[str, Any] | None = None   # status.inference, read while modelAccuracy is enabled
         self.policy = RiskPolicySpec()
         self.policy_generation: int | None = None
         self.policy_read_at = -math.inf
@@ -269,7 +270,16 @@ class RiskWorker:
                                             self.marks.get(index, 0.0)),
             volatility_level=self.marks.get(self.policy.circuit_breaker.volatility_symbol),
             **self._freshness(),
+            **self._model_quality(),
         )
+
+    def _model_quality(self) -> dict[str, Any]:
+        """The stable model's accuracy window from the last ``status.inference`` read (``step``)."""
+        report = (self.inference or {}).get("models") or []
+        stable = next((m for m in report if m.get("role") == "stable"), None)
+        if stable is None or stable.get("accuracyPct") is None:
+            return {}
+        return {"model_accuracy_pct": float(stable["accuracyPct"]), "model_outcomes": int(stable.get("outcomes") or 0)}
 
     def _freshness(self) -> dict[str, Any]:
         """Quote age per traded symbol; the stale set only while the phase allows orders (else None)."""
@@ -297,6 +307,9 @@ class RiskWorker:
         await self._roll_day()
         positions = await self.journal.positions()
         fills = await self.journal.fills(since=self.day_start_wall)  # the day's trades: win rate is per day
+        if self.policy.limits.model_accuracy.enabled:  # one read of the session per evaluation, only when needed
+            obj = await self.status.kube.get_session(self.status.namespace, self.status.name)
+            self.inference = (obj.get("status") or {}).get("inference")
         figures = self.figures(positions, fills)
         self.last_figures = figures
         self._export(figures, sum(p.realized_pnl for p in positions.values()))

@@ -23,6 +23,7 @@ import torch
 from tests.drills.harness import Drill
 from trading_operator.api.session import Role
 from trading_workers import bus as bus_mod
+from trading_workers.inference import artifact
 from trading_workers.inference import model as model_mod
 
 pytestmark = [pytest.mark.drill, pytest.mark.e2e]
@@ -188,12 +189,18 @@ def test_quality_below_the_floor_alerts_then_reduces(make_drill: Callable[..., D
     assert d.order_outcome(d.send_intent("AAPL", "sell", 5)).sent
 
 
-def test_a_retraining_job_offers_an_artifact_that_the_rollout_picks_up(
-        make_drill: Callable[..., Drill], tmp_path: pathlib.Path) -> None:
-    out = tmp_path / "retrained"
-    spec = model_session(BUILTIN, retrain={"output": f"file://{out}", "samples": 40_000, "epochs": 3, "seed": 2,
-                                           "onNewRows": None, "onAccuracyDropPct": None})
-    d = make_drill(symbols=SYMBOLS[:4], spec=spec)
+def test_a_retraining_job_publishes_a_version_that_the_rollout_picks_up(
+        make_drill: Callable[..., Drill], monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make_drill(symbols=SYMBOLS[:4], wait=None)
+    store = d.platform.s3                       # the platform's object store, as make up starts it
+    assert store is not None
+    d.platform.kubectl("create", "secret", "generic", "drill-s3", f"--from-env-file={d.platform.s3_env_file}",
+                       "-n", d.namespace)
+    s3 = {"endpoint": store.endpoint, "credentialsSecretRef": {"name": "drill-s3"}}
+    out = f"s3://trading-models/{d.namespace}"
+    d.patch_spec(model_session(BUILTIN, s3=s3, retrain={"output": out, "samples": 40_000, "epochs": 3, "seed": 2,
+                                                        "onNewRows": None, "onAccuracyDropPct": None}))
+    d.wait_trading(90)
     wait(d, lambda s: rollout(s).get("phase") == "Stable", "stable")
     d.wait_condition("Retraining", "False", reason="NotRetraining")
     d.patch_spec({"retrainRequest": "drill-1"})
@@ -201,21 +208,27 @@ def test_a_retraining_job_offers_an_artifact_that_the_rollout_picks_up(
     job = st["retrain"]["job"]
     assert st["retrain"]["trigger"] == "Request"
     d.wait_event("RetrainStarted")
-    st = wait(d, lambda s: (s.get("retrain") or {}).get("phase") == "Succeeded", "the Job succeeded",
-                       timeout=120)
+    st = wait(d, lambda s: (s.get("retrain") or {}).get("phase") == "Succeeded", "the Job succeeded", timeout=120)
     d.wait_event("RetrainSucceeded")
     candidate = st["modelCandidate"]
-    assert candidate["job"] == job and candidate["uri"].startswith(f"file://{out}/drill-")
-    artifact = model_mod.load_uri(candidate["uri"])
-    assert artifact.meta["job"] == job and artifact.meta["report"]["val_mse"] < artifact.meta["report"]["baseline_mse"]
+    assert candidate["job"] == job and candidate["uri"].startswith(f"{out}/{d.name}/"), candidate
+    # A published version in the object store: model file and manifest (sha256, training data, metrics).
+    for key, value in store.env.items():
+        monkeypatch.setenv(key, value)
+    manifest = artifact.read_manifest(candidate["uri"])
+    assert manifest.metrics["job"] == job and manifest.metrics["val_mse"] < manifest.metrics["baseline_mse"]
+    assert manifest.training_data["seed"] == 2 and manifest.training_data["samples"] == 40_000
+    loaded = model_mod.load_uri(candidate["uri"])
+    assert loaded.verified and loaded.sha256 == manifest.sha256
     # The rollout picks it up from the first step (never straight to 100 %), and the worker scores it.
     st = wait(d, lambda s: rollout(s).get("candidateUri") == candidate["uri"], "the rollout of the new model")
     first = rollout(st)["decisions"][0]
     assert (first["decision"], first["weightPct"]) == ("RolloutProgressing", 10)
     assert rollout(st)["candidateSource"] == "Retrain"
     wait(d, lambda s: any(m["role"] == "candidate" and m["uri"] == candidate["uri"] and m["predictionsPerSecond"] > 0
-                          and m["servingPct"] == 10 for m in (s.get("inference") or {}).get("models") or []),
-         "the worker scoring the candidate")
+                          and m["servingPct"] == 10 and not m.get("error")
+                          for m in (s.get("inference") or {}).get("models") or []),
+         "the worker scoring the candidate (fetched from the store, its sha256 checked)")
     # The same request again starts nothing.
     time.sleep(2)
     assert d.status()["retrain"]["job"] == job

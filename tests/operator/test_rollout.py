@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from trading_operator.api import workerconfig as wc
-from trading_operator.api.session import TradingSession, TradingSessionSpec, TradingSessionStatus
+from trading_operator.api.session import Role, TradingSession, TradingSessionSpec, TradingSessionStatus
+from trading_operator.build import training as build_training
+from trading_operator.build import workers as build_workers
 from trading_operator.reconcile import rollout
 from trading_operator.reconcile import session as reconcile_session
 from trading_operator.settings import Settings
@@ -251,3 +253,20 @@ def test_a_candidate_replaces_a_refused_stable_model_at_once() -> None:
     st.model = TradingSessionStatus.model_validate({"model": {"uri": "file:///old.pt", "state": "Refused"}}).model
     step(spec(CAND), st, T0)
     assert st.model_rollout is not None and st.model_rollout.phase == "Progressing"
+
+
+def test_a_training_job_into_s3_gets_the_models_bucket_access_by_reference() -> None:
+    s3 = {"endpoint": "http://127.0.0.1:9000", "credentialsSecretRef": {"name": "store-keys"}}
+    ts = TradingSession.model_validate({
+        "metadata": {"name": "s", "namespace": "ns", "uid": "u"},
+        "spec": spec(model={"s3": s3, "retrain": {"output": "s3://models/retrained"}}).wire()})
+    model = ts.spec.strategy.model
+    assert model is not None and model.retrain is not None
+    job = build_training.job(ts, Settings(), model.retrain, "s-train-1")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "store-keys"
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    # The inference pods get the same access whatever spec.uri says: a candidate may come from the bucket.
+    dep = build_workers.deployment(ts, Role.INFERENCE, Settings())
+    names_ = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names_

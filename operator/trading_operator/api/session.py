@@ -154,9 +154,10 @@ class RetrainSpec(ApiModel):
     """
 
     output: str = pydantic.Field(
-        description="Where training Jobs write artifacts, a directory URI: file:///dir or pvc://claim/dir "
-                    "(each artifact is <session>-<time>.pt inside it).",
-        pattern=r"^(file|pvc)://.+$", max_length=1024)
+        description="Where training Jobs publish versions (docs/model-artifacts.md): s3://bucket/prefix (with the "
+                    "model's s3 access), pvc://claim/dir or file:///dir; each run is a new version "
+                    "<output>/<session>/<version> with a manifest (sha256, training data, metrics).",
+        pattern=r"^(file|pvc|s3)://.+$", max_length=1024)
     schedule: str | None = pydantic.Field(
         default=None, max_length=128,
         description="Cron schedule of a retraining CronJob (e.g. '0 6 * * 6': weekly, as the runbook). Absent: "
@@ -187,6 +188,9 @@ class ModelSpec(ApiModel):
     model_config = pydantic.ConfigDict(json_schema_extra=rules(
         cel("!self.uri.startsWith('s3://') || has(self.s3)",
             "an s3:// model needs s3 (endpoint, region and credentialsSecretRef)",
+            field_path=".s3", reason="FieldValueRequired"),
+        cel("!has(self.retrain) || !self.retrain.output.startsWith('s3://') || has(self.s3)",
+            "retraining into s3:// needs s3 (endpoint, region and credentialsSecretRef)",
             field_path=".s3", reason="FieldValueRequired"),
         cel("!self.uri.startsWith('pvc://') || self.uri.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[^/].*$')",
             "a pvc:// model is pvc://CLAIM/path (CLAIM a PersistentVolumeClaim of the session's namespace)",

@@ -1,8 +1,9 @@
 """The training Job (and the retraining CronJob) of a TradingSession's model. Pure.
 
-The pod runs the workers' image as ``trading-platform train --session NS/NAME --out DIR ...``:
-it trains a model (``trading_workers.inference.retrain``), writes the versioned artifact under
-``spec.strategy.model.retrain.output`` and offers it to the staged rollout by writing
+The pod runs the workers' image as ``trading-platform train --session NS/NAME --out URI ...``:
+it trains a model (``trading_workers.inference.retrain``), publishes it as a new version (model file
+and manifest) under ``spec.strategy.model.retrain.output`` — an ``s3://`` output with the model's
+bucket access as env (keys by ``secretKeyRef``) — and offers it to the staged rollout by writing
 ``status.modelCandidate`` with the session's own worker ServiceAccount (which may patch that
 session's status and nothing else's). A ``pvc://`` output is mounted read-write at
 ``/models/<claim>``, where ``pvc://`` URIs resolve.
@@ -53,6 +54,9 @@ def pod_template(ts: TradingSession, settings: Settings, retrain: RetrainSpec, j
         {"name": ENV_MODEL_ROOT, "value": names.MODEL_MOUNT},
         {"name": "HOME", "value": "/tmp"},
     ]
+    model = ts.spec.strategy.model
+    if retrain.output.startswith("s3://") and model is not None and model.s3 is not None:
+        env += security.s3_env(model.s3)   # the model's bucket access: endpoint, region, keys by secretKeyRef
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     parsed = urllib.parse.urlsplit(retrain.output)

@@ -89,7 +89,7 @@ def _env(ts: TradingSession, role: Role, settings: Settings) -> list[dict[str, A
     model = ts.spec.strategy.model
     if role is Role.INFERENCE and model is not None:
         env.append({"name": ENV_MODEL_ROOT, "value": names.MODEL_MOUNT})
-        if model.uri.startswith("s3://") and model.s3 is not None:
+        if model.s3 is not None:  # the stable model or a rollout's candidate may be s3://, whatever spec.uri says
             env += [*security.s3_env(model.s3), {"name": ENV_MODEL_CACHE, "value": "/tmp/models"}]
     secret = ts.spec.broker.credentials_secret_ref
     # The executor trades with the keys; Alpaca's market data (stream and REST) needs the same account keys.

@@ -240,12 +240,11 @@ class Report:
     ready_s: float = 0.0
     operator_during_halts: dict[str, float] = field(default_factory=dict)  # counter deltas over the halts
     workers_during_halts: dict[str, float] = field(default_factory=dict)   # summed over every worker process
-
-    @property
-    def conflicts(self) -> float:
-        """Status-write conflicts on the halt path: the operator's (reason Conflict) and every worker's own."""
-        return (self.operator_during_halts.get(OPERATOR_CONFLICTS, 0.0)
-                + sum(v for k, v in self.workers_during_halts.items() if k.startswith(WORKER_SERIES[0])))
+    # Status-write conflicts (the operator's reason=Conflict plus every worker's own counter), counted from
+    # before each halt patch to the phase Halted and the gate closed (the halt path), and from there to
+    # MarketOpen again (the resume, whose write is guarded by the whole resourceVersion: decision 0015).
+    halt_conflicts: float = 0.0
+    resume_conflicts: float = 0.0
 
 
 def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: float = 420.0,
@@ -295,6 +294,10 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                         total[k] = total.get(k, 0.0) + v
                 return total
 
+            def conflicts_now() -> float:
+                operator = scrape(metrics_port, OPERATOR_SERIES).get(OPERATOR_CONFLICTS, 0.0)
+                return operator + sum(v for k, v in workers_now().items() if k.startswith(WORKER_SERIES[0]))
+
             before = scrape(metrics_port, OPERATOR_SERIES)
             workers_before = workers_now()
             for i in range(halts):
@@ -303,6 +306,7 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                 name = names[i % sessions]
                 w = watches[i % sessions]
                 w.trim()
+                c0 = conflicts_now()  # scraped before t0: not in the timed path
                 t0 = time.time()
                 api.patch_namespaced_custom_object(G, V, NS, PLURAL, name,
                                                    {"spec": {"halted": True, "haltReason": f"benchmark halt {i}"}},
@@ -315,6 +319,8 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                                   timeout=30)
                 sample = HaltSample(name, (t_patch - t0) * 1e3, (seen.at - t0) * 1e3, (gate[1] - t0) * 1e3,
                                     (phased.at - t0) * 1e3)
+                c1 = conflicts_now()
+                report.halt_conflicts += c1 - c0
                 # Resume with the documented command (halt source User: spec.halted false clears it).
                 t1 = time.monotonic()
                 platform.kubectl("patch", "tradingsession", name, "-n", NS, "--type=merge",
@@ -322,6 +328,7 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                 sample.kubectl_s = time.monotonic() - t1
                 wait_until(f"{name} to resume", lambda n=name: trading(n), timeout=60, interval=0.05)
                 sample.resume_s = time.monotonic() - t1
+                report.resume_conflicts += conflicts_now() - c1
                 report.samples.append(sample)
                 if (i + 1) % 10 == 0:
                     recent = report.samples[-10:]
@@ -357,7 +364,9 @@ def summary(report: Report) -> dict[str, Any]:
             "setup_s": report.setup_s, "ready_s": report.ready_s,
             "patch_ms": stats([x.patch_ms for x in s]), "watch_ms": stats([x.watch_ms for x in s]),
             "refusal_ms": stats([x.refusal_ms for x in s]), "phase_ms": stats([x.phase_ms for x in s]),
-            "resume_s": stats([x.resume_s for x in s]), "kubectl_s": stats([x.kubectl_s for x in s])}
+            "resume_s": stats([x.resume_s for x in s]), "kubectl_s": stats([x.kubectl_s for x in s]),
+            "halt_conflicts": report.halt_conflicts, "resume_conflicts": report.resume_conflicts,
+            "operator_counters": report.operator_during_halts, "worker_counters": report.workers_during_halts}
 
 
 def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
@@ -379,11 +388,13 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
         out.append(figure(f"halt -> status.phase Halted, {q} ({n} halts, {k} sessions)", phase[q], "ms",
                           watch_[q], label, f"p99 <= {GOAL_PHASE_P99_RATIO:g}x the watch floor" if q == "p99" else "",
                           ratio <= GOAL_PHASE_P99_RATIO if q == "p99" else None, command, **(miss if q == "p99" else {})))
-    conflicts = report.conflicts
+    conflicts = report.halt_conflicts
     out.append(figure(f"status-write conflicts on the halt path ({n} halts)", conflicts, "conflicts", None,
                       "", "0 (operator reason=Conflict + workers' own counters)", conflicts == 0, command,
                       **({} if conflicts == 0 else {"by": f"{conflicts:g}", "why": "see the counters printed with "
                                                                                    "the halt table"})))
+    out.append(figure(f"status-write conflicts on the resume path ({n} resumes)", report.resume_conflicts,
+                      "conflicts", None, "", "", None, command))
     return out
 
 
@@ -403,7 +414,8 @@ def table(report: Report) -> str:
             f"{k.removeprefix('trading_operator_')} +{v:g}" for k, v in sorted(report.operator_during_halts.items())))
     lines.append("worker counters over the halts (every worker process): " + (", ".join(
         f"{k} +{v:g}" for k, v in sorted(report.workers_during_halts.items())) or "none moved"))
-    lines.append(f"status-write conflicts on the halt path: {report.conflicts:g}")
+    lines.append(f"status-write conflicts: {report.halt_conflicts:g} on the halt path (patch -> Halted, gate "
+                 f"closed), {report.resume_conflicts:g} on the resume path (-> MarketOpen, gate open)")
     return "\n".join(lines)
 
 

@@ -375,10 +375,15 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     label = f"plain watch on the session, patch -> MODIFIED event ({n} halts)"
     refusal, phase, watch_ = sm["refusal_ms"], sm["phase_ms"], sm["watch_ms"]
     out = []
+    refusal_miss = {} if refusal["p99"] <= GOAL_REFUSAL_P99_MS else {
+        "by": f"{refusal['p99'] - GOAL_REFUSAL_P99_MS:.0f} ms over",
+        "why": f"an absolute goal: the watch floor alone was {watch_['p99']:.0f} ms p99 in the same run "
+               f"(refusal {refusal['p99'] / watch_['p99']:.2f}x it), i.e. the machine's load, not the executor"}
     for q in ("p50", "p99"):
         out.append(figure(f"halt -> executor refuses, {q} ({n} halts, {k} sessions)", refusal[q], "ms",
                           watch_[q], label, f"p99 <= {GOAL_REFUSAL_P99_MS:g} ms" if q == "p99" else "",
-                          refusal[q] <= GOAL_REFUSAL_P99_MS if q == "p99" else None, command))
+                          refusal[q] <= GOAL_REFUSAL_P99_MS if q == "p99" else None, command,
+                          **(refusal_miss if q == "p99" else {})))
     ratio = phase["p99"] / watch_["p99"] if watch_["p99"] else float("inf")
     miss = {} if ratio <= GOAL_PHASE_P99_RATIO else {
         "by": f"{ratio / GOAL_PHASE_P99_RATIO - 1:.0%} over ({phase['p99'] - GOAL_PHASE_P99_RATIO * watch_['p99']:.0f} ms)",
@@ -401,7 +406,8 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
 def table(report: Report) -> str:
     sm = summary(report)
     lines = [f"halt propagation: {sm['halts']} halts over {sm['sessions']} sessions "
-             f"({'all workers' if sm['all_workers'] else 'executors only'}); t0 = python-client merge patch sent",
+             f"({'all workers' if sm['all_workers'] else 'executor, market data and risk; no strategy'}); "
+             "t0 = python-client merge patch sent",
              f"{'':<34}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"]
     for key, label in (("patch_ms", "patch request round trip"), ("watch_ms", "baseline: plain watch event"),
                        ("refusal_ms", "executor refuses new orders"), ("phase_ms", "status.phase == Halted")):

@@ -309,11 +309,31 @@ class LocalRuntime:
                 if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
                     value = str(local) + value[len(mount_path):]
                     break
+            else:
+                value = self._parent_of_mounts(value, mounts, pod_dir)
             if http_port is not None and value == str(http_port) and item["name"].endswith("PORT"):
                 value = str(port)  # every process shares the loopback interface
             env[item["name"]] = value
         argv = list(container.get("command", [])) + list(container.get("args", []))
         return Replica(f"{ns}/{name}-{index}", argv, env, port, self.workdir / "logs" / f"{ns}.{name}-{index}.log")
+
+    @staticmethod
+    def _parent_of_mounts(value: str, mounts: dict[str, pathlib.Path], pod_dir: pathlib.Path) -> str:
+        """A path above mounts (``/models`` when a claim is mounted at ``/models/CLAIM``, where the workers
+        resolve ``pvc://CLAIM/...``): a local directory whose entries link to those mounts' directories."""
+        if not value.startswith("/") or not value.strip("/"):
+            return value
+        children = {m[len(value.rstrip("/")) + 1:]: local for m, local in mounts.items()
+                    if m.startswith(value.rstrip("/") + "/")}
+        if not children:
+            return value
+        root = pod_dir / "above-mounts" / value.strip("/").replace("/", "_")
+        for rel, local in children.items():
+            link = root / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(local, target_is_directory=True)
+        return str(root)
 
     def _volumes(self, ns: str, pod: dict[str, Any], container: dict[str, Any],
                  pod_dir: pathlib.Path) -> dict[str, pathlib.Path]:

@@ -5,7 +5,8 @@ The operator builds the inference Deployment and the backup Job with the store's
 published model version is served and its version reported in ``status.model`` and the worker's
 metrics; a corrupted version named next is refused by the worker's check (the staged rollout rolls it
 back at once, a Warning Event, ``trading_inference_model_refused_total{reason="ModelCorrupt"}``) and
-nothing of it is served; a one-shot Backup to S3 completes, verified, in the bucket.
+nothing of it is served; a one-shot Backup to S3 completes, verified, in the bucket. A version on a
+PersistentVolumeClaim (``pvc://``) is served from the claim mounted into the inference pod.
 """
 
 from __future__ import annotations
@@ -84,3 +85,17 @@ def test_a_model_version_from_s3_is_served_a_corrupt_one_refused_and_a_backup_la
     assert status["location"] == f"{backups}/{d.namespace}/to-s3/{run}"
     stored = {o.key for o in objectstore.open_s3(f"{backups}/{d.namespace}/to-s3/{run}").objects()}
     assert {"manifest.json", "manifest.json.sha256", "verify.json", "journal/journal.dump"} <= stored
+
+
+def test_a_version_on_a_claim_is_served_from_the_claim_mounted_into_the_inference_pod(
+        make_drill: Callable[..., Drill]) -> None:
+    version = "v20261201T000000Z-onclaim"
+    uri = f"pvc://models/published/price-mlp/{version}"
+    d = make_drill(wait=None, spec={"strategy": {"name": "model", "model": {"uri": uri, "device": "cpu"}}})
+    assert d.platform.runtime is not None           # the local runtime: a directory per claim, shared by its pods
+    claim_dir = d.platform.runtime.workdir / "volumes" / d.namespace / "models"
+    _, manifest = artifact.publish(model.builtin_path(), f"file://{claim_dir}/published", "price-mlp", version=version)
+    d.patch_spec({"workers": {"inference": {"replicas": 1}}})
+    st = d.wait_status(lambda s: (s.get("model") or {}).get("uri") == uri, "the pvc:// version's report", timeout=180)
+    assert st["model"]["state"] == "Serving" and st["model"]["verified"] is True, st["model"]
+    assert st["model"]["version"] == version and st["model"]["sha256"] == manifest.sha256

@@ -3,7 +3,7 @@ and why, as the README promises. Pure: the rows and the table from made-up repor
 
 from __future__ import annotations
 
-from benchmarks import common, halt, scale
+from benchmarks import backup, common, halt, scale
 
 
 def _halt(phase_ms: float, watch_ms: float, halt_conflicts: float) -> halt.Report:
@@ -35,3 +35,14 @@ def test_scale_goals_say_by_how_much_they_miss() -> None:
     assert rows[0]["ratio"] == 1.3 and rows[1]["by"] == "50 MiB over" and rows[1]["why"]
     report.real.seconds = 60.0
     assert scale.rows(report)[0]["by"].startswith("15% over (8.0 s)")
+
+
+def test_the_backup_ratio_to_pg_dump_says_by_how_much_and_why_it_misses() -> None:
+    result = {"backup_mb_s": 40.0, "pg_dump_mb_s": 50.0, "ratio": 0.8, "verify_seconds": 3.0,
+              "backup_median_s": 2.0, "load_average": [7.5, 8.0, 8.0]}
+    [throughput, _] = backup.rows(result, "cmd")
+    assert throughput["meets_goal"] is True and "by" not in throughput
+    [throughput, _] = backup.rows({**result, "ratio": 0.65}, "cmd")
+    assert throughput["meets_goal"] is False and throughput["by"].startswith("0.15 under (ratio 0.65, load average 7.5")
+    assert "goals missed (by how much, and why):" in common.table([throughput])
+    assert "server CPU" in throughput["why"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,11 @@ from trading_workers.runtime import Kube, Runtime, Settings
 pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
 MARK = 100.0
+
+
+def bus_id() -> str:
+    """A bus message id written now (Redis stream ids carry their time: the executor refuses stale intents)."""
+    return f"{int(time.time() * 1000)}-0"
 
 
 class ScriptedBroker(SimulatedExchange):
@@ -185,7 +191,7 @@ async def test_sync_adopts_unknown_broker_orders_only_from_a_session_scoped_brok
 async def test_on_halt_cancels_this_sessions_open_orders_once(make_rig: Callable[..., Any]) -> None:
     rig: Rig = await make_rig()
     intent = OrderIntent("AAPL", Side.BUY, 1, OrderType.LIMIT, MARK * 0.97, "rest")
-    await rig.executor.orders.on_intent("1-0", intent)
+    await rig.executor.orders.on_intent(bus_id(), intent)
     coid = rig.coid("rest")
     assert (await rig.broker.get_order(coid)).status.is_open  # type: ignore[union-attr]
     rig.session.patch_spec({"halted": True})
@@ -214,7 +220,7 @@ async def test_a_halt_seen_before_submit_stops_the_order_journaled_and_never_sen
         return out
 
     journal.record_new_order = record_then_halt  # type: ignore[method-assign]
-    await rig.executor.orders.on_intent("1-0", OrderIntent("AAPL", Side.BUY, 1, OrderType.MARKET, None, "late"))
+    await rig.executor.orders.on_intent(bus_id(), OrderIntent("AAPL", Side.BUY, 1, OrderType.MARKET, None, "late"))
     journaled = await journal.get_order(rig.coid("late"))
     assert journaled is not None and journaled.status is OrderStatus.CANCELED
     assert (journaled.reject_reason or "").startswith("not sent: user halt: mid-flight")
@@ -240,11 +246,11 @@ async def test_a_resume_seen_while_a_sync_is_in_flight_needs_another_sync_before
     assert not ex.deps.synced
     assert "not reconciled with the broker" in ex.blockers()
     with pytest.raises(TransientError):
-        await ex.orders.on_intent("1-0", OrderIntent("AAPL", Side.BUY, 1, OrderType.MARKET, None, "early"))
+        await ex.orders.on_intent(bus_id(), OrderIntent("AAPL", Side.BUY, 1, OrderType.MARKET, None, "early"))
     assert await rig.journal.get_order(rig.coid("early")) is None and rig.broker.first_submits() == []
     await ex.control_step()
     assert ex.deps.synced and ex.blockers() == []
-    await ex.orders.on_intent("2-0", OrderIntent("AAPL", Side.BUY, 1, OrderType.MARKET, None, "after"))
+    await ex.orders.on_intent(bus_id(), OrderIntent("AAPL", Side.BUY, 1, OrderType.MARKET, None, "after"))
     assert rig.broker.first_submits() == [rig.coid("after")]
 
 

@@ -53,6 +53,13 @@ def test_alerts_fire_with_the_sessions_identity_and_every_panel_has_data(make_dr
     assert alert["labels"]["role"] == "risk" and alert["state"] in ("pending", "firing")  # for: 5m (promtool)
     assert float(alert["value"]) > 30
 
+    # An on-demand reconciliation (kubectl trading reconcile): the executor exports its differences gauge
+    # only once it has reconciled, and the TradingReconciliationMismatch rule names it.
+    d.platform.kubectl("annotate", "tradingsession", d.name, "-n", d.namespace, "--overwrite",
+                       "trading.dev/reconcile-request=alert-drill")
+    d.wait_status(lambda s: ((s.get("executor") or {}).get("reconciliation") or {}).get("request") == "alert-drill",
+                  "the on-demand reconciliation", timeout=60)
+
     # A halt: the operator's per-session series fires at once, with the session and the halt's source.
     d.patch_spec({"halted": True, "haltReason": "alert drill"})
     halted = eventually_sync(lambda: monitoring.alert("TradingSessionHalted", "firing", **who), timeout=60,

@@ -20,8 +20,9 @@ Measured, in this order, in one run on one control plane:
    in this process makes *the same API writes* the operator makes for each
    session, with the operator's own builders and I/O functions
    (``trading_operator.kube``) at the operator's concurrency (``POOL_SIZE``):
-   create the session, apply its ConfigMap and five Deployments, write its
-   status (from ``decide``). Its time is what the API server needs for the
+   create the session, apply its worker identity (ServiceAccount, Role,
+   RoleBinding), its ConfigMap and five Deployments, write its status (from
+   ``decide``). Its time is what the API server needs for the
    work on this machine; the no-op's peak RSS and CPU at rest are kopf's
    floor for watching the same objects arriving the same way. Then
    everything is deleted and the no-op stopped.
@@ -212,6 +213,7 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
     from trading_operator import kube
     from trading_operator.api.riskpolicy import RiskPolicy
     from trading_operator.api.session import Role, TradingSession
+    from trading_operator.build import rbac as build_rbac
     from trading_operator.build import workers as build_workers
     from trading_operator.reconcile import session as session_reconcile
     from trading_operator.settings import Settings
@@ -229,6 +231,8 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
             body = await asyncio.to_thread(api.create_namespaced_custom_object, G, V, NS, "tradingsessions",
                                            session(name))
             ts = TradingSession.model_validate(body)
+            for obj in build_rbac.all_objects(ts):  # the session's worker identity, in order, as the operator does
+                await kube.apply(obj, owner=body)
             await kube.apply(build_workers.config_map(ts), owner=body)
             await asyncio.gather(*(kube.apply(build_workers.deployment(ts, role, settings), owner=body)
                                    for role in Role))
@@ -306,12 +310,17 @@ def _measure(side: Side, proc: subprocess.Popen[bytes], server_pids: list[int], 
 
 
 def _delete_all(api_client: client.ApiClient) -> None:
-    """Remove the baseline's sessions, Deployments and ConfigMaps: one deletecollection each (no garbage
-    collector runs here, and kubectl delete would send one DELETE per object)."""
+    """Remove the baseline's sessions, Deployments, ConfigMaps and worker identities (ServiceAccount, Role,
+    RoleBinding): one deletecollection each (no garbage collector runs here, and kubectl delete would send
+    one DELETE per object)."""
     custom = client.CustomObjectsApi(api_client)
     custom.delete_collection_namespaced_custom_object(G, V, NS, "tradingsessions")
     client.AppsV1Api(api_client).delete_collection_namespaced_deployment(NS, label_selector=MANAGED)
     client.CoreV1Api(api_client).delete_collection_namespaced_config_map(NS, label_selector=MANAGED)
+    client.CoreV1Api(api_client).delete_collection_namespaced_service_account(NS, label_selector=MANAGED)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    rbac.delete_collection_namespaced_role(NS, label_selector=MANAGED)
+    rbac.delete_collection_namespaced_role_binding(NS, label_selector=MANAGED)
     deadline = time.monotonic() + 120
     while custom.list_namespaced_custom_object(G, V, NS, "tradingsessions", limit=1).get("items"):
         if time.monotonic() > deadline:

@@ -16,7 +16,8 @@ KUBERNETES_OLDEST = $(shell sed -n 's/^KUBERNETES_OLDEST = "\(.*\)"/\1/p' devtoo
 
 help:
 	@echo "make test     - install everything, lint, type-check, run the whole test suite"
-	@echo "make demo     - run the whole platform locally on the embedded defaults"
+	@echo "make demo     - the whole platform on a real single-node cluster here, narrating one trading day"
+	@echo "                (DEMO_ARGS=--runtime=process: the light process runtime, ready in seconds)"
 	@echo "make cluster  - run a real single-node cluster (kubelet, containerd, ...) until Ctrl-C"
 	@echo "make cluster-api - run the API-server-only control plane (kube-apiserver + etcd) until Ctrl-C"
 	@echo "make crds     - regenerate crds/ from the pydantic models"
@@ -144,6 +145,8 @@ up: deps
 down: pydeps
 	$(PY) -m trading_dev.up --down
 
+# Default: images, the real node, helm install, then the story (root); DEMO_ARGS=--runtime=process for the
+# light process runtime (docs/decisions/0016-the-process-runtime-after-the-real-node.md).
 demo: deps
 	$(PY) -m trading_dev.demo $(DEMO_ARGS)
 

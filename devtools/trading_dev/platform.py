@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol
 
 import asyncpg  # noqa: F401 - imported here so a missing dependency fails before anything starts
 
@@ -41,6 +42,24 @@ S3_BUCKETS = ("trading-models", "trading-backups")   # created in the local obje
 
 class PlatformError(RuntimeError):
     """A part of the local platform could not be started."""
+
+
+class StoryPlatform(Protocol):
+    """What the demo's story drives: a running platform, whichever runtime runs its pods.
+
+    ``LocalPlatform`` (the process runtime) and ``trading_dev.cluster.platform.ClusterPlatform``
+    (the chart on the real node) both provide it.
+    """
+
+    namespace: str  # where the story's RiskPolicy, TradingSession and Backup go
+
+    @property
+    def journal_dsn(self) -> str: ...  # the trade journal, reachable from this machine
+
+    @property
+    def logs_hint(self) -> str: ...  # where to look when something times out
+
+    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]: ...
 
 
 @dataclass
@@ -153,6 +172,16 @@ class LocalPlatform:
     @property
     def logs(self) -> pathlib.Path:
         return self.workdir / "logs"
+
+    namespace = "default"
+
+    @property
+    def journal_dsn(self) -> str:
+        return self.postgres.dsn if self.postgres else ""
+
+    @property
+    def logs_hint(self) -> str:
+        return f"logs in {self.logs} and {self.workdir / 'runtime'}"
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input,

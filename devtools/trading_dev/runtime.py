@@ -1,4 +1,4 @@
-"""A local process runtime: the kubelet's (and the Job controller's) part, on a machine with neither.
+"""A local process runtime: worker Deployments and backup Jobs as local processes, in seconds, no root.
 
 It watches the Deployments the operator creates and runs each replica's
 container command as a local process, with the pod's env (Secret
@@ -12,6 +12,13 @@ status with the conditions the Job controller would write. A
 PersistentVolumeClaim is a directory shared by every process that mounts
 it. CronJobs are not run (no schedule controller here): a scheduled
 Backup's CronJob exists as an object only.
+
+It is not a kubelet: scheduling and resources (the GPU pool), rollout
+strategies, liveness and startup probes, CronJob schedules, garbage
+collection, ServiceAccount tokens and Pod Security are not modelled, and
+will not be. They are proven on the real node (``trading_dev.cluster``,
+``make demo``'s default runtime); what this runtime keeps, and for whom:
+docs/decisions/0016-the-process-runtime-after-the-real-node.md.
 
 Dev tooling only: the operator and workers do not know it exists.
 """

@@ -1,6 +1,7 @@
 """The demo's story, as code the demo and the end-to-end test both run.
 
-``run_story`` drives a running ``LocalPlatform`` through one trading day
+``run_story`` drives a running platform (``StoryPlatform``: the process runtime or the real node)
+through one trading day
 (policy, session, backup; phases; orders; a risk halt; the risk owner's
 fix and the resume by halt id; the verified backup; the close) and
 returns what happened, read back from the API and the journal, so the
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import yaml
 
-from trading_dev.platform import LocalPlatform, PlatformError
+from trading_dev.platform import PlatformError, StoryPlatform
 
 if TYPE_CHECKING:
     from trading_dev.monitoring import Monitoring
@@ -62,8 +63,9 @@ def session_clock(st: dict[str, Any]) -> str:
 
 
 class Story:
-    def __init__(self, platform: LocalPlatform, timeout: float) -> None:
+    def __init__(self, platform: StoryPlatform, timeout: float) -> None:
         self.p = platform
+        self.ns = platform.namespace
         self.deadline = time.monotonic() + timeout
         self.last_line = 0.0
         self.backup: dict[str, Any] | None = None  # the Backup's final status, once narrated
@@ -104,7 +106,7 @@ class Story:
         return self.backup
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        out = self.p.kubectl("get", kind, name, "-n", NS, "-o", "json").stdout
+        out = self.p.kubectl("get", kind, name, "-n", self.ns, "-o", "json").stdout
         return json.loads(out) if out.strip() else {}
 
     def session(self) -> dict[str, Any]:
@@ -130,28 +132,45 @@ class Story:
             if predicate(st):
                 return st
             time.sleep(0.5)
-        raise PlatformError(f"timed out waiting for {what}; logs in {self.p.logs} and {self.p.workdir / 'runtime'}")
+        raise PlatformError(f"timed out waiting for {what}; {self.p.logs_hint}")
 
 
-async def journal_counts(dsn: str) -> dict[str, int]:
+async def journal_counts(dsn: str, ns: str = NS) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
         out = {}
         for table in ("orders", "fills", "rejections", "risk_events"):
             out[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE session = $1",
-                                                 f"{NS}/{SESSION}"))
+                                                 f"{ns}/{SESSION}"))
         return out
     finally:
         await conn.close()
 
 
-async def rejection_reasons(dsn: str) -> dict[str, int]:
+async def rejection_reasons(dsn: str, ns: str = NS) -> dict[str, int]:
     """The journal's pre-trade rejections of the demo session, counted by reason (most frequent first)."""
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch("SELECT reason, count(*) AS n FROM rejections WHERE session = $1 "
-                                "GROUP BY reason ORDER BY n DESC, reason", f"{NS}/{SESSION}")
+                                "GROUP BY reason ORDER BY n DESC, reason", f"{ns}/{SESSION}")
         return {str(r["reason"]): int(r["n"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+async def journal_totals(dsn: str, ns: str = NS) -> tuple[dict[str, int], dict[str, int]]:
+    """``journal_counts`` and ``rejection_reasons`` from one snapshot of the journal: the workers still
+    trade after the close (AfterHours), and a rejection journaled between two separate reads made the
+    summary's reasons add up to one more than its count (seen on the real node)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = {table: int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE session = $1",
+                                                     f"{ns}/{SESSION}"))
+                      for table in ("orders", "fills", "rejections", "risk_events")}
+            rows = await conn.fetch("SELECT reason, count(*) AS n FROM rejections WHERE session = $1 "
+                                    "GROUP BY reason ORDER BY n DESC, reason", f"{ns}/{SESSION}")
+        return counts, {str(r["reason"]): int(r["n"]) for r in rows}
     finally:
         await conn.close()
 
@@ -187,15 +206,16 @@ def _poll(probe: Callable[[], Any], timeout: float) -> Any:
     return None
 
 
-def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: float = 180,
+def run_story(p: StoryPlatform, speed: float, timeout: float, backup_timeout: float = 180,
               monitoring: Monitoring | None = None) -> StoryResult:
     story = Story(p, timeout)
     result = StoryResult()
-    dsn = p.postgres.dsn if p.postgres else ""
+    dsn = p.journal_dsn
+    ns = p.namespace
 
     story.say(f"apply a RiskPolicy (drill limits), a TradingSession (simulated exchange, clock x{speed:g}) "
               "and a one-shot Backup")
-    p.kubectl("apply", "-n", NS, "-f", "-", input=manifests(speed))
+    p.kubectl("apply", "-n", ns, "-f", "-", input=manifests(speed))
 
     story.say("the pre-market checklist: workers ready, broker reachable, policy applied")
     story.wait("PreMarket", lambda st: st.get("phase") in ("PreMarket", "MarketOpen", "Halted"))
@@ -207,9 +227,9 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     result.halts.append(halt)
     story.note(f"[{session_clock(st)} session time] halt {halt['id']} raised by {halt['source']}: {halt['reason']}")
     time.sleep(1)  # in-flight orders settle; from here on nothing new may be sent
-    result.orders_at_halt = asyncio.run(journal_counts(dsn))["orders"]
+    result.orders_at_halt = asyncio.run(journal_counts(dsn, ns))["orders"]
     time.sleep(3)
-    result.orders_after_halt = asyncio.run(journal_counts(dsn))["orders"]
+    result.orders_after_halt = asyncio.run(journal_counts(dsn, ns))["orders"]
     story.note(f"the executor stopped sending: journaled orders {result.orders_at_halt} -> "
                f"{result.orders_after_halt} three seconds later")
     if monitoring is not None:
@@ -222,11 +242,11 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
                        f"(source {alert['labels'].get('source')}): {monitoring.url}/alerts")
 
     story.say("the risk owner restores the runbook limits (daily loss reduce 2 % / halt 3 %)")
-    p.kubectl("patch", "riskpolicy", POLICY, "-n", NS, "--type=merge",
+    p.kubectl("patch", "riskpolicy", POLICY, "-n", ns, "--type=merge",
               "-p", json.dumps({"spec": {"limits": RUNBOOK_LIMITS}}))
     story.say(f"resume, naming the halt: kubectl patch tradingsession {SESSION} --type=merge -p "
               f"'{{\"spec\":{{\"resumeHaltId\":\"{halt['id']}\"}}}}'")
-    p.kubectl("patch", "tradingsession", SESSION, "-n", NS, "--type=merge",
+    p.kubectl("patch", "tradingsession", SESSION, "-n", ns, "--type=merge",
               "-p", json.dumps({"spec": {"resumeHaltId": halt["id"]}}))
     story.wait("the resume", lambda st: "halt" not in st)
     result.resumed = True
@@ -265,9 +285,8 @@ def run_story(p: LocalPlatform, speed: float, timeout: float, backup_timeout: fl
     story.note("end-of-day reconciliation: " + (_reconciliation_text(result.reconciliation) or "none within 60 s"))
     result.phases = [t["to"] for t in final.get("transitions", [])]
     result.summary = final.get("summary") or {}
-    result.counts = asyncio.run(journal_counts(dsn))
-    result.rejections = asyncio.run(rejection_reasons(dsn))
-    events = json.loads(p.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"]
+    result.counts, result.rejections = asyncio.run(journal_totals(dsn, ns))
+    events = json.loads(p.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
     result.events = [e["reason"] for e in events if e["involvedObject"]["name"] == SESSION]
     return result
 

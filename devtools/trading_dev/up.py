@@ -1,6 +1,6 @@
 """``make up``: the whole local platform, kept running for you to drive by hand.
 
-The same platform as ``make demo`` (control plane, Redis, PostgreSQL, the CRDs, the operator and the
+The same platform as ``make demo DEMO_ARGS=--runtime=process`` (control plane, Redis, PostgreSQL, the CRDs, the operator and the
 local process runtime that runs worker Deployments as processes), without the story: it stays up
 until Ctrl-C (or ``make down`` from another terminal), so ``kubectl apply -f examples/`` and every
 row of the README's runbook table — with ``kubectl trading`` — can be tried on real parts.

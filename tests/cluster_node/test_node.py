@@ -16,7 +16,7 @@ from tests.cluster_node.conftest import Kube, in_netns, wait_until
 from trading_dev.cluster import images, network, node
 from trading_dev.controlplane import build
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 RESTRICTED_POD = {
     "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,

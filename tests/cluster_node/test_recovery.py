@@ -19,7 +19,7 @@ import pytest
 from tests.cluster_node.conftest import Kube, wait_until
 from trading_dev.cluster import cleanup, images, node
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 
 def test_a_killed_cluster_is_cleaned_by_the_next_start_and_a_stop_leaves_nothing(tmp_path: os.PathLike[str]) -> None:

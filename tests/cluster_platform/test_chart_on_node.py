@@ -13,8 +13,10 @@ deleted, uninstall and reinstall. The tests run in order and build on each other
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import pathlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,14 +26,14 @@ import yaml
 from tests.cluster_node.conftest import wait_until
 from trading_dev.cluster import deploy, node
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NS = deploy.NAMESPACE
-# The chart's defaults but one: the operator runs one replica here. With two, the standby replica
-# serves no liveness endpoint while it waits for the Lease, and the kubelet restarts it every
-# minute (a defect this node revealed; see the closing note of issue 12).
-VALUES = {"operator": {"replicas": 1}}
+# The chart's defaults: two operator replicas electing a leader through their Lease. (The standby used
+# to serve no liveness endpoint while it waited, and the kubelet restarted it every minute: a defect
+# this node revealed, fixed in trading_operator.leader; test_the_standby_waits_and_takes_over.)
+VALUES: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,48 @@ def test_a_session_runs_its_workers_as_pods_and_inference_on_the_gpu_pool(platfo
     # The simulated day moves on: the operator drives the phase from the pods' reports.
     wait_until(lambda: get(platform, "tradingsession", "demo").get("status", {}).get("phase")
                not in (None, "Initializing"), 120, "the session to leave Initializing")
+
+
+def test_gpu_bound_inference_rolls_out_on_a_one_gpu_pool(platform: node.Cluster) -> None:
+    """A change of the session's config replaces every worker pod; inference's new pod needs the only GPU,
+    which its old pod holds (a second pod asking for it stays Pending: Insufficient nvidia.com/gpu, shown by
+    tests/cluster_node), so a surge-first RollingUpdate never ended; inference's Deployment is Recreate, so
+    the rollout completes."""
+    before = get(platform, "deployment", "demo-inference")
+    assert before["spec"]["strategy"] == {"type": "Recreate"}
+    old_pods = {p["metadata"]["name"] for p in get(platform, "pods", "-l", "app.kubernetes.io/component=inference")
+                ["items"]}
+    platform.kubectl("-n", NS, "patch", "tradingsession", "demo", "--type=merge",
+                     "-p", json.dumps({"spec": {"symbols": ["AAPL", "MSFT", "NVDA", "AMZN"]}}))
+    wait_until(lambda: get(platform, "deployment", "demo-inference")["metadata"]["generation"]
+               > before["metadata"]["generation"], 60, "the operator to change inference's pod template")
+    platform.kubectl("-n", NS, "rollout", "status", "deployment/demo-inference", "--timeout=300s", timeout=310)
+
+    def replaced() -> bool:
+        pods = get(platform, "pods", "-l", "app.kubernetes.io/component=inference")["items"]
+        return bool(pods) and not {p["metadata"]["name"] for p in pods} & old_pods and all(
+            p["status"]["phase"] == "Running" for p in pods)
+
+    wait_until(replaced, 60, "the new inference pod, alone, on the GPU")
+
+
+def test_the_standby_operator_waits_and_takes_over(platform: node.Cluster) -> None:
+    """Two operator replicas: one holds the Lease, the other waits without being restarted by the kubelet
+    (its /healthz answers while it waits); deleting the leader's pod hands the Lease to the standby."""
+    pods = get(platform, "pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    assert len(pods) == 2
+    holder = get(platform, "lease", "trading-operator")["spec"]["holderIdentity"]
+    names = {p["metadata"]["name"] for p in pods}
+    assert holder in names, (holder, names)
+    # Past the liveness probe's delay and failure threshold (30 s + 3 x 10 s) since they started.
+    started = max(dt.datetime.fromisoformat(p["status"]["startTime"]) for p in pods)
+    time.sleep(max(0.0, 75 - (dt.datetime.now(dt.UTC) - started).total_seconds()))
+    pods = get(platform, "pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    assert all(p["status"]["containerStatuses"][0]["restartCount"] == 0 for p in pods), pods
+    platform.kubectl("-n", NS, "delete", "pod", holder, "--wait=false")
+    (standby,) = names - {holder}
+    wait_until(lambda: get(platform, "lease", "trading-operator")["spec"].get("holderIdentity") == standby, 90,
+               f"the standby {standby} to take the Lease")
 
 
 def test_a_backup_cronjob_fires_on_its_schedule(platform: node.Cluster) -> None:

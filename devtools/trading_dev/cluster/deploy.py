@@ -39,12 +39,14 @@ def helm_binary() -> str:
                           check=True).stdout.strip()
 
 
-def load_images(cluster: node.Cluster) -> dict[str, float]:
-    """Build (cached) and load the operator, workers and services images; seconds per image."""
+def load_images(cluster: node.Cluster, archives: dict[str, pathlib.Path] | None = None) -> dict[str, float]:
+    """Build (cached) and load the operator, workers and services images (or the ``archives`` given,
+    already built); seconds per image."""
     took: dict[str, float] = {}
     for name in ("operator", "workers", "services"):
         started = time.monotonic()
-        archive = rootfs.services_archive() if name == "services" else rootfs.image_archive(name)
+        archive = (archives or {}).get(name) or (
+            rootfs.services_archive() if name == "services" else rootfs.image_archive(name))
         cluster.load_image(archive)
         took[name] = time.monotonic() - started
     return took
@@ -105,13 +107,15 @@ def backup_volume(namespace_name: str = NAMESPACE) -> list[dict[str, Any]]:
     ]
 
 
-def prepare(cluster: node.Cluster, progress: bool = False) -> dict[str, float]:
-    """Images, the restricted namespace, Redis, PostgreSQL and the backup volume; returns timings."""
+def prepare(cluster: node.Cluster, progress: bool = False,
+            archives: dict[str, pathlib.Path] | None = None) -> dict[str, float]:
+    """Images (``archives`` if given, else built or found cached), the restricted namespace, Redis,
+    PostgreSQL and the backup volume; returns timings."""
     timings: dict[str, float] = {}
     started = time.monotonic()
     if progress:
         _say("images: operator, workers (torch on CPU), Redis + PostgreSQL (built once, cached)")
-    timings.update({f"image {k}": v for k, v in load_images(cluster).items()})
+    timings.update({f"image {k}": v for k, v in load_images(cluster, archives).items()})
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(namespace()))
     if progress:
         _say("Redis and PostgreSQL as pods in the restricted namespace")
@@ -131,8 +135,34 @@ def install(cluster: node.Cluster, values: dict[str, Any] | None = None) -> subp
     """``helm install`` the chart into the restricted namespace and wait for it."""
     values_file = cleanup.STATE_DIR / "values.yaml"
     values_file.write_text(yaml.safe_dump(values or {}))
-    return helm(cluster, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--values", str(values_file),
+    proc = helm(cluster, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--values", str(values_file),
                 "--wait", "--timeout", "5m")
+    if proc.returncode == 0 and (values or {}).get("crds", {}).get("create", True):
+        wait_served(cluster)
+    return proc
+
+
+def wait_served(cluster: node.Cluster, timeout: float = 90) -> None:
+    """Wait until a RiskPolicy can be applied (server-side dry run) right after the install.
+
+    ``helm install --wait`` returns before that: the CRDs must be Established, and then the API server's
+    mutating admission policies (the chart's "who halted" stamps) refuse every create of the new kinds
+    with ServiceUnavailable ("Resource kind trading.dev/v1alpha1, Kind=RiskPolicy not found. There can be
+    a delay ...") until their type converter has read the group's OpenAPI schema, which it polls every
+    5 s. Seen on this node: the demo's first apply failed.
+    """
+    crds = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in sorted((ROOT / "crds").glob("*.yaml"))]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{c}" for c in crds), timeout=70)
+    policy = str(ROOT / "examples" / "riskpolicy.yaml")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cluster.kubectl("-n", NAMESPACE, "apply", "--dry-run=server", "-f", policy)
+            return
+        except node.ClusterError as exc:
+            if "ServiceUnavailable" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
 
 
 def main() -> int:

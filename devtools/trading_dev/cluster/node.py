@@ -89,6 +89,11 @@ class Cluster:
         return cleanup.STATE_DIR / "logs"
 
     @property
+    def holds_lock(self) -> bool:
+        """Whether this object holds the machine's cluster lock (from ``start()`` until ``stop()``)."""
+        return self._lock is not None
+
+    @property
     def pki_dir(self) -> pathlib.Path:
         return cleanup.STATE_DIR / "pki"
 

@@ -30,6 +30,18 @@ def test_prune_keeps_what_another_checkout_built_or_used_recently(tmp_path: path
         "operator-stale.tar", "workers-new.tar", "workers-recent.tar", "workers-used.tar"]
 
 
+def test_prune_keeps_at_most_two_recent_others(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several checkouts building at once must not fill the disk (6 GB each): the two newest others stay."""
+    monkeypatch.setattr(rootfs, "images_dir", lambda: tmp_path)
+    now = time.time()
+    for i in range(5):
+        path = tmp_path / f"workers-{i}.tar"
+        path.write_bytes(b"x")
+        os.utime(path, (now - 60 * (5 - i), now - 60 * (5 - i)))  # workers-4 is the newest
+    rootfs._prune("workers", keep=tmp_path / "workers-4.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["workers-2.tar", "workers-3.tar", "workers-4.tar"]
+
+
 def test_an_interrupted_archive_leaves_nothing_behind(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while a (several GB) image is written removes the partial archive."""
     root = tmp_path / "rootfs"

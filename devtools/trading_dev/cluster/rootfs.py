@@ -308,8 +308,10 @@ def image_archive(name: str) -> pathlib.Path:
     return out
 
 
-# An archive not built or used for this long is removed when another of the same image is built.
-PRUNE_AFTER_SECONDS = 2 * 3600
+# An archive not built or used for this long is removed when another of the same image is built; of the
+# younger ones, at most KEEP_RECENT are kept (a workers archive is 6 GB: the disk must not fill up).
+PRUNE_AFTER_SECONDS = 30 * 60
+KEEP_RECENT = 2
 
 
 def _used(out: pathlib.Path) -> pathlib.Path:
@@ -319,14 +321,20 @@ def _used(out: pathlib.Path) -> pathlib.Path:
 
 
 def _prune(name: str, keep: pathlib.Path) -> None:
-    """Older archives of the same image (the workers image is several GB), unless built or used within
-    ``PRUNE_AFTER_SECONDS``: another checkout of the project (another branch, another worktree) may be
-    about to load its own, and on a shared machine removing it under that run made its load fail."""
+    """Older archives of the same image (the workers image is several GB), but the ``KEEP_RECENT`` newest
+    built or used within ``PRUNE_AFTER_SECONDS``: another checkout of the project (another branch, another
+    worktree) may be about to load its own, and on a shared machine removing it under that run made its
+    load fail."""
     now = time.time()
+    others = []
     for old in images_dir().glob(f"{name}-*.tar"):
         with contextlib.suppress(FileNotFoundError):
-            if old != keep and now - old.stat().st_mtime > PRUNE_AFTER_SECONDS:
-                old.unlink()
+            if old != keep:
+                others.append((old.stat().st_mtime, old))
+    others.sort(reverse=True)
+    for rank, (mtime, old) in enumerate(others):
+        if rank >= KEEP_RECENT or now - mtime > PRUNE_AFTER_SECONDS:
+            old.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- Redis and PostgreSQL

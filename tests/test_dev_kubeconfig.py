@@ -49,3 +49,14 @@ def test_ctrl_c_on_cluster_api_removes_its_kubeconfig(tmp_path: pathlib.Path) ->
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert not target.exists(), "the kubeconfig of a stopped control plane was left behind"
+
+
+@pytest.mark.cluster
+def test_the_local_platform_removes_its_kubeconfig_when_it_stops(tmp_path: pathlib.Path) -> None:
+    """``make up`` / ``make demo --runtime=process``: the same promise for the platform they run."""
+    from trading_dev.platform import LocalPlatform
+
+    target = tmp_path / ".dev" / "kubeconfig"
+    with LocalPlatform(tmp_path / "platform", kubeconfig_out=target) as platform:
+        assert target.read_bytes() == platform.cp.kubeconfig_path.read_bytes()
+    assert not target.exists()

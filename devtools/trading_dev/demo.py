@@ -29,9 +29,9 @@ alert rules (``trading_dev.monitoring``), prints where their alerts and graphs
 are, and shows the breach as a firing alert.
 
 Ctrl-C at any point stops everything cleanly (workers get SIGTERM first; the
-cluster removes everything it made). The admin kubeconfig is left in
-``.dev/kubeconfig`` while it runs, so ``kubectl --kubeconfig .dev/kubeconfig get
-trading -A`` works in another terminal. ``--record FILE`` writes what happened
+cluster removes everything it made). The admin kubeconfig is at
+``.dev/kubeconfig`` while it runs (removed when it stops), so ``kubectl --kubeconfig
+.dev/kubeconfig get trading -A`` works in another terminal. ``--record FILE`` writes what happened
 (the story's result) as JSON, for the end-to-end test.
 """
 

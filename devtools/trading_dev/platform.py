@@ -30,7 +30,7 @@ from typing import Protocol
 
 import asyncpg  # noqa: F401 - imported here so a missing dependency fails before anything starts
 
-from trading_dev import procs, services
+from trading_dev import kubeconfig, procs, services
 from trading_dev import runtime as local_runtime
 from trading_dev.controlplane import server
 
@@ -148,6 +148,7 @@ class LocalPlatform:
         """``operator_kubeconfig(i)``: another kubeconfig for replica ``i`` (a drill's proxy), or None."""
         self.workdir = workdir
         self.kubeconfig_out = kubeconfig_out
+        self._published: bytes | None = None
         self.operator_env = operator_env or {}
         self.operator_replicas = operator_replicas
         self.operator_kubeconfig = operator_kubeconfig
@@ -207,8 +208,7 @@ class LocalPlatform:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.cp = server.ControlPlane(workdir=self._tmp("cp")).start()
         if self.kubeconfig_out is not None:
-            self.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(self.cp.kubeconfig_path, self.kubeconfig_out)
+            self._published = kubeconfig.publish(self.cp.kubeconfig_path, self.kubeconfig_out)
         self.redis = services.RedisServer(self._tmp("redis")).start()
         self.postgres = services.PostgresServer(self._tmp("pg")).init().start()
         self.s3 = services.ObjectStoreServer(self._tmp("s3")).start()
@@ -276,6 +276,8 @@ class LocalPlatform:
             if part is not None:
                 part.stop()
         self.s3_env_file.unlink(missing_ok=True)
+        if self.kubeconfig_out is not None and self._published is not None:
+            kubeconfig.unpublish(self.kubeconfig_out, self._published)
         if self.cp is not None:
             self.cp.stop()
         for path in self._dirs:

@@ -28,7 +28,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from trading_dev import procs
+from trading_dev import kubeconfig, procs
 from trading_dev.cluster import deploy, node, rootfs
 from trading_dev.controlplane import build, server
 from trading_dev.platform import PlatformError
@@ -61,6 +61,7 @@ class ClusterPlatform:
                  values: dict[str, Any] | None = None, gpu: bool = True, progress: bool = True) -> None:
         self.workdir = workdir
         self.kubeconfig_out = kubeconfig_out
+        self._published: bytes | None = None
         self.values = values or {}
         self.progress = progress
         self.cluster = node.Cluster(gpu=gpu, progress=progress)
@@ -137,8 +138,7 @@ class ClusterPlatform:
             self.cluster.start()
             self._step("cluster", started)
             if self.kubeconfig_out is not None:
-                self.kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(self.kubeconfig, self.kubeconfig_out)
+                self._published = kubeconfig.publish(self.kubeconfig, self.kubeconfig_out)
 
             started = time.monotonic()
             self._note(f"install: {size:.1f} GB of images into the node's containerd, Redis and PostgreSQL as "
@@ -202,4 +202,6 @@ class ClusterPlatform:
             self._forward = None
         if self.cluster.holds_lock:
             self.save_pod_logs()
+        if self.kubeconfig_out is not None and self._published is not None:
+            kubeconfig.unpublish(self.kubeconfig_out, self._published)
         self.cluster.stop()

@@ -29,7 +29,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from trading_operator.api.session import BreachStatus, HaltStatus, ReducingStatus, RiskReport, TradingSessionStatus
+from trading_operator.api.session import BreachStatus, HaltStatus, ReducingStatus, TradingSessionStatus
 from trading_operator.api.status import (
     HaltAction,
     HaltSource,
@@ -143,17 +143,6 @@ def clear_reducing(status: TradingSessionStatus, now: dt.datetime) -> ReducingSt
     status.last_reducing = current.model_copy(update={"cleared_at": now})
     status.reducing = None
     return status.last_reducing
-
-
-def report_risk(status: TradingSessionStatus, report: RiskReport) -> bool:
-    """The risk worker's report replaces the previous one (breach ``since`` kept for rules still in breach)."""
-    previous = {(b.rule, b.action): b.since for b in (status.risk.breaches if status.risk else [])}
-    breaches = [b.model_copy(update={"since": previous.get((b.rule, b.action)) or b.since}) for b in report.breaches]
-    new = report.model_copy(update={"breaches": breaches})
-    changed = status.risk is None or status.risk.model_dump(exclude={"updated_at"}) != new.model_dump(
-        exclude={"updated_at"})
-    status.risk = new
-    return changed
 
 
 def blocking_breaches(status: TradingSessionStatus) -> list[BreachStatus]:

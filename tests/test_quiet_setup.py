@@ -18,6 +18,11 @@ from trading_dev.controlplane import build
 NOISE = "WARNING: Running pip as the root user can result in broken permissions\nDEPRECATION: legacy editable\n"
 
 
+# As a user's shell runs make: under `make test` the outer make's MAKELEVEL/MAKEFLAGS would turn
+# "make:" into "make[1]:" in what the recipe prints.
+_MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+
+
 def _make_pydeps(tmp_path: pathlib.Path, pip_exit: int) -> subprocess.CompletedProcess[str]:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -27,7 +32,7 @@ def _make_pydeps(tmp_path: pathlib.Path, pip_exit: int) -> subprocess.CompletedP
                    f"[ {pip_exit} = 0 ] || exit {pip_exit}\nexit 0\n")
     pip.chmod(0o755)
     return subprocess.run(["make", "--no-print-directory", "pydeps", f"VENV={venv}", f"PIP={pip}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          env=_MAKE_ENV, capture_output=True, text=True, timeout=60)
 
 
 def test_pip_output_goes_to_a_log_and_one_line_says_what_and_how_long(tmp_path: pathlib.Path) -> None:
@@ -42,7 +47,8 @@ def test_pip_output_goes_to_a_log_and_one_line_says_what_and_how_long(tmp_path: 
     assert lines[1].startswith("    Python dependencies installed in ") and lines[1].endswith("s")
     assert "WARNING: Running pip as the root user" in (tmp_path / "venv" / "install.log").read_text()
     again = subprocess.run(["make", "--no-print-directory", "pydeps", f"VENV={tmp_path / 'venv'}",
-                            f"PIP={tmp_path / 'pip'}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                            f"PIP={tmp_path / 'pip'}"], cwd=ROOT, env=_MAKE_ENV, capture_output=True, text=True,
+                           timeout=60)
     said = (again.stdout + again.stderr).replace("make: Nothing to be done for 'pydeps'.\n", "")
     assert again.returncode == 0 and said == "", "installed already: nothing to say"
 

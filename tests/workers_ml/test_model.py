@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -79,6 +80,16 @@ def test_file_and_pvc_uris(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPat
 def test_bad_uris_are_refused_with_a_reason(uri: str) -> None:
     with pytest.raises(model.ModelLoadError):
         model.load_uri(uri)
+
+
+@pytest.mark.parametrize(("uri", "reason"), [
+    ("file://host/m.pt", "must be local"), ("file:relative.pt", "absolute path"),
+    ("pvc://claim/../../etc/passwd", "must not leave its claim"), ("pvc://claim", "pvc://CLAIM/path"),
+    ("s3://bucket/v1", "no local path"), ("ftp://host/m.pt", "unsupported model URI scheme")])
+def test_resolve_uri_refuses_with_the_reason(uri: str, reason: str) -> None:
+    # file:// and pvc:// are parsed by artifact.local_path (one parser); its error is a ModelLoadError
+    with pytest.raises(model.ModelLoadError, match=re.escape(reason)):
+        model.resolve_uri(uri)
 
 
 def test_foreign_or_corrupt_files_are_refused(tmp_path: pathlib.Path) -> None:

@@ -18,7 +18,6 @@ This module is pure: no runtime, no bus, no clocks.
 from __future__ import annotations
 
 import importlib.resources
-import os
 import pathlib
 import re
 import urllib.parse
@@ -36,8 +35,8 @@ DEFAULT_WINDOW = 32
 DEFAULT_HIDDEN: tuple[int, ...] = (64, 32)
 Z_CLIP = 8.0     # normalized returns beyond ±8 RMS are clipped: one bad print must not dominate
 EPS = 1e-12      # keeps a flat window (all returns 0) finite: its features are all 0
-ENV_MODEL_ROOT = "TRADING_MODEL_ROOT"
-DEFAULT_MODEL_ROOT = "/models"
+ENV_MODEL_ROOT = artifact_mod.ENV_MODEL_ROOT          # where pvc:// claims are mounted (artifact.local_path)
+DEFAULT_MODEL_ROOT = artifact_mod.DEFAULT_MODEL_ROOT
 _BUILTIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -159,21 +158,8 @@ def resolve_uri(uri: str) -> pathlib.Path:
     scheme = parsed.scheme
     if scheme == "builtin":
         return builtin_path(parsed.netloc + parsed.path.rstrip("/"))
-    if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ModelLoadError(f"file URI must be local (file:///path): {uri}")
-        path = pathlib.Path(urllib.parse.unquote(parsed.path))
-        if not path.is_absolute():
-            raise ModelLoadError(f"file URI must hold an absolute path: {uri}")
-        return path
-    if scheme == "pvc":
-        if not parsed.netloc or not parsed.path.strip("/"):
-            raise ModelLoadError(f"pvc URI must be pvc://CLAIM/path: {uri}")
-        rel = pathlib.PurePosixPath(urllib.parse.unquote(parsed.path.lstrip("/")))
-        if ".." in rel.parts:
-            raise ModelLoadError(f"pvc URI must not leave its claim: {uri}")
-        root = pathlib.Path(os.environ.get(ENV_MODEL_ROOT, DEFAULT_MODEL_ROOT))
-        return root / parsed.netloc / rel
+    if scheme in ("file", "pvc"):
+        return artifact_mod.local_path(uri)     # one parser for both: ModelLoadError is ArtifactError
     if scheme == "s3":
         raise ModelLoadError(f"{uri} has no local path: load_uri fetches and verifies s3:// artifacts")
     raise ModelLoadError(f"unsupported model URI scheme {scheme!r} in {uri!r} (builtin, file, pvc and s3 are supported)")

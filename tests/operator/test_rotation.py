@@ -164,3 +164,18 @@ def test_a_rotated_journal_secret_rolls_every_role() -> None:
     assert d.secret_versions[Role.MARKET_DATA] == rotated
     assert d.secret_versions[Role.EXECUTOR] == OLD and d.status.halt is not None  # the executor: safely
     assert "journal changed" in (d.status.halt.reason or "")
+
+
+def test_the_secrets_each_role_reads_come_from_observed_when_the_reconcile_has_them() -> None:
+    # The reconcile builds role_secrets once (to track the versions) and hands it to decide in Observed.
+    ts = session().build()
+    uses = build_workers.role_secrets(ts, SETTINGS)
+
+    def given(role_secrets: dict[Role, list[str]]) -> rs.Decision:
+        return rs.decide(rs.Observed(ts, policy(), None, live_at(ts, OLD), OPEN, secret_versions=NEW_KEYS,
+                                     role_secrets=role_secrets), SETTINGS, halt_id=lambda: "h-rot")
+
+    derived, handed = decide(ts, live_at(ts, OLD), NEW_KEYS), given(uses)
+    assert handed.status == derived.status and handed.secret_versions == derived.secret_versions
+    assert handed.events == derived.events
+    assert given({**uses, Role.STRATEGY: []}).secret_versions[Role.STRATEGY] == {}  # read, not rebuilt

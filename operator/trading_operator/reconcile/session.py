@@ -101,6 +101,8 @@ class Observed:
     # The current version of every Secret the session's pods read (secretwatch); None: not known, and why.
     secret_versions: dict[str, str] | None = None
     secret_versions_unknown: str = "Secret versions are not tracked"
+    # The Secrets each role's pods read (build_workers.role_secrets); None: the rotation step derives them.
+    role_secrets: dict[Role, list[str]] | None = None
     # The running training Job (status.retrain), read only while one runs; None: absent or not read.
     retrain_job: dict[str, Any] | None = None
 
@@ -353,10 +355,11 @@ def _rotation_step(d: _Draft, settings: Settings, halt_id: Callable[[], str]) ->
             d.secret_versions[role] = _template_versions(obs.deployments.get(role))
         d.condition(C.SECRETS_CURRENT, "Unknown", R.SECRET_VERSIONS_UNKNOWN, obs.secret_versions_unknown)
         return
-    uses = build_workers.role_secrets(obs.session, settings)
+    uses = obs.role_secrets if obs.role_secrets is not None else build_workers.role_secrets(obs.session, settings)
     previous = get_condition(status.conditions, C.SECRETS_CURRENT)
     rotating = previous is not None and previous.status == "False"  # a rotation is under way: follow rollouts
     pending: list[str] = []
+    executor_held = False   # the running executor keeps its template until it has handled a halt
     for role in Role:
         want = {name: current.get(name, "absent") for name in uses[role]}
         live_dep = obs.deployments.get(role)
@@ -372,6 +375,7 @@ def _rotation_step(d: _Draft, settings: Settings, halt_id: Callable[[], str]) ->
                     pending.append(f"executor rolling to {_describe_versions(want)}")
                 else:
                     d.secret_versions[role] = live  # held: the running executor keeps its template
+                    executor_held = True
                     pending.append(f"executor waits for halt {status.halt.id if status.halt else '?'} to be "
                                    f"handled before it rolls to {_describe_versions(want)}")
                 continue
@@ -381,8 +385,7 @@ def _rotation_step(d: _Draft, settings: Settings, halt_id: Callable[[], str]) ->
         elif rotating and live_dep is not None and not rolled and status.workers[role.value].desired:
             pending.append(f"{role.value} rollout to {_describe_versions(want)} in progress")
     if pending:
-        waiting = any("waits for" in p for p in pending)
-        d.condition(C.SECRETS_CURRENT, False, R.ROTATION_WAITING if waiting else R.ROLLING, "; ".join(pending),
+        d.condition(C.SECRETS_CURRENT, False, R.ROTATION_WAITING if executor_held else R.ROLLING, "; ".join(pending),
                     ("Normal", R.SECRET_CHANGED))
     else:
         used = {name: current.get(name, "absent") for role in Role for name in uses[role]}
@@ -851,13 +854,14 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
         if fresh is not None:
             silence = liveness.WATCH.silence(key, _heartbeat(fresh))
     # The Secrets the session's pods read, and their current versions (a metadata-only watch; no data).
-    used = sorted({name for names_ in build_workers.role_secrets(ts, settings).values() for name in names_})
+    uses = build_workers.role_secrets(ts, settings)   # built once: decide reads it from Observed
+    used = sorted({name for names_ in uses.values() for name in names_})
     secretwatch.VERSIONS.used_by(ts.metadata.namespace, ts.metadata.name, used)
     versions = secretwatch.VERSIONS.versions(ts.metadata.namespace, used)
     running = ts.status.retrain if ts.status.retrain is not None and ts.status.retrain.phase == "Running" else None
     training = await kube.get_object("batch/v1", "jobs", ts.metadata.namespace, running.job) if running else None
     decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence,
-                               secret_versions=versions,
+                               secret_versions=versions, role_secrets=uses,
                                secret_versions_unknown=secretwatch.VERSIONS.disabled or "Secret versions not known yet",
                                retrain_job=training),
                       settings)

@@ -1,6 +1,7 @@
 """``make bench``: every benchmark, one table, one JSON file.
 
-The four figures of issue 8 and the backup's (issue 17), each beside a baseline measured in the same run
+The four figures of issue 8, the backup's (issue 17) and the real node's (issue 19), each beside a baseline
+measured in the same run
 (this machine is shared: ratios to a same-run baseline survive noise that
 absolute numbers do not):
 
@@ -12,6 +13,7 @@ scale      1,000 sessions: time to reconciled, peak RSS, CPU at rest     ``bench
 orderpath  intent -> checks -> journal -> simulated exchange             ``benchmarks.orderpath``
 inference  default model on CPU: predictions/s, batch p99                ``benchmarks.inference``
 backup     journal backup throughput, ratio to plain pg_dump (same run)   ``benchmarks.backup``
+node       the real node: halt -> executor pod refuses; session start     ``benchmarks.node``
 =========  ==========================================================  =============================
 
 ``controlplane`` (warm start of the local control plane) can be named too; it
@@ -19,8 +21,8 @@ is not one of the four and does not run by default.
 
 Run::
 
-    make bench                                   # all five, ~13 min
-    make bench BENCH_ARGS=--quick                # all five, smaller and shorter, ~6 min
+    make bench                                   # all six, ~23 min (node: ~10 min, as root)
+    make bench BENCH_ARGS=--quick                # all six, smaller and shorter, ~15 min
     .venv/bin/python -m benchmarks halt          # one (or several: halt scale)
     .venv/bin/python -m benchmarks --list
 
@@ -43,7 +45,7 @@ from typing import Any
 
 from benchmarks import common
 
-ALL = ("orderpath", "inference", "halt", "scale", "backup")
+ALL = ("orderpath", "inference", "halt", "scale", "backup", "node")
 EXTRA = ("controlplane",)
 PY = ".venv/bin/python -m benchmarks"
 
@@ -100,6 +102,14 @@ def bench_backup(quick: bool) -> list[dict[str, Any]]:
     return backup.rows(result, f".venv/bin/python -m benchmarks.backup --orders {orders} --rounds {rounds}")
 
 
+def bench_node(quick: bool) -> list[dict[str, Any]]:
+    from benchmarks import node
+
+    report = node.run(halts=10 if quick else 20, rounds=1 if quick else 3)
+    print(node.table(report))
+    return node.rows(report, _command("node", quick))
+
+
 def bench_controlplane(quick: bool) -> list[dict[str, Any]]:
     from benchmarks import controlplane_startup
 
@@ -108,7 +118,7 @@ def bench_controlplane(quick: bool) -> list[dict[str, Any]]:
 
 BENCHES: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "halt": bench_halt, "scale": bench_scale, "orderpath": bench_orderpath, "inference": bench_inference,
-    "backup": bench_backup, "controlplane": bench_controlplane,
+    "backup": bench_backup, "node": bench_node, "controlplane": bench_controlplane,
 }
 
 

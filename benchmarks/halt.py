@@ -113,10 +113,11 @@ class Seen:
 class SessionWatch(threading.Thread):
     """A plain watch on one session (field selector, like the executor's): the baseline, and the phase."""
 
-    def __init__(self, kubeconfig: pathlib.Path, name: str) -> None:
+    def __init__(self, kubeconfig: pathlib.Path, name: str, namespace: str = NS) -> None:
         super().__init__(name=f"bench-watch-{name}", daemon=True)
         self.api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
         self.name = name
+        self.namespace = namespace
         self.events: list[Seen] = []
         self.cond = threading.Condition()
         self._stop = threading.Event()
@@ -126,10 +127,11 @@ class SessionWatch(threading.Thread):
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                listing = self.api.list_namespaced_custom_object(G, V, NS, PLURAL,
+                listing = self.api.list_namespaced_custom_object(G, V, self.namespace, PLURAL,
                                                                  field_selector=f"metadata.name={self.name}")
                 self._stream = watch.Watch()
-                for event in self._stream.stream(self.api.list_namespaced_custom_object, G, V, NS, PLURAL,
+                for event in self._stream.stream(self.api.list_namespaced_custom_object, G, V, self.namespace,
+                                                 PLURAL,
                                                  field_selector=f"metadata.name={self.name}",
                                                  resource_version=listing["metadata"]["resourceVersion"],
                                                  timeout_seconds=600, _request_timeout=630):
@@ -173,16 +175,21 @@ class SessionWatch(threading.Thread):
             self.events = self.events[-5:]
 
 
+def gate_of(metrics_text: str) -> tuple[float, float]:
+    """(halted 0/1, wall time of the last gate change) from the text of an executor's /metrics (-1: absent)."""
+    halted = changed = -1.0
+    for line in metrics_text.splitlines():
+        if line.startswith("trading_executor_halted "):
+            halted = float(line.split()[1])
+        elif line.startswith("trading_executor_halted_changed_timestamp_seconds "):
+            changed = float(line.split()[1])
+    return halted, changed
+
+
 def executor_gate(port: int) -> tuple[float, float]:
     """(halted 0/1, wall time of the last gate change) from the executor's /metrics."""
-    halted = changed = -1.0
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("trading_executor_halted "):
-                halted = float(line.split()[1])
-            elif line.startswith("trading_executor_halted_changed_timestamp_seconds "):
-                changed = float(line.split()[1])
-    return halted, changed
+        return gate_of(resp.read().decode())
 
 
 def scrape(port: int, prefixes: Sequence[str]) -> dict[str, float]:

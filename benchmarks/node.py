@@ -1,0 +1,471 @@
+"""Figures on the real node (issue 19): halt -> the executor pod refuses, and a session's start with real pods.
+
+Both on the real single-node Kubernetes cluster ``make demo`` runs (``trading_dev.cluster.platform.
+ClusterPlatform``: the node, the images, ``helm install`` of the chart into the restricted namespace
+``trading``), each beside a baseline measured in the same run on the same node. It needs what ``make
+cluster`` needs (root, the machine's one cluster lock); if the node cannot start, the run fails with the
+reason and prints no figure.
+
+1. **Session start.** t0 = just before the API create of a TradingSession (the python client; what
+   ``kubectl apply`` sends, without kubectl's own start-up). The session is MarketOpen-ready at the first
+   poll (every 0.25 s) of its status that shows all three of
+
+   - ``status.phase == MarketOpen``,
+   - the condition ``WorkersAvailable`` ``True`` (the operator counts every worker Deployment's ready
+     replicas: every worker pod passed its readiness probe),
+   - ``status.executor.tradingState == Active`` (the executor pod's own report: its order gate is open).
+
+   The session's clock is simulated, speed 1, parked inside regular hours (``benchmarks.halt``'s
+   ``MARKET_OPEN_AT``), so the phase goes to MarketOpen as soon as the pre-market checks pass. Five worker
+   Deployments, four with a pod: inference is scaled to 0 (the momentum strategy needs no model), as in
+   the demo. The same poll also records when every worker pod was Ready (``pods_s``): the operator's own
+   share is the rest.
+
+   Baseline: the operator is scaled to 0, and a plain client creates a session of the same spec (the
+   workers read it), then the objects the operator would write for it, built with the operator's own
+   builders (``build.rbac``, ``build.workers``: the ServiceAccount, Role, RoleBinding, ConfigMap and the
+   five Deployments, same images, probes and resources, with the operator's settings read from its
+   Deployment), and polls until every Deployment's pods are Ready. The operator rounds run first, so the
+   baseline gets any warmth of the node's caches (the ratio errs against the operator).
+
+2. **Halt.** On a MarketOpen session with every worker trading (strategy included), ``--halts`` times:
+   t0 = wall clock, then the halt merge patch (python client, as ``benchmarks.halt``). Refusal = the
+   executor pod's ``trading_executor_halted_changed_timestamp_seconds`` (wall clock, set right after the
+   gate the submit path reads closed; the pod shares the machine's clock), read from its ``/metrics``
+   through the API server's pod proxy after the fact (the read is not in the timed path). Baseline: a
+   plain watch on the session (``benchmarks.halt.SessionWatch``), t0 to the MODIFIED event carrying
+   ``spec.halted``: the same cluster's API server's floor. The time to ``status.phase == Halted`` is
+   printed beside them too. Each halt is resumed (``spec.halted: false``) and the next waits for
+   MarketOpen and the gate open again.
+
+Run (as root; about 10 minutes warm, most of it the node and the 7 GB of images)::
+
+    .venv/bin/python -m benchmarks node
+    .venv/bin/python -m benchmarks.node --halts 20 --rounds 1 --json benchmarks/results/node.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from benchmarks.common import figure, pct, stop_on_sigterm
+from benchmarks.halt import (
+    MARKET_OPEN_AT,
+    HaltSample,
+    SessionWatch,
+    gate_of,
+    wait_until,
+)
+from trading_dev.platform import PlatformError
+from trading_operator import names
+from trading_operator.api.phases import Phase
+from trading_operator.api.session import Role, TradingSession
+from trading_operator.api.status import ConditionType
+from trading_operator.build import rbac as build_rbac
+from trading_operator.build import workers as build_workers
+from trading_operator.settings import Settings
+
+G, V, PLURAL = "trading.dev", "v1alpha1", "tradingsessions"
+POLICY = "node-bench-limits"
+COMMAND = ".venv/bin/python -m benchmarks node"
+POLL_S = 0.25
+ROLES = tuple(Role)
+LIMITS = {"dailyLoss": {"enabled": True, "reducePct": 2, "haltPct": 3},
+          "maxDrawdown": {"thresholdPct": 10, "action": "Halt"}}
+
+
+def session_manifest(name: str, seed: int) -> dict[str, Any]:
+    """A session on the simulated exchange, clock parked in regular hours, every worker but inference."""
+    return {"apiVersion": f"{G}/{V}", "kind": "TradingSession", "metadata": {"name": name},
+            "spec": {"broker": {"kind": "simulated", "simulated": {"seed": seed}},
+                     "symbols": ["AAPL", "MSFT", "SPY"],
+                     "strategy": {"name": "momentum", "params": {"lookback": 20, "threshold": 0.001, "orderQty": 5}},
+                     "riskPolicyRef": {"name": POLICY},
+                     "clock": {"mode": "simulated", "speed": 1, "start": MARKET_OPEN_AT},
+                     "workers": {"inference": {"replicas": 0}}, "onHalt": "CancelOpenOrders"}}
+
+
+# ------------------------------------------------------------------ what counts as ready (pure)
+
+def market_open_ready(status: dict[str, Any] | None) -> bool:
+    """MarketOpen-ready, from the session's status alone (the module docstring's definition)."""
+    st = status or {}
+    conditions = {c.get("type"): c for c in st.get("conditions") or []}
+    return (st.get("phase") == Phase.MARKET_OPEN.value
+            and (conditions.get(ConditionType.WORKERS_AVAILABLE.value) or {}).get("status") == "True"
+            and (st.get("executor") or {}).get("tradingState") == "Active")
+
+
+def deployments_ready(deployments: Sequence[dict[str, Any]], expected: int = len(ROLES)) -> bool:
+    """All ``expected`` Deployments present, each rolled out with every desired pod Ready."""
+    if len(deployments) != expected:
+        return False
+    for d in deployments:
+        spec, st = d.get("spec") or {}, d.get("status") or {}
+        want = spec.get("replicas", 1)
+        if (st.get("observedGeneration") or 0) < (d.get("metadata") or {}).get("generation", 0):
+            return False
+        if (st.get("readyReplicas") or 0) != want or (st.get("updatedReplicas") or 0) != want:
+            return False
+    return True
+
+
+def settings_from_env(env: Sequence[dict[str, Any]]) -> Settings:
+    """The operator's Settings from its container's env (the plain values; fieldRefs are not settings)."""
+    values = {e["name"].removeprefix("TRADING_").lower(): e["value"] for e in env
+              if e.get("name", "").startswith("TRADING_") and "value" in e and e["value"] is not None}
+    return Settings(**values)
+
+
+def plain_objects(ts: TradingSession, settings: Settings) -> list[dict[str, Any]]:
+    """What the operator writes for ``ts`` (its own builders), owned by the session: the baseline's writes."""
+    owner = {"apiVersion": f"{G}/{V}", "kind": "TradingSession", "name": ts.metadata.name,
+             "uid": ts.metadata.uid, "controller": True, "blockOwnerDeletion": False}
+    digest = build_workers.config_hash(ts)
+    objects = [*build_rbac.all_objects(ts), build_workers.config_map(ts),
+               *(build_workers.deployment(ts, role, settings, config_digest=digest,
+                                          secret_versions={} if settings.rotation_enabled else None)
+                 for role in ROLES)]
+    for obj in objects:
+        obj["metadata"]["ownerReferences"] = [owner]
+    return objects
+
+
+# ------------------------------------------------------------------ the report (pure)
+
+@dataclass
+class Start:
+    side: str          # "operator" or "plain"
+    ready_s: float     # t0 -> MarketOpen-ready (operator) / every pod Ready (plain)
+    pods_s: float      # t0 -> every worker pod Ready
+
+
+@dataclass
+class Report:
+    halts: list[HaltSample] = field(default_factory=list)
+    starts: list[Start] = field(default_factory=list)
+    setup_s: float = 0.0
+    load_average: list[float] = field(default_factory=list)   # 1/5/15 min, when the measurements started
+    load_average_end: list[float] = field(default_factory=list)
+    kubernetes: str = ""
+
+    def side(self, name: str) -> list[Start]:
+        return [s for s in self.starts if s.side == name]
+
+
+def _median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("no measurement: refusing to print a figure")
+    return pct(values, 50)
+
+
+def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
+    """The figures, each beside its same-run baseline (no numeric goal: the issue asks for them beside it)."""
+    if not report.halts:
+        raise ValueError("no halt measured: refusing to print a figure")
+    n = len(report.halts)
+    load = {"load_average": report.load_average}
+    refusal = [h.refusal_ms for h in report.halts]
+    phase = [h.phase_ms for h in report.halts]
+    floor = [h.watch_ms for h in report.halts]
+    label = f"node: plain watch on the session, patch -> MODIFIED event ({n} halts)"
+    out = []
+    for q in (50, 99):
+        out.append(figure(f"node: halt -> executor pod refuses, p{q} ({n} halts)", pct(refusal, q), "ms",
+                          pct(floor, q), label, "", None, command, **load))
+    for q in (50, 99):
+        out.append(figure(f"node: halt -> status.phase Halted, p{q} ({n} halts)", pct(phase, q), "ms",
+                          pct(floor, q), label, "", None, command, **load))
+    op, plain = report.side("operator"), report.side("plain")
+    base = _median([s.ready_s for s in plain])
+    base_label = (f"node: plain client, the operator's five worker Deployments (its builders) -> every pod Ready "
+                  f"(median of {len(plain)})")
+    out.append(figure(f"node: session create -> MarketOpen-ready (median of {len(op)})",
+                      _median([s.ready_s for s in op]), "s", base, base_label, "", None, command,
+                      runs=[round(s.ready_s, 2) for s in op], baseline_runs=[round(s.ready_s, 2) for s in plain],
+                      **load))
+    out.append(figure(f"node: session create -> its worker pods Ready (median of {len(op)})",
+                      _median([s.pods_s for s in op]), "s", base, base_label, "", None, command,
+                      runs=[round(s.pods_s, 2) for s in op], **load))
+    return out
+
+
+def table(report: Report) -> str:
+    def load(avg: Sequence[float]) -> str:
+        return " ".join(f"{x:.2f}" for x in avg) or "-"
+
+    lines = [f"real node (Kubernetes {report.kubernetes or '?'}): platform up in {report.setup_s:.0f}s; "
+             f"load average {load(report.load_average)} at the start of the measurements, "
+             f"{load(report.load_average_end)} at the end",
+             f"halts ({len(report.halts)}), t0 = python-client merge patch sent"
+             f"\n{'':<38}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"]
+    for key, label in (("patch_ms", "patch request round trip"), ("watch_ms", "baseline: plain watch event"),
+                       ("refusal_ms", "executor pod refuses new orders"), ("phase_ms", "status.phase == Halted")):
+        values = [getattr(h, key) for h in report.halts]
+        lines.append(f"{label:<38}{pct(values, 50):>9.1f}{pct(values, 99):>9.1f}{max(values):>9.1f}")
+    lines.append("session start, t0 = API create of the session:")
+    for s in report.starts:
+        what = ("MarketOpen-ready" if s.side == "operator" else "every pod Ready (plain client, no operator)")
+        lines.append(f"  {s.side:<9} {what}: {s.ready_s:.1f} s (worker pods Ready at {s.pods_s:.1f} s)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the run
+
+class Node:
+    """The API calls the benchmark makes on the cluster (python client, admin kubeconfig)."""
+
+    def __init__(self, kubeconfig: pathlib.Path, namespace: str) -> None:
+        self.api_client = config.new_client_from_config(str(kubeconfig))
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.rbac = client.RbacAuthorizationV1Api(self.api_client)
+        self.ns = namespace
+
+    def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(G, V, self.ns, PLURAL, body)  # type: ignore[no-any-return]
+
+    def session(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(G, V, self.ns, PLURAL, name)  # type: ignore[no-any-return]
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def deployments(self, session: str) -> list[dict[str, Any]]:
+        listing = self.apps.list_namespaced_deployment(self.ns, label_selector=f"{names.LABEL_SESSION}={session}")
+        return [self.api_client.sanitize_for_serialization(d) for d in listing.items]
+
+    def pods(self, selector: str) -> list[Any]:
+        return list(self.core.list_namespaced_pod(self.ns, label_selector=selector).items)
+
+    def create(self, obj: dict[str, Any]) -> None:
+        kind = obj["kind"]
+        if kind == "ServiceAccount":
+            self.core.create_namespaced_service_account(self.ns, obj)
+        elif kind == "ConfigMap":
+            self.core.create_namespaced_config_map(self.ns, obj)
+        elif kind == "Role":
+            self.rbac.create_namespaced_role(self.ns, obj)
+        elif kind == "RoleBinding":
+            self.rbac.create_namespaced_role_binding(self.ns, obj)
+        elif kind == "Deployment":
+            self.apps.create_namespaced_deployment(self.ns, obj)
+        else:
+            raise ValueError(f"the baseline does not create {kind}")
+
+    def executor_gate(self, session: str) -> tuple[float, float]:
+        """(halted 0/1, wall time of the last gate change) of the session's executor pod, via the pod proxy."""
+        selector = ",".join(f"{k}={v}" for k, v in names.selector(session, Role.EXECUTOR).items())
+        running = [p for p in self.pods(selector)
+                   if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+        if len(running) != 1:
+            raise PlatformError(f"{session}: {len(running)} running executor pods")
+        port = 8080
+        for c in running[0].spec.containers:
+            for p in c.ports or []:
+                if p.name == "http":
+                    port = p.container_port
+        text = self.core.connect_get_namespaced_pod_proxy_with_path(
+            f"{running[0].metadata.name}:{port}", self.ns, "metrics", _request_timeout=5)
+        return gate_of(str(text))
+
+    def operator_settings(self) -> tuple[Settings, Any]:
+        found = self.apps.list_namespaced_deployment(self.ns, label_selector="app.kubernetes.io/component=operator")
+        if len(found.items) != 1:
+            raise PlatformError(f"expected one operator Deployment in {self.ns}, found {len(found.items)}")
+        dep = found.items[0]
+        env = self.api_client.sanitize_for_serialization(dep.spec.template.spec.containers[0].env or [])
+        return settings_from_env(env), dep
+
+    def delete_session(self, name: str, timeout: float) -> None:
+        """Delete the session, then wait until it and every pod of it are gone."""
+        try:
+            self.custom.delete_namespaced_custom_object(G, V, self.ns, PLURAL, name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        wait_until(f"session {name} and its pods to be gone",
+                   lambda: self.session(name) is None and not self.pods(f"{names.LABEL_SESSION}={name}"),
+                   timeout=timeout, interval=0.5)
+
+
+def _time_start(node: Node, name: str, ready: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool],
+                create: Callable[[], object], timeout: float) -> tuple[float, float]:
+    """(t0 -> ``ready``, t0 -> every worker pod Ready), polling the session and its Deployments."""
+    t0 = time.monotonic()
+    create()
+    pods_at = 0.0
+    deadline = t0 + timeout
+    last: tuple[Any, ...] = ()
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        session = node.session(name)
+        deployments = node.deployments(name)
+        if not pods_at and deployments_ready(deployments):
+            pods_at = now - t0
+        if pods_at and ready(session, deployments):
+            return now - t0, pods_at
+        st = (session or {}).get("status") or {}
+        last = (st.get("phase"), [(c.get("type"), c.get("status"), c.get("reason")) for c in st.get("conditions") or []
+                                  if c.get("type") in ("Ready", "WorkersAvailable")],
+                (st.get("executor") or {}).get("tradingState"),
+                [(d["metadata"]["name"], (d.get("status") or {}).get("readyReplicas")) for d in deployments])
+        time.sleep(POLL_S)
+    raise PlatformError(f"{name}: not ready within {timeout:.0f}s (last seen: {last})")
+
+
+def run(halts: int = 20, rounds: int = 3, timeout: float = 1200.0, keep: bool = False,
+        log: Callable[[str], None] = print) -> Report:
+    from trading_dev.cluster import node as cluster_node
+    from trading_dev.cluster.platform import ClusterPlatform
+
+    if halts < 1 or rounds < 1:
+        raise ValueError("at least one halt and one round")
+    report = Report()
+    deadline = time.monotonic() + timeout
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="tp-bench-node-"))
+    started = time.monotonic()
+
+    def left(cap: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PlatformError(f"time budget of {timeout:.0f}s spent")
+        return min(cap, remaining)
+
+    watch: SessionWatch | None = None
+    try:
+        try:
+            platform = ClusterPlatform(workdir, progress=True)
+        except cluster_node.ClusterError as exc:  # pragma: no cover - construction does not start anything
+            raise PlatformError(str(exc)) from exc
+        with platform:
+            report.setup_s = time.monotonic() - started
+            report.kubernetes = platform.cluster.version
+            ns = platform.namespace
+            node = Node(platform.kubeconfig, ns)
+            log(f"node: platform up in {report.setup_s:.0f}s (Kubernetes {report.kubernetes}); namespace {ns}")
+            platform.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(
+                {"apiVersion": f"{G}/{V}", "kind": "RiskPolicy", "metadata": {"name": POLICY},
+                 "spec": {"mode": "Active", "limits": LIMITS}}))
+            report.load_average = [round(x, 2) for x in os.getloadavg()]
+
+            def operator_ready(session: dict[str, Any] | None, _deps: list[dict[str, Any]]) -> bool:
+                return market_open_ready((session or {}).get("status"))
+
+            # 1. the operator's rounds (the first session stays for the halts, then goes)
+            names_op = [f"node-op-{r}" for r in range(rounds)]
+            for r, name in enumerate(names_op):
+                body = session_manifest(name, 300 + r)
+                ready_s, pods_s = _time_start(node, name, operator_ready,
+                                              lambda b=body: node.create_session(b), left(420))
+                report.starts.append(Start("operator", ready_s, pods_s))
+                log(f"node: {name} MarketOpen-ready in {ready_s:.1f}s (worker pods Ready at {pods_s:.1f}s)")
+                if r == 0:
+                    watch = SessionWatch(platform.kubeconfig, name, namespace=ns)
+                    watch.start()
+                    _halts(node, watch, name, halts, report, left, log)
+                    watch.stop()
+                    watch = None
+                node.delete_session(name, left(240))
+
+            # 2. the baseline: no operator; a plain client writes what the operator would, from its builders
+            settings, operator = node.operator_settings()
+            log(f"node: baseline: scaling {operator.metadata.name} to 0 (the plain client writes the objects)")
+            node.apps.patch_namespaced_deployment_scale(operator.metadata.name, ns, {"spec": {"replicas": 0}})
+            wait_until("the operator's pods to be gone",
+                       lambda: not node.pods("app.kubernetes.io/component=operator"), timeout=left(120), interval=0.5)
+            for r in range(rounds):
+                name = f"node-plain-{r}"
+
+                def create(name: str = name, seed: int = 300 + r) -> None:
+                    created = node.create_session(session_manifest(name, seed))
+                    for obj in plain_objects(TradingSession.model_validate(created), settings):
+                        node.create(obj)
+
+                ready_s, pods_s = _time_start(node, name, lambda _s, deps: deployments_ready(deps), create, left(420))
+                report.starts.append(Start("plain", ready_s, pods_s))
+                log(f"node: {name}: every pod Ready in {ready_s:.1f}s (plain client)")
+                node.delete_session(name, left(240))
+            report.load_average_end = [round(x, 2) for x in os.getloadavg()]
+    except cluster_node.ClusterError as exc:
+        raise PlatformError(f"the real node could not run: {exc}") from exc
+    finally:
+        if watch is not None:
+            watch.stop()
+        if keep:
+            log(f"node: logs kept in {workdir}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _halts(node: Node, watch: SessionWatch, name: str, halts: int, report: Report,
+           left: Callable[[float], float], log: Callable[[str], None]) -> None:
+    def trading() -> bool:
+        st = (node.session(name) or {}).get("status") or {}
+        return st.get("phase") == Phase.MARKET_OPEN.value and node.executor_gate(name)[0] == 0.0
+
+    wait_until(f"{name}'s executor gate open", trading, timeout=left(60), interval=0.25)
+    for i in range(halts):
+        watch.trim()
+        t0 = time.time()
+        node.custom.patch_namespaced_custom_object(G, V, node.ns, PLURAL, name,
+                                                   {"spec": {"halted": True, "haltReason": f"node benchmark {i}"}},
+                                                   _content_type="application/merge-patch+json")
+        t_patch = time.time()
+        seen = watch.first(t0, lambda s: s.halted, timeout=left(30))
+        phased = watch.first(t0, lambda s: s.phase == Phase.HALTED.value, timeout=left(30))
+        gate = wait_until(f"{name}'s executor gate to close",
+                          lambda t=t0: (g := node.executor_gate(name))[0] == 1.0 and g[1] >= t and g,
+                          timeout=left(30), interval=0.05)
+        report.halts.append(HaltSample(name, (t_patch - t0) * 1e3, (seen.at - t0) * 1e3, (gate[1] - t0) * 1e3,
+                                       (phased.at - t0) * 1e3))
+        node.custom.patch_namespaced_custom_object(G, V, node.ns, PLURAL, name, {"spec": {"halted": False}},
+                                                   _content_type="application/merge-patch+json")
+        wait_until(f"{name} to resume", trading, timeout=left(60), interval=0.1)
+        if (i + 1) % 5 == 0:
+            recent = report.halts[-5:]
+            log(f"node: {i + 1}/{halts} halts; last 5: refusal p50 {pct([s.refusal_ms for s in recent], 50):.1f} ms, "
+                f"watch p50 {pct([s.watch_ms for s in recent], 50):.1f} ms")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--halts", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="session starts per side (operator, plain client)")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="overall time budget, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the pods' logs (printed path)")
+    parser.add_argument("--json", type=pathlib.Path)
+    args = parser.parse_args(argv)
+    stop_on_sigterm()
+    report = run(args.halts, args.rounds, args.timeout, args.keep)
+    print(table(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"halts": [vars(h) for h in report.halts],
+                                         "starts": [vars(s) for s in report.starts],
+                                         "figures": rows(report)}, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

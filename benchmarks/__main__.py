@@ -21,8 +21,8 @@ is not one of the four and does not run by default.
 
 Run::
 
-    make bench                                   # all six, ~23 min (node: ~10 min, as root)
-    make bench BENCH_ARGS=--quick                # all six, smaller and shorter, ~15 min
+    make bench                                   # all six: ~13 min, plus ~4.5 min for node (as root)
+    make bench BENCH_ARGS=--quick                # all six, smaller and shorter: ~6 min, plus ~4 min for node
     .venv/bin/python -m benchmarks halt          # one (or several: halt scale)
     .venv/bin/python -m benchmarks --list
 

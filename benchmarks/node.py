@@ -38,10 +38,10 @@ reason and prints no figure.
    printed beside them too. Each halt is resumed (``spec.halted: false``) and the next waits for
    MarketOpen and the gate open again.
 
-Run (as root; about 10 minutes warm, most of it the node and the 7 GB of images)::
+Run (as root; about 5 minutes warm, 2 of them the node and loading the 7 GB of images into it)::
 
     .venv/bin/python -m benchmarks node
-    .venv/bin/python -m benchmarks.node --halts 20 --rounds 1 --json benchmarks/results/node.json
+    .venv/bin/python -m benchmarks.node --halts 20 --rounds 3 --keep --json /tmp/node.json
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ class Start:
     side: str          # "operator" or "plain"
     ready_s: float     # t0 -> MarketOpen-ready (operator) / every pod Ready (plain)
     pods_s: float      # t0 -> every worker pod Ready
+    created_s: float = 0.0   # t0 -> all five Deployments exist
+    role_ready_s: dict[str, float] = field(default_factory=dict)  # t0 -> each Deployment's pods Ready
 
 
 @dataclass
@@ -218,7 +220,8 @@ def table(report: Report) -> str:
     lines.append("session start, t0 = API create of the session:")
     for s in report.starts:
         what = ("MarketOpen-ready" if s.side == "operator" else "every pod Ready (plain client, no operator)")
-        lines.append(f"  {s.side:<9} {what}: {s.ready_s:.1f} s (worker pods Ready at {s.pods_s:.1f} s)")
+        lines.append(f"  {s.side:<9} {what}: {s.ready_s:.1f} s (Deployments created at {s.created_s:.1f} s, "
+                     f"worker pods Ready at {s.pods_s:.1f} s)")
     return "\n".join(lines)
 
 
@@ -304,22 +307,30 @@ class Node:
                    timeout=timeout, interval=0.5)
 
 
-def _time_start(node: Node, name: str, ready: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool],
-                create: Callable[[], object], timeout: float) -> tuple[float, float]:
-    """(t0 -> ``ready``, t0 -> every worker pod Ready), polling the session and its Deployments."""
+def _time_start(node: Node, side: str, name: str,
+                ready: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool],
+                create: Callable[[], object], timeout: float) -> Start:
+    """t0 -> ``ready`` and the steps on the way, polling the session and its Deployments."""
     t0 = time.monotonic()
     create()
-    pods_at = 0.0
+    start = Start(side, 0.0, 0.0)
     deadline = t0 + timeout
     last: tuple[Any, ...] = ()
     while time.monotonic() < deadline:
         now = time.monotonic()
         session = node.session(name)
         deployments = node.deployments(name)
-        if not pods_at and deployments_ready(deployments):
-            pods_at = now - t0
-        if pods_at and ready(session, deployments):
-            return now - t0, pods_at
+        if not start.created_s and len(deployments) == len(ROLES):
+            start.created_s = now - t0
+        for d in deployments:
+            role = d["metadata"]["name"].removeprefix(f"{name}-")
+            if role not in start.role_ready_s and deployments_ready([d], expected=1):
+                start.role_ready_s[role] = round(now - t0, 2)
+        if not start.pods_s and deployments_ready(deployments):
+            start.pods_s = now - t0
+        if start.pods_s and ready(session, deployments):
+            start.ready_s = now - t0
+            return start
         st = (session or {}).get("status") or {}
         last = (st.get("phase"), [(c.get("type"), c.get("status"), c.get("reason")) for c in st.get("conditions") or []
                                   if c.get("type") in ("Ready", "WorkersAvailable")],
@@ -371,10 +382,11 @@ def run(halts: int = 20, rounds: int = 3, timeout: float = 1200.0, keep: bool = 
             names_op = [f"node-op-{r}" for r in range(rounds)]
             for r, name in enumerate(names_op):
                 body = session_manifest(name, 300 + r)
-                ready_s, pods_s = _time_start(node, name, operator_ready,
-                                              lambda b=body: node.create_session(b), left(420))
-                report.starts.append(Start("operator", ready_s, pods_s))
-                log(f"node: {name} MarketOpen-ready in {ready_s:.1f}s (worker pods Ready at {pods_s:.1f}s)")
+                start = _time_start(node, "operator", name, operator_ready, lambda b=body: node.create_session(b),
+                                    left(420))
+                report.starts.append(start)
+                log(f"node: {name} MarketOpen-ready in {start.ready_s:.1f}s (Deployments created at "
+                    f"{start.created_s:.1f}s, pods Ready at {start.role_ready_s})")
                 if r == 0:
                     watch = SessionWatch(platform.kubeconfig, name, namespace=ns)
                     watch.start()
@@ -397,9 +409,10 @@ def run(halts: int = 20, rounds: int = 3, timeout: float = 1200.0, keep: bool = 
                     for obj in plain_objects(TradingSession.model_validate(created), settings):
                         node.create(obj)
 
-                ready_s, pods_s = _time_start(node, name, lambda _s, deps: deployments_ready(deps), create, left(420))
-                report.starts.append(Start("plain", ready_s, pods_s))
-                log(f"node: {name}: every pod Ready in {ready_s:.1f}s (plain client)")
+                start = _time_start(node, "plain", name, lambda _s, deps: deployments_ready(deps), create, left(420))
+                report.starts.append(start)
+                log(f"node: {name}: every pod Ready in {start.ready_s:.1f}s (plain client; Deployments created at "
+                    f"{start.created_s:.1f}s, pods Ready at {start.role_ready_s})")
                 node.delete_session(name, left(240))
             report.load_average_end = [round(x, 2) for x in os.getloadavg()]
     except cluster_node.ClusterError as exc:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from benchmarks import common, halt, node
+
 from trading_operator import names
 from trading_operator.api.session import Role, TradingSession
 from trading_operator.build import workers as build_workers
@@ -58,7 +58,8 @@ def test_the_baseline_writes_what_the_operator_builds_owned_by_the_session() -> 
         built = build_workers.deployment(ts, role, Settings(worker_image="workers:test",
                                                             gpu_node_selector={"pool": "gpu"}))
         mine = deployments[names.deployment("node-plain-0", role)]
-        container, expected = mine["spec"]["template"]["spec"]["containers"][0], built["spec"]["template"]["spec"]["containers"][0]
+        container = mine["spec"]["template"]["spec"]["containers"][0]
+        expected = built["spec"]["template"]["spec"]["containers"][0]
         for key in ("image", "readinessProbe", "livenessProbe", "startupProbe", "command"):
             assert container[key] == expected[key], (role, key)
         assert container.get("resources") == expected.get("resources")
@@ -70,7 +71,7 @@ def _report() -> node.Report:
                          setup_s=200)
     # refusal = watch + 1 ms; phase = 3x the watch; watch 10..29 ms
     report.halts = [halt.HaltSample("s", 2.0, 10.0 + i, 11.0 + i, 3 * (10.0 + i)) for i in range(20)]
-    report.starts = [node.Start("operator", 40.0, 30.0), node.Start("plain", 25.0, 25.0)]
+    report.starts = [node.Start("operator", 40.0, 30.0, created_s=1.5), node.Start("plain", 25.0, 25.0)]
     return report
 
 
@@ -105,7 +106,7 @@ def test_the_table_says_the_load_and_each_start() -> None:
     text = node.table(_report())
     assert "load average 1.50 1.20 1.00 at the start" in text
     assert "executor pod refuses new orders" in text
-    assert "operator  MarketOpen-ready: 40.0 s (worker pods Ready at 30.0 s)" in text
+    assert "operator  MarketOpen-ready: 40.0 s (Deployments created at 1.5 s, worker pods Ready at 30.0 s)" in text
 
 
 def test_the_executor_gate_is_read_from_its_metrics_text() -> None:

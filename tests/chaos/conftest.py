@@ -23,7 +23,7 @@ import pytest
 
 from tests.drills.conftest import STARTUP_TIMEOUT
 from tests.drills.harness import Drill, create_drill, namespace_for
-from tests.faults import FaultProxy, kubeconfig_via, to_api_server
+from tests.fixtures.faults import FaultProxy, kubeconfig_via, to_api_server
 from trading_dev.platform import LocalPlatform
 
 if os.environ.get("TRADING_CHAOS") != "1":

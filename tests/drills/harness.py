@@ -48,6 +48,7 @@ from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
 
 from tests.fixtures.api import G, V
+from tests.fixtures.builders import DEFAULT_POLICY
 from tests.fixtures.waiting import eventually_sync
 from trading_dev.platform import LocalPlatform
 from trading_dev.runtime import Replica
@@ -63,19 +64,6 @@ NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 # A Tuesday at 10:00 in New York: the XNYS calendar says MarketOpen (close at 16:00, six session hours away).
 DEFAULT_SESSION_TIME = dt.datetime(2026, 11, 24, 10, 0, tzinfo=NEW_YORK)
 DEFAULT_SYMBOLS = ("AAPL", "MSFT")
-
-# Permissive limits (as in the worker tests): nothing trips unless a drill tightens it. The market circuit
-# breaker is off: on the simulated exchange its volatility symbol is quoted by the same seeded price process
-# as any stock (20-500 USD), so with the default vixLevel 50 it can trip as soon as the session starts.
-DEFAULT_POLICY: dict[str, Any] = {
-    "mode": "Active",
-    "orderControls": {"maxOrderNotional": 5_000_000, "maxPositionNotional": 50_000_000, "maxOrdersPerSecond": 5000,
-                      "priceCollarPct": 5, "duplicateWindowSeconds": 0, "maxOpenOrders": 5000,
-                      "restrictedSymbols": ["GME"]},
-    "limits": {"concentration": {"thresholdPct": 100, "action": "Alert"},
-               "marginUsage": {"thresholdPct": 100, "action": "Alert"}},
-    "circuitBreaker": {"enabled": False},
-}
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.bind import listen_addresses
-from tests.faults import kubeconfig_via, to_api_server
+from tests.fixtures.faults import kubeconfig_via, to_api_server
 from tests.fixtures.waiting import eventually_sync
 from trading_dev import procs
 from trading_dev.controlplane import server

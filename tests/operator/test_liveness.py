@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults import FaultProxy, kubeconfig_via, to_api_server
+from tests.fixtures.faults import FaultProxy, kubeconfig_via, to_api_server
 from trading_dev.controlplane import server
 from trading_operator import kube, liveness
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import urllib.error
-import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,7 +24,9 @@ import redis.asyncio as aioredis
 from kubernetes import client
 
 from tests.fixtures.api import Api, G, V
-from tests.fixtures.servers import PostgresServer, RedisServer, TcpProxy, free_port
+from tests.fixtures.builders import DEFAULT_POLICY
+from tests.fixtures.faults import FaultProxy, kubeconfig_via, to_api_server
+from tests.fixtures.servers import PostgresServer, RedisServer, free_port
 from tests.workers.flow import Flow
 from trading_operator.api.session import TradingSession
 from trading_operator.api.workerconfig import WorkerConfig
@@ -57,16 +58,6 @@ async def journal(postgres_server: PostgresServer, session_name: str) -> AsyncIt
 
 
 # --------------------------------------------------------------------------- cluster + worker processes
-
-
-DEFAULT_POLICY: dict[str, Any] = {
-    "mode": "Active",
-    "orderControls": {"maxOrderNotional": 5_000_000, "maxPositionNotional": 50_000_000, "maxOrdersPerSecond": 5000,
-                      "priceCollarPct": 5, "duplicateWindowSeconds": 0, "maxOpenOrders": 5000,
-                      "restrictedSymbols": ["GME"]},
-    "limits": {"concentration": {"thresholdPct": 100, "action": "Alert"},
-               "marginUsage": {"thresholdPct": 100, "action": "Alert"}},
-}
 
 
 @dataclass
@@ -253,17 +244,10 @@ def workers(control_plane: Any, tmp_path: pathlib.Path) -> Iterator[Workers]:
 
 
 @pytest.fixture
-async def apiserver_proxy(control_plane: Any, tmp_path: pathlib.Path) -> AsyncIterator[tuple[TcpProxy, pathlib.Path]]:
+def apiserver_proxy(control_plane: Any, tmp_path: pathlib.Path) -> Iterator[tuple[FaultProxy, pathlib.Path]]:
     """A proxy in front of the API server and a kubeconfig that goes through it."""
-    import yaml
-
-    url = urllib.parse.urlparse(control_plane.url)
-    proxy = await TcpProxy(url.hostname or "127.0.0.1", int(url.port or 443)).start()
-    cfg = yaml.safe_load(control_plane.kubeconfig_path.read_text())
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    path = tmp_path / "kubeconfig-via-proxy"
-    path.write_text(yaml.safe_dump(cfg))
+    proxy = to_api_server(control_plane)
     try:
-        yield proxy, path
+        yield proxy, kubeconfig_via(control_plane, proxy.port, tmp_path / "kubeconfig-via-proxy")
     finally:
-        await proxy.cut()
+        proxy.stop()

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.servers import PostgresServer, RedisServer, TcpProxy
+from tests.fixtures.builders import DEFAULT_POLICY
+from tests.fixtures.faults import FaultProxy
+from tests.fixtures.servers import PostgresServer, RedisServer
 from tests.fixtures.waiting import eventually
-from tests.workers.conftest import DEFAULT_POLICY, SessionHandle, WorkerProc, Workers
+from tests.workers.conftest import SessionHandle, WorkerProc, Workers
 from tests.workers.flow import Flow
 from trading_workers.domain import OrderStatus
 
@@ -441,7 +443,7 @@ async def test_postgres_outage_stops_sending_reports_not_ready_and_recovers(
 
 async def test_lost_api_server_stops_sending_until_the_session_is_confirmed_again(
         make_session: Callable[..., SessionHandle], workers: Workers, redis_server: RedisServer,
-        postgres_server: PostgresServer, flows: list[Flow], apiserver_proxy: tuple[TcpProxy, Any]) -> None:
+        postgres_server: PostgresServer, flows: list[Flow], apiserver_proxy: tuple[FaultProxy, Any]) -> None:
     """Fail-closed: an executor that cannot see its session (watch lost) sends nothing, and says so."""
     proxy, kubeconfig = apiserver_proxy
     session = make_session(symbols=["AAPL"])
@@ -451,7 +453,7 @@ async def test_lost_api_server_stops_sending_until_the_session_is_confirmed_agai
                                     env={"KUBECONFIG": str(kubeconfig)})
     await flow.intent("before", "AAPL", "buy", 1)
     await eventually(lambda: _at_least(flow.sent(), 1), timeout=15, what="first order")
-    await proxy.cut()
+    proxy.refuse()
     await eventually(executor.not_ready, timeout=20, what="executor not ready without the API server")
     assert "session" in executor.get("/readyz")[1] or "api server" in executor.get("/readyz")[1]
     for k in range(5):
@@ -459,7 +461,7 @@ async def test_lost_api_server_stops_sending_until_the_session_is_confirmed_agai
     await asyncio.sleep(2)
     assert await flow.sent() == 1, "an executor that cannot confirm its session sent an order"
     assert await flow.unread() == 5, "the intents wait on the bus, nothing is lost"
-    await proxy.restore()
+    proxy.heal()
     await eventually(executor.ready, timeout=30, what="executor ready again")
     await eventually(lambda: _at_least(flow.sent(), 6), timeout=20, what="the waiting intents sent")
     await eventually(lambda: _is_zero(flow.unread()), timeout=10, what="intents acknowledged")

@@ -47,6 +47,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,7 @@ class Side:
     busy_cpu_s: float = float("nan")       # CPU seconds until complete
     server_cpu_s: float = float("nan")     # kube-apiserver + etcd CPU seconds over the same span
     counts: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)  # API requests served meanwhile, by verb and resource
 
 
 @dataclass
@@ -193,6 +195,28 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+_REQUEST = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
+
+
+def _api_requests(api_client: client.ApiClient) -> dict[str, int]:
+    """The API server's request counter (``apiserver_request_total``), summed by verb and resource (watches
+    left out): where the operator's API time goes, beside the plain client's."""
+    headers: dict[str, str] = {}
+    api_client.update_params_for_auth(headers, [], ["BearerToken"], "/metrics", "GET", None)
+    resp = api_client.call_api("GET", f"{api_client.configuration.host}/metrics", header_params=headers)
+    out: dict[str, int] = {}
+    for line in resp.read().decode().splitlines():
+        match = _REQUEST.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if labels.get("verb") in ("WATCH", "CONNECT") or not labels.get("resource"):
+            continue
+        key = f"{labels['verb']} {labels['resource']}{'/' + labels['subresource'] if labels.get('subresource') else ''}"
+        out[key] = out.get(key, 0) + int(float(match.group(2)))
+    return out
+
+
 def _idle(pid: int, seconds: float) -> float:
     before = proc_cpu_seconds(pid)
     time.sleep(seconds)
@@ -203,7 +227,10 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
     """The operator's API writes for each session, without the operator: the baseline's work.
 
     Same builders, same ``trading_operator.kube`` functions (same client, same thread pool), the
-    operator's concurrency (``kube.POOL_SIZE`` sessions in flight); the status is ``decide``'s.
+    operator's concurrency (``kube.POOL_SIZE`` sessions in flight); the status is ``decide``'s. The
+    writes are the operator's, one for one (the tables print both sides' API requests by verb and
+    resource): the finalizer, the worker identity, the ConfigMap, five Deployments, the first status
+    and the two Events a new session gets (its first phase, the policy applied).
     """
     import asyncio
     import datetime as dt
@@ -211,6 +238,7 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
     from kubernetes.config import kube_config
 
     from trading_operator import kube
+    from trading_operator import names as names_
     from trading_operator.api.riskpolicy import RiskPolicy
     from trading_operator.api.session import Role, TradingSession
     from trading_operator.build import rbac as build_rbac
@@ -231,6 +259,9 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
             body = await asyncio.to_thread(api.create_namespaced_custom_object, G, V, NS, "tradingsessions",
                                            session(name))
             ts = TradingSession.model_validate(body)
+            await kube._raw("PATCH", f"/apis/{G}/{V}/namespaces/{NS}/tradingsessions/{name}",
+                            [{"op": "add", "path": "/metadata/finalizers", "value": [names_.FINALIZER]}],
+                            content_type="application/json-patch+json", decode=False)
             for obj in build_rbac.all_objects(ts):  # the session's worker identity, in order, as the operator does
                 await kube.apply(obj, owner=body)
             await kube.apply(build_workers.config_map(ts), owner=body)
@@ -239,12 +270,27 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
             decision = session_reconcile.decide(session_reconcile.Observed(ts, pol, None, {}, dt.datetime.now(dt.UTC)),
                                                 settings)
             await kube.patch_status("tradingsessions", NS, name, decision.status.wire(), None)
+            for event in decision.events[:2]:
+                await kube._raw("POST", f"/api/v1/namespaces/{NS}/events", _event(body, event.type, event.reason,
+                                                                                 event.message), decode=False)
 
     async def all_of_them() -> None:
         gate = asyncio.Semaphore(kube.POOL_SIZE)
         await asyncio.gather(*(one(n, gate) for n in names))
 
     asyncio.run(all_of_them())
+
+
+def _event(body: dict[str, Any], type_: str, reason: str, message: str) -> dict[str, Any]:
+    """An Event as the operator posts it (through kopf): about the session, from the operator."""
+    meta = body["metadata"]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": "kopf-event-", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+                               "uid": meta["uid"], "namespace": meta["namespace"]},
+            "reason": reason, "message": message, "type": type_, "source": {"component": "trading-operator"},
+            "firstTimestamp": now, "lastTimestamp": now, "eventTime": None}
 
 
 def _create_sessions(custom: client.CustomObjectsApi, names: Sequence[str]) -> None:
@@ -290,12 +336,15 @@ def _measure(side: Side, proc: subprocess.Popen[bytes], server_pids: list[int], 
         cpu0 = proc_cpu_seconds(proc.pid)
         server0 = sum(proc_cpu_seconds(pid) for pid in server_pids)
         spy = start_profiler(proc.pid, profile / f"{side.name.split()[0]}-ramp.txt") if profile else None
+        requests0 = _api_requests(custom.api_client)
         t0 = time.time()
         work()
         log(f"scale: {side.name}: {sessions} sessions created after {time.time() - t0:.1f}s")
         _wait_done(side, proc, deps, sts, sessions, t0, timeout, log)
         side.busy_cpu_s = proc_cpu_seconds(proc.pid) - cpu0
         side.server_cpu_s = sum(proc_cpu_seconds(pid) for pid in server_pids) - server0
+        requests = _api_requests(custom.api_client)
+        side.requests = {k: n - requests0.get(k, 0) for k, n in sorted(requests.items()) if n > requests0.get(k, 0)}
         stop_profiler(spy)
     finally:
         deps.stop()
@@ -315,6 +364,11 @@ def _delete_all(api_client: client.ApiClient) -> None:
     one DELETE per object)."""
     custom = client.CustomObjectsApi(api_client)
     custom.delete_collection_namespaced_custom_object(G, V, NS, "tradingsessions")
+    held = [s["metadata"]["name"] for s in custom.list_namespaced_custom_object(G, V, NS, "tradingsessions")["items"]
+            if s["metadata"].get("finalizers")]  # the baseline's finalizers: no operator here to release them
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: custom.patch_namespaced_custom_object(G, V, NS, "tradingsessions", n,
+                                                                     {"metadata": {"finalizers": None}}), held))
     client.AppsV1Api(api_client).delete_collection_namespaced_deployment(NS, label_selector=MANAGED)
     client.CoreV1Api(api_client).delete_collection_namespaced_config_map(NS, label_selector=MANAGED)
     client.CoreV1Api(api_client).delete_collection_namespaced_service_account(NS, label_selector=MANAGED)
@@ -458,6 +512,10 @@ def table(report: Report) -> str:
                      f"  {side.counts}")
     lines.append("baseline = no-op kopf operator (RSS, CPU) watching while a plain client makes the same writes "
                  "(time); API CPU = kube-apiserver + etcd over the same span")
+    for label, side in (("trading operator", report.real), ("baseline", report.noop)):
+        if side.requests:
+            lines.append(f"API requests, {label} ({sum(side.requests.values())}): "
+                         + ", ".join(f"{k} {n}" for k, n in side.requests.items()))
     if report.operator_metrics:
         lines.append("operator counters: " + ", ".join(f"{k.removeprefix('trading_operator_')} {v:g}"
                                                       for k, v in sorted(report.operator_metrics.items())))

@@ -4,6 +4,13 @@ Holidays and early closes come from ``exchange_calendars`` (a maintained
 calendar library), never a hand-written table. The pre-market start and
 after-hours end are the session's own (CalendarSpec), in its time zone.
 
+The library is not imported here: it brings pandas and numpy, which were half
+of the operator's memory. ``calendar_table`` runs in a child process once per
+exchange and hands back that exchange's sessions (date, open, close); this
+module keeps the table. ``prepare`` loads it without blocking the event loop
+(the reconcile awaits it before ``decide``); a table asked for before that is
+loaded synchronously (tests, tools).
+
 A trading day, in session-clock time::
 
     pre-market start .. open         PreMarket
@@ -15,28 +22,106 @@ A trading day, in session-clock time::
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
+import json
+import subprocess
+import sys
+import time
 import zoneinfo
 from dataclasses import dataclass
 
-import exchange_calendars
-import pandas as pd
-
+from trading_operator import errors
 from trading_operator.api.phases import Phase
 from trading_operator.api.session import CalendarSpec
 
 CLOSE_WINDOW = dt.timedelta(minutes=15)
 UTC = dt.UTC
-
-
-@functools.lru_cache(maxsize=16)
-def _calendar(exchange: str) -> exchange_calendars.ExchangeCalendar:
-    return exchange_calendars.get_calendar(exchange)
+TABLE_TIMEOUT = 120.0  # seconds for the child to import the library and compute one exchange's table
+UNKNOWN_EXCHANGE = 2   # calendar_table's exit status for a code the library does not know
+RETRY_SECONDS = 30.0   # a failed table is not recomputed before this (every session waits on the same one)
 
 
 class UnknownExchange(ValueError):
     """The exchange code is not a calendar exchange_calendars knows."""
+
+
+class CalendarUnavailable(errors.TransientError):
+    """The calendar table could not be computed (the child process failed for another reason)."""
+
+    reason = "CalendarUnavailable"
+    retry_delay = RETRY_SECONDS
+
+
+@dataclass(frozen=True)
+class Table:
+    """One exchange's sessions: date -> (open, close) in UTC, and the range the library covers."""
+
+    first: dt.date
+    last: dt.date
+    sessions: dict[dt.date, tuple[dt.datetime, dt.datetime]]
+
+
+_TABLES: dict[str, Table | UnknownExchange] = {}
+_LOCKS: dict[str, asyncio.Lock] = {}
+_FAILED: dict[str, tuple[float, CalendarUnavailable]] = {}
+
+
+def _argv(exchange: str) -> list[str]:
+    return [sys.executable, "-m", "trading_operator.calendar_table", exchange]
+
+
+def _parse(exchange: str, returncode: int, stdout: bytes, stderr: bytes) -> Table | UnknownExchange:
+    if returncode == UNKNOWN_EXCHANGE:
+        return UnknownExchange(f"unknown exchange calendar {exchange!r}")
+    if returncode != 0:
+        raise CalendarUnavailable(f"calendar table for {exchange!r} failed (exit {returncode}): "
+                                  f"{stderr.decode(errors='replace')[-500:]}")
+    raw = json.loads(stdout)
+    sessions = {dt.date.fromisoformat(day): (dt.datetime.fromtimestamp(o, UTC), dt.datetime.fromtimestamp(c, UTC))
+                for day, o, c in raw["sessions"]}
+    return Table(dt.date.fromisoformat(raw["first"]), dt.date.fromisoformat(raw["last"]), sessions)
+
+
+async def prepare(exchange: str) -> None:
+    """Load ``exchange``'s table in a child process unless it is loaded (awaited by the reconcile).
+
+    Sessions reconciled together wait for one child; a failure is remembered for ``RETRY_SECONDS``."""
+    if exchange in _TABLES:
+        return
+    async with _LOCKS.setdefault(exchange, asyncio.Lock()):
+        if exchange in _TABLES:
+            return
+        failed = _FAILED.get(exchange)
+        if failed is not None and time.monotonic() - failed[0] < RETRY_SECONDS:
+            raise failed[1]
+        try:
+            _TABLES[exchange] = await _compute(exchange)
+        except CalendarUnavailable as exc:
+            _FAILED[exchange] = (time.monotonic(), exc)
+            raise
+
+
+async def _compute(exchange: str) -> Table | UnknownExchange:
+    proc = await asyncio.create_subprocess_exec(*_argv(exchange), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), TABLE_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise CalendarUnavailable(f"calendar table for {exchange!r} took over {TABLE_TIMEOUT:g}s") from None
+    return _parse(exchange, proc.returncode or 0, stdout, stderr)
+
+
+def _table(exchange: str) -> Table:
+    found = _TABLES.get(exchange)
+    if found is None:  # not prepared: load it here, blocking (tests and tools call decide directly)
+        done = subprocess.run(_argv(exchange), capture_output=True, timeout=TABLE_TIMEOUT, check=False)
+        found = _TABLES.setdefault(exchange, _parse(exchange, done.returncode, done.stdout, done.stderr))
+    if isinstance(found, UnknownExchange):
+        raise found
+    return found
 
 
 @dataclass(frozen=True)
@@ -80,18 +165,12 @@ def day(spec: CalendarSpec, date: dt.date) -> Day | None:
 
 @functools.lru_cache(maxsize=4096)
 def _day(exchange: str, timezone: str, pre_market_start: str, after_hours_end: str, date: dt.date) -> Day | None:
-    # Cached (Day is immutable): every reconcile of every session asks for the same few days, and the
-    # pandas lookups behind them were a tenth of an idle operator's CPU at 1,000 sessions.
-    try:
-        cal = _calendar(exchange)
-    except Exception as exc:  # exchange_calendars raises its own InvalidCalendarName
-        raise UnknownExchange(f"unknown exchange calendar {exchange!r}") from exc
-    stamp = pd.Timestamp(date)
-    if stamp < cal.first_session or stamp > cal.last_session or not cal.is_session(stamp):
+    # Cached (Day is immutable): every reconcile of every session asks for the same few days.
+    hours = _table(exchange).sessions.get(date)
+    if hours is None:  # not a session, or outside the range the library covers
         return None
     tz = zoneinfo.ZoneInfo(timezone)
-    open_ = cal.session_open(stamp).to_pydatetime().astimezone(UTC)
-    close = cal.session_close(stamp).to_pydatetime().astimezone(UTC)
+    open_, close = hours
     pre = min(_local(date, pre_market_start, tz), open_)
     close_end = close + CLOSE_WINDOW
     after = max(_local(date, after_hours_end, tz), close_end)

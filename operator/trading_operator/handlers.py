@@ -3,10 +3,15 @@
 #  name only what they use, which is kopf's documented style.)
 """Every kopf handler of the operator, in one place, each thin: it reads what kopf hands it and delegates.
 
-Sessions are reconciled by one daemon per TradingSession, run by ``trading_operator.loop``: it sleeps
-until woken by an event (its own session, its Deployments, its RiskPolicy) or until the next
-calendar boundary, then runs ``reconcile.session``. Watch events only wake daemons, so a burst of
-events costs one reconcile, and the halt path is: watch event -> wake -> reconcile -> status write.
+Sessions are reconciled by ``trading_operator.loop``'s one dispatcher (no kopf daemon per session):
+a session is reconciled when an event wakes it (its own session, its Deployments, its RiskPolicy,
+its Secrets) or when its next calendar boundary or deadline is due. Watch events only wake, so a
+burst of events costs one reconcile, and the halt path is: watch event -> wake -> reconcile ->
+status write.
+
+kopf's diff-base (the ``last-handled-configuration`` annotation) is not kept: no handler here reads
+``old``/``new``/``diff`` (there are no on.create/on.update/on.field handlers), and keeping it cost
+one more PATCH of every new object and a deep copy of every body on every event (``NoDiffBase``).
 
 Live state comes from kopf's in-memory indexes (policies, worker Deployments, session ConfigMaps), so a reconcile reads
 nothing from the API server. Backups and RiskPolicies are reconciled directly by their handlers.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,13 +56,27 @@ def ctx(memo: kopf.Memo) -> Context:
     return memo["ctx"]  # type: ignore[no-any-return]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base storage that keeps nothing: every object looks new to kopf's change detection, which
+    matters to no handler here (see the module docstring), and nothing is ever written for it."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> None:  # type: ignore[override]
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:  # type: ignore[override]
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:  # type: ignore[override]
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     op = Settings()
     memo["ctx"] = Context(settings=op, sessions=SessionLoop(op, log=LOG))
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trading.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="trading.dev")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.posting.reporting_component = names.MANAGED_BY  # Events say "From: trading-operator", not kopf
     settings.watching.server_timeout = 300
@@ -110,8 +129,34 @@ async def sessions_by_policy(namespace: str, name: str, spec: kopf.Spec, **_: An
 # ------------------------------------------------------------------ sessions
 
 @kopf.on.event(G, V, "tradingsessions")
-async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    ctx(memo).sessions.session_event(namespace, name, body)
+async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
+                        policies: kopf.Index[tuple[str, str], dict[str, Any]],
+                        workers: kopf.Index[tuple[str, str], dict[str, Any]],
+                        config_maps: kopf.Index[tuple[str, str], dict[str, Any]], **_: Any) -> None:
+    loop = ctx(memo).sessions
+    if loop.lookup is None:  # kopf's indexes are live views: one lookup serves every reconcile
+        loop.lookup = _lookup(policies, workers, config_maps)
+    loop.session_event(namespace, name, body, _poster(body), gone=type == "DELETED")
+
+
+def _lookup(policies: kopf.Index[tuple[str, str], dict[str, Any]],
+            workers: kopf.Index[tuple[str, str], dict[str, Any]],
+            config_maps: kopf.Index[tuple[str, str], dict[str, Any]]) -> Callable[[Mapping[str, Any]], Inputs]:
+    def lookup(snapshot: Mapping[str, Any]) -> Inputs:
+        namespace, name = snapshot["metadata"]["namespace"], snapshot["metadata"]["name"]
+        policy_name = str(snapshot.get("spec", {}).get("riskPolicyRef", {}).get("name", ""))
+        live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
+        return Inputs(policy=next(iter(policies.get((namespace, policy_name), [])), None),
+                      deployments={role: live.get(names.deployment(name, role)) for role in Role},
+                      config_map=next((m for m in config_maps.get((namespace, name), [])
+                                       if m["metadata"]["name"] == names.configmap(name)), None))
+    return lookup
+
+
+@kopf.on.cleanup()
+async def stop_sessions(memo: kopf.Memo, **_: Any) -> None:
+    if "ctx" in memo:
+        await ctx(memo).sessions.close()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
@@ -129,25 +174,10 @@ async def config_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, typ
         ctx(memo).sessions.wake(namespace, labels.get(names.LABEL_SESSION, ""))
 
 
-@kopf.daemon(G, V, "tradingsessions", cancellation_timeout=5.0)
-async def session_daemon(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
-                         policies: kopf.Index[tuple[str, str], dict[str, Any]],
-                         workers: kopf.Index[tuple[str, str], dict[str, Any]],
-                         config_maps: kopf.Index[tuple[str, str], dict[str, Any]],
-                         logger: kopf.Logger, **_: Any) -> None:
-    def lookup(snapshot: Mapping[str, Any]) -> Inputs:
-        policy_name = str(snapshot.get("spec", {}).get("riskPolicyRef", {}).get("name", ""))
-        live = {d["metadata"]["name"]: d for d in workers.get((namespace, name), [])}
-        return Inputs(policy=next(iter(policies.get((namespace, policy_name), [])), None),
-                      deployments={role: live.get(names.deployment(name, role)) for role in Role},
-                      config_map=next((m for m in config_maps.get((namespace, name), [])
-                                       if m["metadata"]["name"] == names.configmap(name)), None))
-
-    await ctx(memo).sessions.run(namespace, name, body, lookup, _poster(body), stopped, logger)
-
-
 def _poster(body: kopf.Body) -> PostEvent:
-    return lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message)
+    ref = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": {
+        k: body.get("metadata", {}).get(k) for k in ("namespace", "name", "uid")}}
+    return lambda e: kopf.event(ref, type=e.type, reason=e.reason, message=e.message)
 
 
 @kopf.on.delete(G, V, "tradingsessions")
@@ -186,7 +216,7 @@ async def policy_deleted(namespace: str, name: str, body: kopf.Body,
         raise kopf.TemporaryError(message, delay=5)
 
 
-@kopf.timer(G, V, "riskpolicies", interval=10.0, idle=5.0)
+@kopf.timer(G, V, "riskpolicies", interval=10.0)
 async def policy_sessions(body: kopf.Body, namespace: str, name: str,
                           sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:
     try:

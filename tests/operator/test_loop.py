@@ -1,7 +1,7 @@
 """The session loop (``trading_operator.loop``) on virtual time: no API server, no kopf, a scripted reconcile.
 
 The reconcile is replaced by a script of outcomes (a delay and a written version, or an exception);
-waiting is replaced by a virtual clock that records every timeout and advances by it unless woken.
+timers are replaced by ``Timers``, which records every delay asked for and fires them when told.
 """
 
 from __future__ import annotations
@@ -57,34 +57,51 @@ class Script:
         return outcome  # type: ignore[no-any-return]
 
 
-class VirtualTime:
-    """``wait(event, timeout)`` without sleeping: records the timeout and moves the clock."""
+@dataclass
+class Timer:
+    delay: float
+    fn: Any
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """``later(delay, fn)`` without sleeping: records each timer; ``fire()`` runs the pending ones."""
 
     def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-        self.on_wait: list[Any] = []
+        self.made: list[Timer] = []
 
-    def clock(self) -> float:
-        return self.now
+    def later(self, delay: float, fn: Any) -> Timer:
+        self.made.append(Timer(delay, fn))
+        return self.made[-1]
 
-    async def wait(self, event: asyncio.Event, timeout: float) -> None:
-        self.waits.append(timeout)
-        if self.on_wait:
-            self.on_wait.pop(0)()
-        if not event.is_set():
-            self.now += timeout
-        await asyncio.sleep(0)
+    def pending(self) -> list[Timer]:
+        return [t for t in self.made if not t.cancelled]
+
+    def fire(self) -> None:
+        for timer in self.pending():
+            timer.cancelled = True
+            timer.fn()
 
 
-def loop_with(script: Script, vt: VirtualTime | None = None, *, reread: Any = None, new_sessions: int = 4) -> SessionLoop:
-    vt = vt or VirtualTime()
+def loop_with(script: Script, timers: Timers | None = None, *, reread: Any = None,
+              new_sessions: int = 4) -> SessionLoop:
+    timers = timers or Timers()
 
     async def no_reread(namespace: str, name: str) -> dict[str, Any] | None:
         raise AssertionError("no re-read expected")
 
-    return SessionLoop(Settings(), reconcile=script, reread=reread or no_reread, new_sessions=new_sessions,
-                       wait=vt.wait, clock=vt.clock)
+    loop = SessionLoop(Settings(), reconcile=script, reread=reread or no_reread, new_sessions=new_sessions,
+                       later=timers.later)
+    loop.lookup = lookup
+    return loop
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -113,13 +130,18 @@ def test_the_echo_of_our_own_write_wakes_nobody_other_versions_do() -> None:
     assert seen.view(KEY, obj(3))["metadata"]["resourceVersion"] == "3"  # our copy was dropped
 
 
-def test_session_event_wakes_the_daemon_except_for_our_echo() -> None:
-    sessions = loop_with(Script([]))
+async def test_session_event_wakes_the_session_except_for_our_echo() -> None:
+    script = Script([])
+    sessions = loop_with(script)
+    sessions.session_event("ns", "s", obj(6), print)  # first seen: reconciled
+    await settle()
     sessions.newest.remember(KEY, obj(7))
-    sessions.session_event("ns", "s", obj(7))
-    assert not sessions.wakeups[KEY].is_set()
-    sessions.session_event("ns", "s", obj(8))
-    assert sessions.wakeups[KEY].is_set()
+    sessions.session_event("ns", "s", obj(7), print)  # the echo of our own write
+    await settle()
+    assert [c.rv for c in script.calls] == ["6"]
+    sessions.session_event("ns", "s", obj(8), print)
+    await settle()
+    assert [c.rv for c in script.calls] == ["6", "8"]
 
 
 # --------------------------------------------------------------------------- one reconcile
@@ -219,33 +241,82 @@ def test_gauges_are_recounted_only_when_a_phase_or_halt_changes() -> None:
     assert sample("trading_operator_active_halts") == 0 and sample("trading_operator_sessions", phase="MarketOpen") == 0
 
 
-# --------------------------------------------------------------------------- the daemon
+# --------------------------------------------------------------------------- the dispatcher
 
-class Stop:
-    def __init__(self) -> None:
-        self.flag = False
-
-    def __bool__(self) -> bool:
-        return self.flag
-
-
-async def test_the_daemon_sleeps_the_requeue_delay_a_wakeup_cuts_it_short_and_it_cleans_up() -> None:
-    vt = VirtualTime()
-    stop = Stop()
+async def test_a_session_waits_its_requeue_delay_a_wakeup_cuts_it_short_and_deletion_cleans_up() -> None:
+    timers = Timers()
     script = Script([(30.0, obj(2, phase="PreMarket")), (0.0, None), (45.0, None), (10.0, None)])
-    sessions = loop_with(script, vt)
-
-    def wake() -> None:
-        sessions.wake("ns", "s")  # an event arrives while the daemon sleeps
-
-    def halt_the_loop() -> None:
-        stop.flag = True
-
-    vt.on_wait = [lambda: None, wake, halt_the_loop]
-    await sessions.run("ns", "s", obj(1, phase="PreMarket"), lookup, print, stop)
-    # 30 s slept in full; delay 0 means "again at once" (no wait); 45 s cut short by the wake-up; 10 s then stop.
-    assert vt.waits == [30.0, 45.0, 10.0]
-    assert vt.now == 40.0
+    sessions = loop_with(script, timers)
+    sessions.session_event("ns", "s", obj(1, phase="PreMarket"), print)
+    await settle()
+    assert [t.delay for t in timers.pending()] == [30.0] and len(script.calls) == 1  # waits, no task held
+    assert sessions.slots[KEY].task is None
+    timers.fire()  # 30 s later
+    await settle()
+    # delay 0 means "again at once" (no timer); then 45 s is asked for
+    assert len(script.calls) == 3 and [t.delay for t in timers.pending()] == [45.0]
+    sessions.wake("ns", "s")  # an event arrives meanwhile: the 45 s timer is cancelled, reconciled now
+    await settle()
+    assert len(script.calls) == 4 and [t.delay for t in timers.pending()] == [10.0]
+    sessions.session_event("ns", "s", {**obj(5), "metadata": {**obj(5)["metadata"], "deletionTimestamp": "x"}},
+                           print)
+    assert timers.pending() == [] and KEY not in sessions.slots and KEY not in sessions.gauges.phases
+    sessions.wake("ns", "s")  # unknown now: nothing happens
+    await settle()
     assert len(script.calls) == 4
-    assert KEY not in sessions.wakeups and KEY not in sessions.gauges.phases
     assert sessions.newest.view(KEY, obj(1))["metadata"]["resourceVersion"] == "1"
+
+
+async def test_an_event_during_a_reconcile_runs_it_once_more_and_only_once() -> None:
+    hold = asyncio.Event()
+    script = Script([(30.0, None), (30.0, None), (30.0, None)], hold=hold)
+    timers = Timers()
+    sessions = loop_with(script, timers)
+    sessions.session_event("ns", "s", obj(1), print)
+    await settle()
+    sessions.session_event("ns", "s", obj(2), print)
+    sessions.session_event("ns", "s", obj(3), print)
+    await settle()
+    assert [c.rv for c in script.calls] == ["1"]  # one reconcile in flight per session
+    hold.set()
+    await settle()
+    assert [c.rv for c in script.calls] == ["1", "3"]  # once more, from the newest body
+    assert [t.delay for t in timers.pending()] == [30.0]
+
+
+async def test_a_session_deleted_during_its_reconcile_is_not_rescheduled() -> None:
+    hold = asyncio.Event()
+    script = Script([(30.0, obj(2))], hold=hold)
+    timers = Timers()
+    sessions = loop_with(script, timers)
+    sessions.session_event("ns", "s", obj(1), print)
+    await settle()
+    sessions.session_event("ns", "s", obj(2), print, gone=True)
+    hold.set()
+    await settle()
+    assert timers.pending() == [] and KEY not in sessions.slots and KEY not in sessions.gauges.phases
+
+
+async def test_close_cancels_reconciles_in_flight_and_timers() -> None:
+    hold = asyncio.Event()
+    script = Script([(30.0, None)], hold=hold)
+    timers = Timers()
+    sessions = loop_with(script, timers)
+    sessions.session_event("ns", "a", obj(1), print)
+    sessions.session_event("ns", "b", obj(1), print)
+    await settle()
+    task = sessions.slots[("ns", "a")].task
+    await sessions.close()
+    assert task is not None and task.cancelled() and sessions.slots == {}
+
+
+async def test_the_loop_keeps_sessions_without_managed_fields() -> None:
+    script = Script([(30.0, {**obj(2), "metadata": {**obj(2)["metadata"], "managedFields": [{"manager": "x"}]}})])
+    sessions = loop_with(script)
+    body = obj(1)
+    sessions.session_event("ns", "s", {**body, "metadata": {**body["metadata"], "managedFields": [{"manager": "x"}]}},
+                           print)
+    await settle()
+    assert "managedFields" not in sessions.slots[KEY].body["metadata"]
+    assert "managedFields" not in sessions.newest.view(KEY, obj(1))["metadata"]  # our write's response, too
+    assert sessions.slots[KEY].body["spec"] == body["spec"]

@@ -860,6 +860,7 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     versions = secretwatch.VERSIONS.versions(ts.metadata.namespace, used)
     running = ts.status.retrain if ts.status.retrain is not None and ts.status.retrain.phase == "Running" else None
     training = await kube.get_object("batch/v1", "jobs", ts.metadata.namespace, running.job) if running else None
+    await calendar.prepare(ts.spec.calendar.exchange)  # once per exchange and process: a child computes it
     decision = decide(Observed(ts, policy, policy_error, deployments, dt.datetime.now(dt.UTC), labels, silence,
                                secret_versions=versions, role_secrets=uses,
                                secret_versions_unknown=secretwatch.VERSIONS.disabled or "Secret versions not known yet",

@@ -1,0 +1,97 @@
+"""The calendar's table (computed by ``calendar_table`` in a child process) against exchange_calendars itself.
+
+The operator no longer imports exchange_calendars (nor pandas): these tests prove the trading days it
+uses are the library's, day by day, and that the operator process stays free of those imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+
+import exchange_calendars
+import pandas as pd
+import pytest
+
+from trading_operator import calendar
+from trading_operator.api.session import CalendarSpec
+
+UTC = dt.UTC
+
+
+def library_day(exchange: str, date: dt.date) -> tuple[dt.datetime, dt.datetime] | None:
+    cal = exchange_calendars.get_calendar(exchange)
+    stamp = pd.Timestamp(date)
+    if stamp < cal.first_session or stamp > cal.last_session or not cal.is_session(stamp):
+        return None
+    return (cal.session_open(stamp).to_pydatetime().astimezone(UTC),
+            cal.session_close(stamp).to_pydatetime().astimezone(UTC))
+
+
+@pytest.mark.parametrize(("exchange", "timezone"), [("XNYS", "America/New_York"), ("XLON", "Europe/London")])
+def test_every_day_matches_the_library_holidays_and_early_closes_included(exchange: str, timezone: str) -> None:
+    spec = CalendarSpec(exchange=exchange, timezone=timezone)
+    cal = exchange_calendars.get_calendar(exchange)
+    start = cal.first_session.date() - dt.timedelta(days=3)
+    days = [start + dt.timedelta(days=i) for i in range((cal.last_session.date() - start).days + 4)]
+    for date in days:
+        ours = calendar.day(spec, date)
+        theirs = library_day(exchange, date)
+        assert (ours is None) == (theirs is None), date
+        if ours is not None and theirs is not None:
+            assert (ours.open, ours.close) == theirs, date
+    assert sum(calendar.day(spec, d) is not None for d in days) == len(cal.sessions)
+
+
+def test_an_early_close_and_a_holiday_are_the_librarys() -> None:
+    spec = CalendarSpec(exchange="XNYS", timezone="America/New_York")
+    assert calendar.day(spec, dt.date(2026, 11, 26)) is None  # Thanksgiving
+    friday = calendar.day(spec, dt.date(2026, 11, 27))  # the day after: closes at 13:00 New York
+    assert friday is not None and friday.close == dt.datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+
+
+def test_an_unknown_exchange_is_refused_by_name_sync_and_prepared() -> None:
+    spec = CalendarSpec(exchange="XNOPE", timezone="UTC")
+    with pytest.raises(calendar.UnknownExchange, match="XNOPE"):
+        calendar.day(spec, dt.date(2026, 11, 27))
+    asyncio.run(calendar.prepare("XNOPE"))  # remembered: no second child, the same refusal
+    with pytest.raises(calendar.UnknownExchange, match="XNOPE"):
+        calendar.position(spec, dt.datetime(2026, 11, 27, 15, tzinfo=UTC))
+
+
+def test_prepare_runs_one_child_for_many_sessions_and_remembers_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[str] = []
+
+    async def compute(exchange: str) -> calendar.Table:
+        runs.append(exchange)
+        await asyncio.sleep(0.01)
+        if exchange == "XBROKEN":
+            raise calendar.CalendarUnavailable("the child failed")
+        return calendar.Table(dt.date(2026, 1, 1), dt.date(2026, 12, 31), {})
+
+    monkeypatch.setattr(calendar, "_compute", compute)
+    monkeypatch.setattr(calendar, "_TABLES", {})
+    monkeypatch.setattr(calendar, "_FAILED", {})
+
+    async def many() -> list[BaseException | None]:
+        await asyncio.gather(*(calendar.prepare("XTEST") for _ in range(50)))
+        return await asyncio.gather(*(calendar.prepare("XBROKEN") for _ in range(5)), return_exceptions=True)
+
+    outcomes = asyncio.run(many())
+    assert runs == ["XTEST", "XBROKEN"]  # one child each, the failure not retried at once
+    assert all(isinstance(o, calendar.CalendarUnavailable) for o in outcomes)
+
+
+def test_the_operator_process_imports_neither_pandas_nor_exchange_calendars() -> None:
+    code = ("import sys, trading_operator.__main__, trading_operator.handlers; "
+            "print(sorted(m for m in ('pandas', 'numpy', 'exchange_calendars') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_table_command_says_what_it_does() -> None:
+    done = subprocess.run([sys.executable, "-m", "trading_operator.calendar_table", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("usage:") and "trading days as JSON" in done.stdout

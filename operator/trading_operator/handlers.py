@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -32,7 +32,7 @@ from trading_operator import errors, leader, metrics, names, secretwatch
 from trading_operator.api import common
 from trading_operator.api.session import Role
 from trading_operator.api.status import Reason
-from trading_operator.loop import Inputs, PostEvent, SessionLoop
+from trading_operator.loop import Inputs, PostEvent, SessionLoop, essence
 from trading_operator.reconcile import backup as backup_reconcile
 from trading_operator.reconcile import policy as policy_reconcile
 from trading_operator.reconcile import session as session_reconcile
@@ -50,6 +50,7 @@ NAMESPACES: list[str] = []
 class Context:
     settings: Settings
     sessions: SessionLoop
+    policies_seen: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)  # loop.essence per policy
 
 
 def ctx(memo: kopf.Memo) -> Context:
@@ -194,9 +195,16 @@ async def session_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def policy_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, type: str | None,
                        sessions_by_policy: kopf.Index[tuple[str, str], str], **_: Any) -> None:
     users = list(sessions_by_policy.get((namespace, name), []))
-    for session in users:
-        ctx(memo).sessions.wake(namespace, session)
+    # Sessions read a policy's spec, labels and annotations, never its status (which the operator writes
+    # below): a status change wakes nobody (it woke all of a policy's sessions at every count update).
+    seen, key = ctx(memo).policies_seen, (namespace, name)
+    changed = type == "DELETED" or seen.get(key) != essence(body, status=False)
+    seen[key] = essence(body, status=False)
+    if changed:
+        for session in users:
+            ctx(memo).sessions.wake(namespace, session)
     if type == "DELETED":
+        seen.pop(key, None)
         return
     try:
         await policy_reconcile.reconcile(dict(body), users)

@@ -94,6 +94,15 @@ def lean(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+def essence(obj: Mapping[str, Any], status: bool = True) -> tuple[Any, ...]:
+    """What a reconcile reads of an object besides its name: spec (by generation), labels, annotations,
+    and (unless ``status=False``) status. A change of anything else (kopf's finalizer, managedFields)
+    wakes nobody."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"),
+            obj.get("status") if status else None)
+
+
 def version(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -188,7 +197,8 @@ class SessionLoop:
     def session_event(self, namespace: str, name: str, body: Mapping[str, Any], post_event: PostEvent,
                       gone: bool = False) -> None:
         """A watch event of a session: start tracking it, wake it (unless the event is the echo of our own
-        status write), or stop tracking it once it is deleted or being deleted (the finalizer takes over)."""
+        status write or changed nothing a reconcile reads: ``essence``), or stop tracking it once it is
+        deleted or being deleted (the finalizer takes over)."""
         key = (namespace, name)
         if gone or (body.get("metadata") or {}).get("deletionTimestamp"):
             self.forget(key)
@@ -198,8 +208,8 @@ class SessionLoop:
             self.slots[key] = _Slot(lean(body), post_event)
             self.wake(namespace, name)
             return
-        slot.body = lean(body)
-        if not self.newest.is_echo(key, body):
+        before, slot.body = slot.body, lean(body)
+        if not self.newest.is_echo(key, body) and essence(before) != essence(slot.body):
             self.wake(namespace, name)
 
     def wake(self, namespace: str, name: str) -> None:

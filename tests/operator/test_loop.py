@@ -28,6 +28,12 @@ def obj(rv: int, *, phase: str | None = "MarketOpen") -> dict[str, Any]:
     return (built.phase(phase) if phase is not None else built).wire()
 
 
+def edited(rv: int) -> dict[str, Any]:
+    """Version ``rv`` of the session with its spec changed (a new generation): an event that wakes it."""
+    body = obj(rv)
+    return {**body, "metadata": {**body["metadata"], "generation": rv}}
+
+
 def lookup(snapshot: Mapping[str, Any]) -> Inputs:
     return Inputs(policy=None, deployments={role: None for role in Role})
 
@@ -139,7 +145,7 @@ async def test_session_event_wakes_the_session_except_for_our_echo() -> None:
     sessions.session_event("ns", "s", obj(7), print)  # the echo of our own write
     await settle()
     assert [c.rv for c in script.calls] == ["6"]
-    sessions.session_event("ns", "s", obj(8), print)
+    sessions.session_event("ns", "s", edited(8), print)
     await settle()
     assert [c.rv for c in script.calls] == ["6", "8"]
 
@@ -274,8 +280,8 @@ async def test_an_event_during_a_reconcile_runs_it_once_more_and_only_once() -> 
     sessions = loop_with(script, timers)
     sessions.session_event("ns", "s", obj(1), print)
     await settle()
-    sessions.session_event("ns", "s", obj(2), print)
-    sessions.session_event("ns", "s", obj(3), print)
+    sessions.session_event("ns", "s", edited(2), print)
+    sessions.session_event("ns", "s", edited(3), print)
     await settle()
     assert [c.rv for c in script.calls] == ["1"]  # one reconcile in flight per session
     hold.set()
@@ -320,3 +326,35 @@ async def test_the_loop_keeps_sessions_without_managed_fields() -> None:
     assert "managedFields" not in sessions.slots[KEY].body["metadata"]
     assert "managedFields" not in sessions.newest.view(KEY, obj(1))["metadata"]  # our write's response, too
     assert sessions.slots[KEY].body["spec"] == body["spec"]
+
+
+async def test_an_event_that_changed_nothing_a_reconcile_reads_wakes_nobody() -> None:
+    script = Script([])
+    sessions = loop_with(script)
+    first = obj(1)
+    sessions.session_event("ns", "s", first, print)
+    await settle()
+    finalized = {**obj(2), "metadata": {**obj(2)["metadata"], "finalizers": ["trading.dev/finalizer"]}}
+    sessions.session_event("ns", "s", finalized, print)  # kopf's finalizer patch: nothing to reconcile
+    await settle()
+    assert [c.rv for c in script.calls] == ["1"]
+    assert sessions.slots[KEY].body["metadata"]["resourceVersion"] == "2"  # but the newest body is kept
+    halted = obj(3)
+    halted["status"]["halt"] = {"active": True}
+    sessions.session_event("ns", "s", halted, print)  # a status change (a worker's latch)
+    await settle()
+    labelled = {**obj(4), "metadata": {**obj(4)["metadata"], "labels": {"a": "b"}}}
+    sessions.session_event("ns", "s", labelled, print)
+    await settle()
+    assert [c.rv for c in script.calls] == ["1", "3", "4"]
+
+
+def test_the_essence_of_a_policy_leaves_its_status_out() -> None:
+    from trading_operator.loop import essence
+
+    policy = {"metadata": {"generation": 2, "resourceVersion": "9"}, "spec": {}, "status": {"sessionCount": 1}}
+    recounted = {**policy, "metadata": {"generation": 2, "resourceVersion": "10"}, "status": {"sessionCount": 2}}
+    assert essence(policy, status=False) == essence(recounted, status=False)
+    assert essence(policy) != essence(recounted)
+    edited = {**policy, "metadata": {"generation": 3, "resourceVersion": "11"}}
+    assert essence(policy, status=False) != essence(edited, status=False)

@@ -360,11 +360,7 @@ def run(halts: int = 20, rounds: int = 3, timeout: float = 1200.0, keep: bool = 
 
     watch: SessionWatch | None = None
     try:
-        try:
-            platform = ClusterPlatform(workdir, progress=True)
-        except cluster_node.ClusterError as exc:  # pragma: no cover - construction does not start anything
-            raise PlatformError(str(exc)) from exc
-        with platform:
+        with ClusterPlatform(workdir, progress=True) as platform:  # PlatformError, saying why, if it cannot start
             report.setup_s = time.monotonic() - started
             report.kubernetes = platform.cluster.version
             ns = platform.namespace

@@ -114,3 +114,23 @@ def test_the_executor_gate_is_read_from_its_metrics_text() -> None:
             "trading_executor_halted_changed_timestamp_seconds 1.7e+09\n")
     assert halt.gate_of(text) == (1.0, 1.7e9)
     assert halt.gate_of("") == (-1.0, -1.0)
+
+
+def test_make_bench_fails_loudly_and_prints_no_node_figure_when_the_node_cannot_start(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The node's start failing (here a PlatformError like the one ``ClusterPlatform`` raises for a held lock) is a
+    failed benchmark: exit status 1, ``FAILED: node``, and no node row in the table or the JSON."""
+    from benchmarks import __main__ as bench
+
+    from trading_dev.platform import PlatformError
+
+    def cannot_start(**_: Any) -> node.Report:
+        raise PlatformError("a cluster already runs on this machine (pid 1; lock /run/trading-platform/cluster.lock)")
+
+    monkeypatch.setattr(node, "run", cannot_start)
+    monkeypatch.setattr(bench.common, "stop_on_sigterm", lambda: None)
+    out = tmp_path / "results.json"
+    assert bench.main(["node", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: node" in captured.err and "a cluster already runs on this machine" in captured.err
+    assert "node: halt" not in captured.out and not out.exists()

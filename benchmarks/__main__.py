@@ -21,7 +21,7 @@ is not one of the four and does not run by default.
 
 Run::
 
-    make bench                                   # all six: ~13 min, plus ~4.5 min for node (as root)
+    make bench                                   # all six: ~13 min, plus ~5 min for node (as root)
     make bench BENCH_ARGS=--quick                # all six, smaller and shorter: ~6 min, plus ~4 min for node
     .venv/bin/python -m benchmarks halt          # one (or several: halt scale)
     .venv/bin/python -m benchmarks --list
@@ -105,7 +105,7 @@ def bench_backup(quick: bool) -> list[dict[str, Any]]:
 def bench_node(quick: bool) -> list[dict[str, Any]]:
     from benchmarks import node
 
-    report = node.run(halts=10 if quick else 20, rounds=1 if quick else 3)
+    report = node.run(halts=10 if quick else 20, rounds=1 if quick else 5)
     print(node.table(report))
     return node.rows(report, _command("node", quick))
 

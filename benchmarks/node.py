@@ -41,7 +41,7 @@ reason and prints no figure.
 Run (as root; about 5 minutes warm, 2 of them the node and loading the 7 GB of images into it)::
 
     .venv/bin/python -m benchmarks node
-    .venv/bin/python -m benchmarks.node --halts 20 --rounds 3 --keep --json /tmp/node.json
+    .venv/bin/python -m benchmarks.node --halts 20 --rounds 5 --keep --json /tmp/node.json
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def _time_start(node: Node, side: str, name: str,
     raise PlatformError(f"{name}: not ready within {timeout:.0f}s (last seen: {last})")
 
 
-def run(halts: int = 20, rounds: int = 3, timeout: float = 1200.0, keep: bool = False,
+def run(halts: int = 20, rounds: int = 5, timeout: float = 1200.0, keep: bool = False,
         log: Callable[[str], None] = print) -> Report:
     from trading_dev.cluster import node as cluster_node
     from trading_dev.cluster.platform import ClusterPlatform
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--halts", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3, help="session starts per side (operator, plain client)")
+    parser.add_argument("--rounds", type=int, default=5, help="session starts per side (operator, plain client)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="overall time budget, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the pods' logs (printed path)")
     parser.add_argument("--json", type=pathlib.Path)

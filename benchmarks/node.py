@@ -25,8 +25,10 @@ reason and prints no figure.
    workers read it), then the objects the operator would write for it, built with the operator's own
    builders (``build.rbac``, ``build.workers``: the ServiceAccount, Role, RoleBinding, ConfigMap and the
    five Deployments, same images, probes and resources, with the operator's settings read from its
-   Deployment), and polls until every Deployment's pods are Ready. The operator rounds run first, so the
-   baseline gets any warmth of the node's caches (the ratio errs against the operator).
+   Deployment), and polls until every Deployment's pods are Ready. The rounds go operator, baseline,
+   operator (``schedule``): half the operator's rounds on each side of the baseline's, so a drift of the
+   machine's load falls on both; before the second half, a replica holds the operator's Lease again and
+   ``OPERATOR_SETTLE_S`` pass.
 
 2. **Halt.** On a MarketOpen session with every worker trading (strategy included), ``--halts`` times:
    t0 = wall clock, then the halt merge patch (python client, as ``benchmarks.halt``). Refusal = the
@@ -81,6 +83,7 @@ G, V, PLURAL = "trading.dev", "v1alpha1", "tradingsessions"
 POLICY = "node-bench-limits"
 COMMAND = ".venv/bin/python -m benchmarks node"
 POLL_S = 0.25
+OPERATOR_SETTLE_S = 5.0   # after a replica holds the Lease again: its watches start before the next session
 ROLES = tuple(Role)
 LIMITS = {"dailyLoss": {"enabled": True, "reducePct": 2, "haltPct": 3},
           "maxDrawdown": {"thresholdPct": 10, "action": "Halt"}}
@@ -295,6 +298,23 @@ class Node:
         env = self.api_client.sanitize_for_serialization(dep.spec.template.spec.containers[0].env or [])
         return settings_from_env(env), dep
 
+    def scale_operator(self, deployment: str, replicas: int, timeout: float, lease: str = "") -> None:
+        """Scale the operator; at 0 wait until its pods are gone, else until a running replica holds ``lease``."""
+        self.apps.patch_namespaced_deployment_scale(deployment, self.ns, {"spec": {"replicas": replicas}})
+        selector = "app.kubernetes.io/component=operator"
+        if replicas == 0:
+            wait_until("the operator's pods to be gone", lambda: not self.pods(selector), timeout=timeout, interval=0.5)
+            return
+        coordination = client.CoordinationV1Api(self.api_client)
+
+        def leading() -> bool:
+            running = {p.metadata.name for p in self.pods(selector)
+                       if p.status.phase == "Running" and p.metadata.deletion_timestamp is None}
+            holder = coordination.read_namespaced_lease(lease, self.ns).spec.holder_identity
+            return holder in running
+
+        wait_until(f"a running operator replica to hold the Lease {lease}", leading, timeout=timeout, interval=0.5)
+
     def delete_session(self, name: str, timeout: float) -> None:
         """Delete the session, then wait until it and every pod of it are gone."""
         try:
@@ -340,6 +360,28 @@ def _time_start(node: Node, side: str, name: str,
     raise PlatformError(f"{name}: not ready within {timeout:.0f}s (last seen: {last})")
 
 
+def schedule(rounds: int) -> list[tuple[str, int]]:
+    """The order of the starts: operator, plain client, operator (half the operator's rounds each side of the
+    baseline's, the first half one more), so a drift of the machine's load during the run falls on both."""
+    first = (rounds + 1) // 2
+    return [("operator", first), ("plain", rounds)] + ([("operator", rounds - first)] if rounds > first else [])
+
+
+def _one_start(node: Node, side: str, name: str, seed: int, settings: Settings,
+               left: Callable[[float], float]) -> Start:
+    body = session_manifest(name, seed)
+    if side == "operator":
+        return _time_start(node, side, name, lambda session, _deps: market_open_ready((session or {}).get("status")),
+                           lambda: node.create_session(body), left(420))
+
+    def create() -> None:
+        created = node.create_session(body)
+        for obj in plain_objects(TradingSession.model_validate(created), settings):
+            node.create(obj)
+
+    return _time_start(node, side, name, lambda _session, deps: deployments_ready(deps), create, left(420))
+
+
 def run(halts: int = 20, rounds: int = 5, timeout: float = 1200.0, keep: bool = False,
         log: Callable[[str], None] = print) -> Report:
     from trading_dev.cluster import node as cluster_node
@@ -371,45 +413,34 @@ def run(halts: int = 20, rounds: int = 5, timeout: float = 1200.0, keep: bool = 
                  "spec": {"mode": "Active", "limits": LIMITS}}))
             report.load_average = [round(x, 2) for x in os.getloadavg()]
 
-            def operator_ready(session: dict[str, Any] | None, _deps: list[dict[str, Any]]) -> bool:
-                return market_open_ready((session or {}).get("status"))
-
-            # 1. the operator's rounds (the first session stays for the halts, then goes)
-            names_op = [f"node-op-{r}" for r in range(rounds)]
-            for r, name in enumerate(names_op):
-                body = session_manifest(name, 300 + r)
-                start = _time_start(node, "operator", name, operator_ready, lambda b=body: node.create_session(b),
-                                    left(420))
-                report.starts.append(start)
-                log(f"node: {name} MarketOpen-ready in {start.ready_s:.1f}s (Deployments created at "
-                    f"{start.created_s:.1f}s, pods Ready at {start.role_ready_s})")
-                if r == 0:
-                    watch = SessionWatch(platform.kubeconfig, name, namespace=ns)
-                    watch.start()
-                    _halts(node, watch, name, halts, report, left, log)
-                    watch.stop()
-                    watch = None
-                node.delete_session(name, left(240))
-
-            # 2. the baseline: no operator; a plain client writes what the operator would, from its builders
             settings, operator = node.operator_settings()
-            log(f"node: baseline: scaling {operator.metadata.name} to 0 (the plain client writes the objects)")
-            node.apps.patch_namespaced_deployment_scale(operator.metadata.name, ns, {"spec": {"replicas": 0}})
-            wait_until("the operator's pods to be gone",
-                       lambda: not node.pods("app.kubernetes.io/component=operator"), timeout=left(120), interval=0.5)
-            for r in range(rounds):
-                name = f"node-plain-{r}"
-
-                def create(name: str = name, seed: int = 300 + r) -> None:
-                    created = node.create_session(session_manifest(name, seed))
-                    for obj in plain_objects(TradingSession.model_validate(created), settings):
-                        node.create(obj)
-
-                start = _time_start(node, "plain", name, lambda _s, deps: deployments_ready(deps), create, left(420))
-                report.starts.append(start)
-                log(f"node: {name}: every pod Ready in {start.ready_s:.1f}s (plain client; Deployments created at "
-                    f"{start.created_s:.1f}s, pods Ready at {start.role_ready_s})")
-                node.delete_session(name, left(240))
+            replicas = operator.spec.replicas or 1
+            seeds = iter(range(300, 300 + 2 * rounds))
+            for step, (side, count) in enumerate(schedule(rounds)):
+                if side == "plain":
+                    # the baseline: no operator; a plain client writes what the operator would, from its builders
+                    log(f"node: baseline: scaling {operator.metadata.name} to 0 (the plain client writes the objects)")
+                    node.scale_operator(operator.metadata.name, 0, left(120))
+                else:
+                    if step:
+                        log(f"node: scaling {operator.metadata.name} back to {replicas}; waiting for its Lease")
+                        node.scale_operator(operator.metadata.name, replicas, left(180), settings.lease_name)
+                        time.sleep(OPERATOR_SETTLE_S)
+                for _ in range(count):
+                    seed = next(seeds)
+                    name = f"node-{'op' if side == 'operator' else 'plain'}-{seed - 300}"
+                    report.starts.append(_one_start(node, side, name, seed, settings, left))
+                    last = report.starts[-1]
+                    log(f"node: {name} {'MarketOpen-ready' if side == 'operator' else 'every pod Ready'} in "
+                        f"{last.ready_s:.1f}s (Deployments created at {last.created_s:.1f}s, pods Ready at "
+                        f"{last.role_ready_s})")
+                    if side == "operator" and not report.halts:  # the first session stays for the halts
+                        watch = SessionWatch(platform.kubeconfig, name, namespace=ns)
+                        watch.start()
+                        _halts(node, watch, name, halts, report, left, log)
+                        watch.stop()
+                        watch = None
+                    node.delete_session(name, left(240))
             report.load_average_end = [round(x, 2) for x in os.getloadavg()]
     except cluster_node.ClusterError as exc:
         raise PlatformError(f"the real node could not run: {exc}") from exc

@@ -134,3 +134,9 @@ def test_make_bench_fails_loudly_and_prints_no_node_figure_when_the_node_cannot_
     captured = capsys.readouterr()
     assert "FAILED: node" in captured.err and "a cluster already runs on this machine" in captured.err
     assert "node: halt" not in captured.out and not out.exists()
+
+
+def test_the_baseline_runs_between_two_halves_of_the_operators_rounds() -> None:
+    assert node.schedule(5) == [("operator", 3), ("plain", 5), ("operator", 2)]
+    assert node.schedule(2) == [("operator", 1), ("plain", 2), ("operator", 1)]
+    assert node.schedule(1) == [("operator", 1), ("plain", 1)]

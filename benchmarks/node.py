@@ -146,6 +146,41 @@ def plain_objects(ts: TradingSession, settings: Settings) -> list[dict[str, Any]
     return objects
 
 
+# ------------------------------------------------------------------ where the CPU went during a start
+
+def machine_busy_s(stat_text: str) -> float:
+    """CPU seconds every core spent not idle, from the ``cpu`` line of ``/proc/stat`` (all but idle, iowait)."""
+    fields = [int(x) for x in stat_text.splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cgroup_cpu_s(uid: str) -> float:
+    """CPU seconds of one pod, from its cgroup v1 ``cpuacct.usage`` (0 when the pod's cgroup is gone)."""
+    from trading_dev.cluster import cleanup
+
+    for hierarchy in ("cpuacct", "cpu,cpuacct"):
+        base = cleanup.CGROUP_FS / hierarchy / cleanup.CGROUP_ROOT / "kubepods"
+        for usage in base.rglob(f"pod{uid}/cpuacct.usage") if base.exists() else ():
+            return int(usage.read_text()) / 1e9
+    return 0.0
+
+
+def cpu_now(operator_uids: Sequence[str]) -> dict[str, float]:
+    """Cumulative CPU seconds: the whole machine (every process, everyone's), the cluster's own processes
+    (etcd, kube-apiserver, controllers, containerd, kubelet, kube-proxy) and the operator's pods."""
+    from benchmarks.common import proc_cpu_seconds
+    from trading_dev.cluster import cleanup
+
+    cluster = 0.0
+    for pid in cleanup.read_pids().values():
+        try:
+            cluster += proc_cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return {"machine": machine_busy_s(pathlib.Path("/proc/stat").read_text()), "cluster": cluster,
+            "operator": sum(_cgroup_cpu_s(uid) for uid in operator_uids)}
+
+
 # ------------------------------------------------------------------ the report (pure)
 
 @dataclass
@@ -155,6 +190,7 @@ class Start:
     pods_s: float      # t0 -> every worker pod Ready
     created_s: float = 0.0   # t0 -> all five Deployments exist
     role_ready_s: dict[str, float] = field(default_factory=dict)  # t0 -> each Deployment's pods Ready
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds spent from t0 to ready: see cpu_now
 
 
 @dataclass
@@ -223,8 +259,10 @@ def table(report: Report) -> str:
     lines.append("session start, t0 = API create of the session:")
     for s in report.starts:
         what = ("MarketOpen-ready" if s.side == "operator" else "every pod Ready (plain client, no operator)")
+        cpu = (f"; CPU s meanwhile: machine {s.cpu_s['machine']:.1f}, cluster {s.cpu_s['cluster']:.1f}, "
+               f"operator {s.cpu_s['operator']:.1f}" if s.cpu_s else "")
         lines.append(f"  {s.side:<9} {what}: {s.ready_s:.1f} s (Deployments created at {s.created_s:.1f} s, "
-                     f"worker pods Ready at {s.pods_s:.1f} s)")
+                     f"worker pods Ready at {s.pods_s:.1f} s{cpu})")
     return "\n".join(lines)
 
 
@@ -331,6 +369,8 @@ def _time_start(node: Node, side: str, name: str,
                 ready: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool],
                 create: Callable[[], object], timeout: float) -> Start:
     """t0 -> ``ready`` and the steps on the way, polling the session and its Deployments."""
+    operator_uids = [p.metadata.uid for p in node.pods("app.kubernetes.io/component=operator")]
+    cpu0 = cpu_now(operator_uids)
     t0 = time.monotonic()
     create()
     start = Start(side, 0.0, 0.0)
@@ -350,6 +390,8 @@ def _time_start(node: Node, side: str, name: str,
             start.pods_s = now - t0
         if start.pods_s and ready(session, deployments):
             start.ready_s = now - t0
+            cpu1 = cpu_now(operator_uids)
+            start.cpu_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
             return start
         st = (session or {}).get("status") or {}
         last = (st.get("phase"), [(c.get("type"), c.get("status"), c.get("reason")) for c in st.get("conditions") or []
@@ -433,7 +475,7 @@ def run(halts: int = 20, rounds: int = 5, timeout: float = 1200.0, keep: bool = 
                     last = report.starts[-1]
                     log(f"node: {name} {'MarketOpen-ready' if side == 'operator' else 'every pod Ready'} in "
                         f"{last.ready_s:.1f}s (Deployments created at {last.created_s:.1f}s, pods Ready at "
-                        f"{last.role_ready_s})")
+                        f"{last.role_ready_s}; CPU seconds meanwhile {last.cpu_s})")
                     if side == "operator" and not report.halts:  # the first session stays for the halts
                         watch = SessionWatch(platform.kubeconfig, name, namespace=ns)
                         watch.start()

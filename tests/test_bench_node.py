@@ -140,3 +140,17 @@ def test_the_baseline_runs_between_two_halves_of_the_operators_rounds() -> None:
     assert node.schedule(5) == [("operator", 3), ("plain", 5), ("operator", 2)]
     assert node.schedule(2) == [("operator", 1), ("plain", 2), ("operator", 1)]
     assert node.schedule(1) == [("operator", 1), ("plain", 1)]
+
+
+def test_machine_busy_seconds_count_every_state_but_idle_and_iowait() -> None:
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = "cpu  100 10 50 1000 40 5 5 2 0 0\ncpu0 50 5 25 500 20 2 3 1 0 0\n"
+    assert node.machine_busy_s(stat) == (100 + 10 + 50 + 5 + 5 + 2) / tick
+
+
+def test_the_table_says_where_the_cpu_went_during_a_start() -> None:
+    report = _report()
+    report.starts[0].cpu_s = {"machine": 12.34, "cluster": 3.0, "operator": 1.25}
+    assert "CPU s meanwhile: machine 12.3, cluster 3.0, operator 1.2" in node.table(report)

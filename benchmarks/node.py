@@ -165,9 +165,11 @@ def _cgroup_cpu_s(uid: str) -> float:
     return 0.0
 
 
-def cpu_now(operator_uids: Sequence[str]) -> dict[str, float]:
+def cpu_now(operator_uids: Sequence[str], service_uids: Sequence[str] = (),
+            worker_uids: Sequence[str] = ()) -> dict[str, float]:
     """Cumulative CPU seconds: the whole machine (every process, everyone's), the cluster's own processes
-    (etcd, kube-apiserver, controllers, containerd, kubelet, kube-proxy) and the operator's pods."""
+    (etcd, kube-apiserver, controllers, containerd, kubelet, kube-proxy), the operator's pods, the Redis and
+    PostgreSQL pods and the session's worker pods."""
     from benchmarks.common import proc_cpu_seconds
     from trading_dev.cluster import cleanup
 
@@ -178,7 +180,9 @@ def cpu_now(operator_uids: Sequence[str]) -> dict[str, float]:
         except (OSError, IndexError, ValueError):
             continue
     return {"machine": machine_busy_s(pathlib.Path("/proc/stat").read_text()), "cluster": cluster,
-            "operator": sum(_cgroup_cpu_s(uid) for uid in operator_uids)}
+            "operator": sum(_cgroup_cpu_s(uid) for uid in operator_uids),
+            "services": sum(_cgroup_cpu_s(uid) for uid in service_uids),
+            "workers": sum(_cgroup_cpu_s(uid) for uid in worker_uids)}
 
 
 # ------------------------------------------------------------------ the report (pure)
@@ -259,8 +263,7 @@ def table(report: Report) -> str:
     lines.append("session start, t0 = API create of the session:")
     for s in report.starts:
         what = ("MarketOpen-ready" if s.side == "operator" else "every pod Ready (plain client, no operator)")
-        cpu = (f"; CPU s meanwhile: machine {s.cpu_s['machine']:.1f}, cluster {s.cpu_s['cluster']:.1f}, "
-               f"operator {s.cpu_s['operator']:.1f}" if s.cpu_s else "")
+        cpu = ("; CPU s meanwhile: " + ", ".join(f"{k} {v:.1f}" for k, v in s.cpu_s.items()) if s.cpu_s else "")
         lines.append(f"  {s.side:<9} {what}: {s.ready_s:.1f} s (Deployments created at {s.created_s:.1f} s, "
                      f"worker pods Ready at {s.pods_s:.1f} s{cpu})")
     return "\n".join(lines)
@@ -370,7 +373,8 @@ def _time_start(node: Node, side: str, name: str,
                 create: Callable[[], object], timeout: float) -> Start:
     """t0 -> ``ready`` and the steps on the way, polling the session and its Deployments."""
     operator_uids = [p.metadata.uid for p in node.pods("app.kubernetes.io/component=operator")]
-    cpu0 = cpu_now(operator_uids)
+    service_uids = [p.metadata.uid for p in node.pods("app.kubernetes.io/name in (trading-redis,trading-postgres)")]
+    cpu0 = cpu_now(operator_uids, service_uids)  # the session's worker pods do not exist yet: 0
     t0 = time.monotonic()
     create()
     start = Start(side, 0.0, 0.0)
@@ -390,7 +394,8 @@ def _time_start(node: Node, side: str, name: str,
             start.pods_s = now - t0
         if start.pods_s and ready(session, deployments):
             start.ready_s = now - t0
-            cpu1 = cpu_now(operator_uids)
+            cpu1 = cpu_now(operator_uids, service_uids,
+                           [p.metadata.uid for p in node.pods(f"{names.LABEL_SESSION}={name}")])
             start.cpu_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
             return start
         st = (session or {}).get("status") or {}

@@ -152,5 +152,6 @@ def test_machine_busy_seconds_count_every_state_but_idle_and_iowait() -> None:
 
 def test_the_table_says_where_the_cpu_went_during_a_start() -> None:
     report = _report()
-    report.starts[0].cpu_s = {"machine": 12.34, "cluster": 3.0, "operator": 1.25}
-    assert "CPU s meanwhile: machine 12.3, cluster 3.0, operator 1.2" in node.table(report)
+    report.starts[0].cpu_s = {"machine": 12.34, "cluster": 3.0, "operator": 1.25, "services": 0.5, "workers": 8.0}
+    assert ("CPU s meanwhile: machine 12.3, cluster 3.0, operator 1.2, services 0.5, workers 8.0"
+            in node.table(report))

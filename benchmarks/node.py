@@ -30,6 +30,9 @@ reason and prints no figure.
    machine's load falls on both; before the second half, a replica holds the operator's Lease again and
    ``OPERATOR_SETTLE_S`` pass.
 
+   Each start also says where the CPU went from t0 to ready (``cpu_now``): the whole machine, the cluster's
+   own processes, the operator's pods, the Redis and PostgreSQL pods and the session's worker pods.
+
 2. **Halt.** On a MarketOpen session with every worker trading (strategy included), ``--halts`` times:
    t0 = wall clock, then the halt merge patch (python client, as ``benchmarks.halt``). Refusal = the
    executor pod's ``trading_executor_halted_changed_timestamp_seconds`` (wall clock, set right after the

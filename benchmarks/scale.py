@@ -45,6 +45,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -86,6 +87,7 @@ GOAL_RSS_MB = 250.0     # operator peak RSS (MiB) at 1,000 sessions
 GOAL_IDLE_CPU_PCT = 5.0  # operator CPU at rest, % of one core
 COMMAND = ".venv/bin/python -m benchmarks scale"
 POOL = 16  # trading_operator.kube.POOL_SIZE: the operator's API threads
+IN_FLIGHT = 2 * POOL  # trading_operator.loop.NEW_SESSIONS: sessions set up at once, by both sides
 SATURDAY = "2026-11-21T12:00:00Z"  # a Saturday: Initializing until Monday, on a speed-1 simulated clock
 
 
@@ -225,11 +227,41 @@ def _idle(pid: int, seconds: float) -> float:
     return proc_cpu_seconds(pid) - before
 
 
-def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy: dict[str, Any]) -> None:
+CLIENT_PROCESSES = 2  # the operator's phase is two processes too: the sessions' creator and the operator
+
+
+def _client_pool() -> concurrent.futures.ProcessPoolExecutor:
+    """The baseline's client processes, started and warm (imports done) before its clock starts."""
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(CLIENT_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+    list(pool.map(_warm, range(CLIENT_PROCESSES)))
+    return pool
+
+
+def _warm(_: int) -> None:
+    import trading_operator.reconcile.session  # noqa: F401  (the imports the writes need)
+
+    time.sleep(1.0)  # hold this process so that the next warm-up goes to the other one
+
+
+def _plain_client(pool: concurrent.futures.ProcessPoolExecutor, names: Sequence[str], kubeconfig: pathlib.Path,
+                  policy: dict[str, Any]) -> None:
+    """The baseline's writes, by ``CLIENT_PROCESSES`` processes, each with its share of the sessions and of
+    the concurrency: one Python process alone is bound by its interpreter lock before the API server is."""
+    shares = [list(names[i::CLIENT_PROCESSES]) for i in range(CLIENT_PROCESSES)]
+    for done in [pool.submit(_plain_client_writes, share, kubeconfig, policy, CLIENT_PROCESSES) for share in shares]:
+        done.result()
+
+
+def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy: dict[str, Any],
+                         processes: int = 1) -> None:
     """The operator's API writes for each session, without the operator: the baseline's work.
 
-    Same builders, same ``trading_operator.kube`` functions (same client, same thread pool), the
-    operator's concurrency (``kube.POOL_SIZE`` sessions in flight); the status is ``decide``'s. The
+    Same builders, same ``trading_operator.kube`` functions (same client, same thread pool), at least
+    the operator's concurrency: as many sessions in flight as its admission lets it set up
+    (``loop.NEW_SESSIONS``), created by as many threads as the operator phase's creator, the finalizer
+    beside the children and the Events at once, as kopf posts them; the status is ``decide``'s. The
     writes are the operator's, one for one (the tables print both sides' API requests by verb and
     resource): the finalizer, the worker identity, the ConfigMap, five Deployments, the first status
     and the two Events a new session gets (its first phase, the policy applied).
@@ -245,6 +277,7 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
     from trading_operator.api.session import Role, TradingSession
     from trading_operator.build import rbac as build_rbac
     from trading_operator.build import workers as build_workers
+    from trading_operator.loop import NEW_SESSIONS
     from trading_operator.reconcile import session as session_reconcile
     from trading_operator.settings import Settings
 
@@ -252,32 +285,42 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
     os.environ["KUBECONFIG"] = str(kubeconfig)
     kube.api_client.cache_clear()
+    kube.POOL_SIZE = POOL // processes  # API threads, in all as many as the operator's (a spawned process: local)
     settings = Settings()
     pol = RiskPolicy.model_validate(policy)
     api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
 
+    creator = ThreadPoolExecutor(8 // processes)  # as many threads in all as create the operator phase's sessions
+
     async def one(name: str, gate: asyncio.Semaphore) -> None:
         async with gate:
-            body = await asyncio.to_thread(api.create_namespaced_custom_object, G, V, NS, "tradingsessions",
-                                           session(name))
+            body = await asyncio.get_running_loop().run_in_executor(
+                creator, lambda: api.create_namespaced_custom_object(G, V, NS, "tradingsessions", session(name)))
             ts = TradingSession.model_validate(body)
-            await kube._raw("PATCH", f"/apis/{G}/{V}/namespaces/{NS}/tradingsessions/{name}",
-                            [{"op": "add", "path": "/metadata/finalizers", "value": [names_.FINALIZER]}],
-                            content_type="application/json-patch+json", decode=False)
-            for obj in build_rbac.all_objects(ts):  # the session's worker identity, in order, as the operator does
-                await kube.apply(obj, owner=body)
-            await kube.apply(build_workers.config_map(ts), owner=body)
-            await asyncio.gather(*(kube.apply(build_workers.deployment(ts, role, settings), owner=body)
-                                   for role in Role))
-            decision = session_reconcile.decide(session_reconcile.Observed(ts, pol, None, {}, dt.datetime.now(dt.UTC)),
-                                                settings)
-            await kube.patch_status("tradingsessions", NS, name, decision.status.wire(), None)
-            for event in decision.events[:2]:
-                await kube._raw("POST", f"/api/v1/namespaces/{NS}/events", _event(body, event.type, event.reason,
-                                                                                 event.message), decode=False)
+
+            async def finalizer() -> None:  # kopf adds it beside the reconcile, not before it
+                await kube._raw("PATCH", f"/apis/{G}/{V}/namespaces/{NS}/tradingsessions/{name}",
+                                [{"op": "add", "path": "/metadata/finalizers", "value": [names_.FINALIZER]}],
+                                content_type="application/json-patch+json", decode=False)
+
+            async def children_and_status() -> session_reconcile.Decision:
+                for obj in build_rbac.all_objects(ts):  # the worker identity, in order, as the operator does
+                    await kube.apply(obj, owner=body)
+                await kube.apply(build_workers.config_map(ts), owner=body)
+                await asyncio.gather(*(kube.apply(build_workers.deployment(ts, role, settings), owner=body)
+                                       for role in Role))
+                decision = session_reconcile.decide(
+                    session_reconcile.Observed(ts, pol, None, {}, dt.datetime.now(dt.UTC)), settings)
+                await kube.patch_status("tradingsessions", NS, name, decision.status.wire(), None)
+                return decision
+
+            _, decision = await asyncio.gather(finalizer(), children_and_status())
+            await asyncio.gather(*(kube._raw("POST", f"/api/v1/namespaces/{NS}/events",
+                                             _event(body, e.type, e.reason, e.message), decode=False)
+                                   for e in decision.events[:2]))
 
     async def all_of_them() -> None:
-        gate = asyncio.Semaphore(kube.POOL_SIZE)
+        gate = asyncio.Semaphore(NEW_SESSIONS // processes)  # in all, the operator's admission
         await asyncio.gather(*(one(n, gate) for n in names))
 
     asyncio.run(all_of_them())
@@ -431,8 +474,9 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
                 time.sleep(0.2)
             log(f"scale: baseline: no-op kopf operator up (RSS {proc_rss_mb(noop.pid)[0]:.0f} MiB); a plain client "
                 f"makes the operator's writes for {sessions} sessions")
-            _measure(report.noop, noop, server_pids, lambda: _plain_client_writes(names, cp.kubeconfig_path, policy),
-                     custom, sessions, idle, timeout, profile, log)
+            with _client_pool() as pool:
+                _measure(report.noop, noop, server_pids, lambda: _plain_client(pool, names, cp.kubeconfig_path, policy),
+                         custom, sessions, idle, timeout, profile, log)
             with contextlib.suppress(OSError):
                 report.noop.counts.update(_noop_seen(port))
             _stop(noop)
@@ -484,7 +528,7 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
 
     return [
         figure(f"{n} sessions -> {ROLES * n} Deployments + {n} statuses{done}", r.seconds, "s", b.seconds,
-               f"the same API writes by a plain client (operator's builders, kube module, {POOL} in flight), "
+               f"the same API writes by a plain client (operator's builders, kube module, {IN_FLIGHT} sessions in flight), "
                "no operator", f"<= {GOAL_RATIO:g}x the plain client", r.complete and ratio <= GOAL_RATIO, command,
                **miss(r.complete and ratio <= GOAL_RATIO, f"{ratio / GOAL_RATIO - 1:.0%} over "
                       f"({r.seconds - GOAL_RATIO * b.seconds:.1f} s)",

@@ -46,3 +46,10 @@ def test_the_backup_ratio_to_pg_dump_says_by_how_much_and_why_it_misses() -> Non
     assert throughput["meets_goal"] is False and throughput["by"].startswith("0.15 under (ratio 0.65, load average 7.5")
     assert "goals missed (by how much, and why):" in common.table([throughput])
     assert "server CPU" in throughput["why"]
+
+
+def test_the_scale_baseline_sets_up_as_many_sessions_at_once_as_the_operator() -> None:
+    from benchmarks import scale
+    from trading_operator import kube, loop
+
+    assert scale.POOL == kube.POOL_SIZE and scale.IN_FLIGHT == loop.NEW_SESSIONS

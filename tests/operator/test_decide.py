@@ -28,7 +28,16 @@ def decide(ts: TradingSession, pol: RiskPolicy | None = None, deployments: dict[
 def test_a_new_session_starts_initializing() -> None:
     d = decide(SessionBuilder().build())
     assert d.status.phase == Phase.INITIALIZING and d.transition == (None, Phase.INITIALIZING)
-    assert d.requeue_after == 0.0  # walks on at once
+    assert d.requeue_after == 0.0  # walks on at once (the market is open: PreMarket is next)
+
+
+def test_a_new_session_on_a_closed_day_waits_for_the_calendar_not_a_second_pass() -> None:
+    saturday = dt.datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    d = decide(SessionBuilder().build(), now=saturday)
+    assert d.status.phase == Phase.INITIALIZING and d.transition == (None, Phase.INITIALIZING)
+    assert d.requeue_after == SETTINGS.resync_seconds  # the backstop: nothing is due before Monday
+    again = decide(SessionBuilder().build().model_copy(update={"status": d.status}), now=saturday)
+    assert again.transition is None and again.status == d.status  # what a second pass would have found
 
 
 def test_mid_day_session_walks_forward_one_legal_step_at_a_time() -> None:

@@ -192,7 +192,12 @@ def _requeue(d: _Draft, settings: Settings, transition: tuple[Phase | None, Phas
     """
     status, spec, obs = d.status, d.obs.session.spec, d.obs
     requeue = settings.resync_seconds
-    if transition is not None:
+    # After a transition, look again at once: the next step, and what is evaluated from the new phase
+    # on (the pre-market checklist). Not for a new session that starts Initializing on a closed day:
+    # its next pass evaluates exactly what this one did (it cost each of 1,000 new sessions a second
+    # reconcile, before its Deployments were even in the index).
+    settled = transition == (None, Phase.INITIALIZING) and target is Phase.INITIALIZING
+    if transition is not None and not settled:
         return 0.0
     if where is not None and target is not Phase.HALTED and status.phase == target:
         anchor = obs.session.metadata.creation_timestamp or obs.wall

@@ -19,6 +19,7 @@ nothing from the API server. Backups and RiskPolicies are reconciled directly by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,9 +29,9 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from trading_operator import errors, leader, metrics, names, secretwatch
+from trading_operator import calendar, errors, leader, metrics, names, secretwatch
 from trading_operator.api import common
-from trading_operator.api.session import Role
+from trading_operator.api.session import CalendarSpec, Role
 from trading_operator.api.status import Reason
 from trading_operator.loop import Inputs, PostEvent, SessionLoop, essence
 from trading_operator.reconcile import backup as backup_reconcile
@@ -99,6 +100,20 @@ async def secret_versions(memo: kopf.Memo, **_: Any) -> None:
         secretwatch.VERSIONS.disabled = "Secret versions are not tracked (rotation disabled: TRADING_ROTATION_ENABLED)"
         return
     await secretwatch.VERSIONS.start(NAMESPACES, on_change=c.sessions.wake)
+
+
+@kopf.on.startup()
+async def calendar_table(memo: kopf.Memo, **_: Any) -> None:
+    """Start computing the default exchange's calendar table now, beside kopf's first listings, so that the
+    first session reconciled (after a start or a failover) does not wait for the child process alone."""
+    memo["calendar_preload"] = asyncio.create_task(_preload_calendar(CalendarSpec().exchange))
+
+
+async def _preload_calendar(exchange: str) -> None:
+    try:
+        await calendar.prepare(exchange)
+    except errors.OperatorError as exc:  # the first reconcile asks again and reports it
+        LOG.warning("calendar table for %s not computed at start: %s", exchange, exc)
 
 
 # ------------------------------------------------------------------ indexes

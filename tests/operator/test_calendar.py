@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import subprocess
 import sys
+from typing import Any
 
 import exchange_calendars
 import pandas as pd
@@ -95,3 +96,23 @@ def test_the_table_command_says_what_it_does() -> None:
     done = subprocess.run([sys.executable, "-m", "trading_operator.calendar_table", "--help"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.startswith("usage:") and "trading days as JSON" in done.stdout
+
+
+def test_the_operator_starts_computing_the_default_exchanges_table_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trading_operator import handlers
+
+    asked: list[str] = []
+
+    async def prepare(exchange: str) -> None:
+        asked.append(exchange)
+        raise calendar.CalendarUnavailable("the child failed")  # logged; the first reconcile asks again
+
+    monkeypatch.setattr(calendar, "prepare", prepare)
+
+    async def start() -> None:
+        memo: dict[str, Any] = {}
+        await handlers.calendar_table(memo=memo)  # type: ignore[arg-type]
+        await memo["calendar_preload"]
+
+    asyncio.run(start())
+    assert asked == ["XNYS"]

@@ -29,7 +29,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from trading_operator import calendar, errors, leader, metrics, names, secretwatch
+from trading_operator import calendar, errors, leader, liveness, metrics, names, secretwatch
 from trading_operator.api import common
 from trading_operator.api.session import CalendarSpec, Role
 from trading_operator.api.status import Reason
@@ -152,6 +152,9 @@ async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.M
     loop = ctx(memo).sessions
     if loop.lookup is None:  # kopf's indexes are live views: one lookup serves every reconcile
         loop.lookup = _lookup(policies, workers, config_maps)
+    # A heartbeat alone wakes no reconcile (loop.essence): its arrival is recorded here, so the executor's
+    # silence is counted from when the heartbeat came, not from the next reconcile.
+    liveness.WATCH.saw(f"{namespace}/{name}", session_reconcile.heartbeat(body))
     loop.session_event(namespace, name, body, _poster(body), gone=type == "DELETED")
 
 

@@ -47,15 +47,20 @@ class HeartbeatWatch:
             log.warning("API server unreachable: executor silence is not counted until it returns")
         self._reachable_since = None
 
-    def silence(self, key: str, heartbeat: str | None) -> float | None:
-        """Seconds without a new heartbeat from ``key`` while the server was reachable; None: cannot judge."""
-        now = self.clock()
+    def saw(self, key: str, heartbeat: str | None, now: float | None = None) -> float:
+        """Record ``key``'s heartbeat as delivered (every watch event of the session, which does not wake a
+        reconcile for a heartbeat alone); returns when this value was first seen."""
+        now = self.clock() if now is None else now
         seen = self._seen.get(key)
         if seen is None or seen[0] != heartbeat:
             self._seen[key] = (heartbeat, now)
-            first = now
-        else:
-            first = seen[1]
+            return now
+        return seen[1]
+
+    def silence(self, key: str, heartbeat: str | None) -> float | None:
+        """Seconds without a new heartbeat from ``key`` while the server was reachable; None: cannot judge."""
+        now = self.clock()
+        first = self.saw(key, heartbeat, now)
         if self._reachable_since is None:
             return None
         return max(0.0, now - max(first, self._reachable_since))

@@ -94,13 +94,23 @@ def lean(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+# Status fields only people and dashboards read: the risk worker's running summary (every 2 s) and daily
+# report. And the executor's heartbeat (every 3 s): its silence is a scheduled wake-up (decide's requeue at
+# the moment it would make the executor lost), so a heartbeat that arrives needs no reconcile.
+UNREAD_STATUS = ("summary", "report")
+
+
 def essence(obj: Mapping[str, Any], status: bool = True) -> tuple[Any, ...]:
     """What a reconcile reads of an object besides its name: spec (by generation), labels, annotations,
-    and (unless ``status=False``) status. A change of anything else (kopf's finalizer, managedFields)
-    wakes nobody."""
+    and (unless ``status=False``) status, but for ``UNREAD_STATUS`` and the executor's heartbeat. A
+    change of anything else (kopf's finalizer, managedFields, a worker's summary) wakes nobody."""
     meta = obj.get("metadata") or {}
-    return (meta.get("generation"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"),
-            obj.get("status") if status else None)
+    read: Any = None
+    if status and (st := obj.get("status")) is not None:
+        read = {k: v for k, v in st.items() if k not in UNREAD_STATUS}
+        if isinstance(read.get("executor"), Mapping):
+            read["executor"] = {k: v for k, v in read["executor"].items() if k != "heartbeat"}
+    return (meta.get("generation"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"), read)
 
 
 def version(obj: Mapping[str, Any]) -> str:

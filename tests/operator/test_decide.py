@@ -281,6 +281,21 @@ def test_an_api_server_outage_is_not_a_lost_executor() -> None:
     assert liveness.HeartbeatWatch(clock=lambda: ticks[0]).silence(key, before) == 0.0
 
 
+def test_silence_counts_from_a_heartbeats_arrival_not_from_the_next_reconcile() -> None:
+    # Heartbeats wake no reconcile (loop.essence); the watch event records their arrival (handlers).
+    ticks = [1000.0]
+    watch = liveness.HeartbeatWatch(clock=lambda: ticks[0])
+    key = "ns/s"
+    assert watch.silence(key, "h0") == 0.0  # a reconcile
+    ticks[0] += 3
+    watch.saw(key, "h1")  # the executor's next report arrives: recorded, no reconcile
+    ticks[0] += 25  # the executor died right after h1; the scheduled reconcile comes later
+    assert watch.silence(key, "h1") == 25.0  # counted from h1's arrival, not from this reconcile
+    ticks[0] += SETTINGS.executor_stale_seconds - 25 + 0.1
+    silence = watch.silence(key, "h1")
+    assert silence is not None and silence > SETTINGS.executor_stale_seconds
+
+
 def test_suspend_is_refused_while_orders_are_open() -> None:
     ts = SessionBuilder().phase("MarketOpen").with_spec(suspend=True).executor(openOrders=3).build()
     d = decide(ts)

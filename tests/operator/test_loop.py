@@ -358,3 +358,23 @@ def test_the_essence_of_a_policy_leaves_its_status_out() -> None:
     assert essence(policy) != essence(recounted)
     edited = {**policy, "metadata": {"generation": 3, "resourceVersion": "11"}}
     assert essence(policy, status=False) != essence(edited, status=False)
+
+
+async def test_a_heartbeat_or_a_summary_alone_wakes_nobody_a_report_that_changed_does() -> None:
+    script = Script([])
+    sessions = loop_with(script)
+    first = obj(1)
+    first["status"]["executor"] = {"heartbeat": "2026-11-23T15:00:00Z", "tradingState": "Active"}
+    sessions.session_event("ns", "s", first, print)
+    await settle()
+    beat = obj(2)
+    beat["status"]["executor"] = {"heartbeat": "2026-11-23T15:00:03Z", "tradingState": "Active"}
+    beat["status"]["summary"] = {"equity": 1000001.0}
+    sessions.session_event("ns", "s", beat, print)  # the executor's heartbeat, the risk worker's summary
+    await settle()
+    assert [c.rv for c in script.calls] == ["1"]
+    halted = obj(3)
+    halted["status"]["executor"] = {"heartbeat": "2026-11-23T15:00:04Z", "tradingState": "Halted"}
+    sessions.session_event("ns", "s", halted, print)
+    await settle()
+    assert [c.rv for c in script.calls] == ["1", "3"]

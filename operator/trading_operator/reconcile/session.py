@@ -214,7 +214,7 @@ def _requeue(d: _Draft, settings: Settings, transition: tuple[Phase | None, Phas
         silence = obs.executor_silence
         if silence is None:  # not judged now (the API server away, or just started): look again soon
             requeue = min(requeue, settings.reconcile_interval)
-        else:  # the moment this silence would make the executor lost, unless a heartbeat wakes us first
+        else:  # the moment this silence would make the executor lost (heartbeats wake no reconcile: loop.essence)
             requeue = min(requeue, max(0.0, settings.executor_stale_seconds - silence) + 0.1)
     if d.model_due is not None:  # a rollout step's dwell ends, or a training Job runs
         requeue = min(requeue, max(d.model_due, settings.reconcile_interval))
@@ -851,13 +851,13 @@ async def reconcile(body: dict[str, Any], policy_body: dict[str, Any] | None,
     labels = await kube.namespace_labels(ts.metadata.namespace) if not ts.spec.broker.paper else None
     key = f"{ts.metadata.namespace}/{ts.metadata.name}"
     liveness.PROBE.ensure_started()
-    silence = liveness.WATCH.silence(key, _heartbeat(body))
+    silence = liveness.WATCH.silence(key, heartbeat(body))
     if silence is not None and silence > settings.executor_stale_seconds:
         # About to call the executor lost: confirm with the server, not the watch, which may still be
         # reconnecting after an outage (a frozen watch looked like a silent executor in make chaos).
         fresh = await kube.get("tradingsessions", ts.metadata.namespace, ts.metadata.name)
         if fresh is not None:
-            silence = liveness.WATCH.silence(key, _heartbeat(fresh))
+            silence = liveness.WATCH.silence(key, heartbeat(fresh))
     # The Secrets the session's pods read, and their current versions (a metadata-only watch; no data).
     uses = build_workers.role_secrets(ts, settings)   # built once: decide reads it from Observed
     used = sorted({name for names_ in uses.values() for name in names_})
@@ -956,7 +956,7 @@ async def _apply_retrain_schedule(ts: TradingSession, settings: Settings, body: 
         await kube.delete("batch/v1", "cronjobs", ts.metadata.namespace, build_training.cronjob_name(ts.metadata.name))
 
 
-def _heartbeat(body: Mapping[str, Any]) -> str | None:
+def heartbeat(body: Mapping[str, Any]) -> str | None:
     return (((body.get("status") or {}).get("executor") or {}).get("heartbeat")) or None
 
 

@@ -50,6 +50,7 @@ def test_the_backup_ratio_to_pg_dump_says_by_how_much_and_why_it_misses() -> Non
 
 def test_the_scale_baseline_sets_up_as_many_sessions_at_once_as_the_operator() -> None:
     from benchmarks import scale
+
     from trading_operator import kube, loop
 
     assert scale.POOL == kube.POOL_SIZE and scale.IN_FLIGHT == loop.NEW_SESSIONS

@@ -154,7 +154,10 @@ async def session_event(namespace: str, name: str, body: kopf.Body, memo: kopf.M
         loop.lookup = _lookup(policies, workers, config_maps)
     # A heartbeat alone wakes no reconcile (loop.essence): its arrival is recorded here, so the executor's
     # silence is counted from when the heartbeat came, not from the next reconcile.
-    liveness.WATCH.saw(f"{namespace}/{name}", session_reconcile.heartbeat(body))
+    if type == "DELETED":
+        liveness.WATCH.forget(f"{namespace}/{name}")
+    else:
+        liveness.WATCH.saw(f"{namespace}/{name}", session_reconcile.heartbeat(body))
     loop.session_event(namespace, name, body, _poster(body), gone=type == "DELETED")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 
@@ -298,6 +299,37 @@ async def test_consumer_is_at_least_once_and_skips_garbage(redis_server: RedisSe
         assert await restarted.poll() == 1
         assert seen == ["a", "b"] and await bus.pending_count(bus_mod.INTENTS, "executor") == 0
         assert await restarted.poll() == 0
+    finally:
+        await client.aclose()
+
+
+async def test_entries_left_pending_by_a_failed_ack_are_read_first_in_order(own_redis: RedisServer,
+                                                                            session_name: str) -> None:
+    """Redis goes away after a handler finished but before its XACK: once Redis is back, the consumer
+    re-reads its own unacknowledged entries first and in order, not after newer ones (nor only once
+    the idle claim would take them, ``claim_idle_ms`` later)."""
+    client = bus_mod.connect(own_redis.url)
+    bus = bus_mod.Bus(client, f"tp:{{test/{session_name}}}")
+    try:
+        for k in range(6):
+            await bus.publish(bus_mod.INTENTS, bus_mod.encode_intent(OrderIntent("AAPL", Side.BUY, 1, signal_id=f"i{k}")))
+        seen: list[str] = []
+
+        async def handle(_: str, intent: OrderIntent) -> None:
+            seen.append(intent.signal_id)
+            if seen == ["i0", "i1"]:
+                own_redis.stop()  # the handler's work is done; its XACK will fail
+
+        consumer = bus_mod.Consumer(bus, bus_mod.INTENTS, "executor", "c1", bus_mod.decode_intent, handle,
+                                    count=3, block_ms=50, claim_idle_ms=3_600_000)
+        with pytest.raises(DependencyUnavailable):
+            await consumer.poll()  # reads i0..i2; i0 acknowledged, i1 handled, its XACK fails
+        own_redis.start()
+        for _ in range(10):  # the first call after the restart may still meet the closed connection
+            with contextlib.suppress(DependencyUnavailable):
+                await consumer.poll()
+        assert seen == ["i0", "i1", "i1", "i2", "i3", "i4", "i5"]  # i1 again (handlers are idempotent), then in order
+        assert await bus.pending_count(bus_mod.INTENTS, "executor") == 0
     finally:
         await client.aclose()
 

@@ -303,6 +303,16 @@ class Consumer(Generic[T]):
         Raises ``DependencyUnavailable`` if Redis is down and ``TransientError`` if a handler
         could not finish (the message stays pending).
         """
+        try:
+            return await self._poll()
+        except TransientError:
+            # Whatever failed (a handler, an XACK, a read whose reply was lost), entries may now be
+            # ours and unacknowledged: read them first, in order, before anything newer. Left to the
+            # idle claim they would come back only after ``claim_idle_ms``, behind newer entries.
+            self._pending_first = True
+            raise
+
+    async def _poll(self) -> int:
         if not self._ready:
             await self.bus.ensure_group(self.stream, self.group)
             self._ready = True
@@ -362,7 +372,6 @@ class Consumer(Generic[T]):
             await self.handle(msg_id, message)
         except TransientError:
             RETRIED.labels(self.stream).inc()
-            self._pending_first = True
             raise
         except PermanentError as exc:
             log.warning("message refused for good", extra={"stream": self.stream, "message_id": msg_id,
@@ -373,7 +382,6 @@ class Consumer(Generic[T]):
             if failures < self.max_deliveries:
                 log.exception("handler failed; message stays pending", extra={"stream": self.stream,
                                                                               "message_id": msg_id})
-                self._pending_first = True
                 raise TransientError(f"handler failed on {msg_id}") from exc
             log.exception("handler keeps failing; message dead-lettered", extra={"stream": self.stream,
                                                                                  "message_id": msg_id})

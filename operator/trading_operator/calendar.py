@@ -56,10 +56,8 @@ class CalendarUnavailable(errors.TransientError):
 
 @dataclass(frozen=True)
 class Table:
-    """One exchange's sessions: date -> (open, close) in UTC, and the range the library covers."""
+    """One exchange's sessions: date -> (open, close) in UTC (a date outside the library's range is absent)."""
 
-    first: dt.date
-    last: dt.date
     sessions: dict[dt.date, tuple[dt.datetime, dt.datetime]]
 
 
@@ -81,7 +79,7 @@ def _parse(exchange: str, returncode: int, stdout: bytes, stderr: bytes) -> Tabl
     raw = json.loads(stdout)
     sessions = {dt.date.fromisoformat(day): (dt.datetime.fromtimestamp(o, UTC), dt.datetime.fromtimestamp(c, UTC))
                 for day, o, c in raw["sessions"]}
-    return Table(dt.date.fromisoformat(raw["first"]), dt.date.fromisoformat(raw["last"]), sessions)
+    return Table(sessions)
 
 
 async def prepare(exchange: str) -> None:

@@ -79,6 +79,7 @@ class _Slot:
     """One session's place in the loop: what to reconcile from, and what is pending for it."""
 
     body: Mapping[str, Any]
+    essence: tuple[Any, ...]           # essence(body), kept so an event computes only the new one
     post_event: PostEvent
     timer: Any = None                  # the due reconcile (a TimerHandle), if none is running
     task: asyncio.Task[None] | None = None
@@ -215,11 +216,13 @@ class SessionLoop:
             return
         slot = self.slots.get(key)
         if slot is None:
-            self.slots[key] = _Slot(lean(body), post_event)
+            kept = lean(body)
+            self.slots[key] = _Slot(kept, essence(kept), post_event)
             self.wake(namespace, name)
             return
-        before, slot.body = slot.body, lean(body)
-        if not self.newest.is_echo(key, body) and essence(before) != essence(slot.body):
+        before, slot.body = slot.essence, lean(body)
+        slot.essence = essence(slot.body)
+        if not self.newest.is_echo(key, body) and before != slot.essence:
             self.wake(namespace, name)
 
     def wake(self, namespace: str, name: str) -> None:
@@ -275,10 +278,9 @@ class SessionLoop:
         if self.slots.get(key) is slot:
             slot.timer = self._later(delay, lambda: self.wake(*key))
 
-    async def once(self, key: Key, body: Mapping[str, Any], lookup: Lookup, post_event: PostEvent,
-                   logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> float:
+    async def once(self, key: Key, body: Mapping[str, Any], lookup: Lookup, post_event: PostEvent) -> float:
         """One reconcile of one session; returns seconds until the next."""
-        log = logger or self.log
+        log = self.log
         snapshot = self.newest.view(key, body)
         admission = self.admission if not snapshot.get("status") else contextlib.nullcontext()
         try:

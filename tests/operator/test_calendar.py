@@ -70,7 +70,7 @@ def test_prepare_runs_one_child_for_many_sessions_and_remembers_a_failure(monkey
         await asyncio.sleep(0.01)
         if exchange == "XBROKEN":
             raise calendar.CalendarUnavailable("the child failed")
-        return calendar.Table(dt.date(2026, 1, 1), dt.date(2026, 12, 31), {})
+        return calendar.Table({})
 
     monkeypatch.setattr(calendar, "_compute", compute)
     monkeypatch.setattr(calendar, "_TABLES", {})
@@ -84,18 +84,25 @@ def test_prepare_runs_one_child_for_many_sessions_and_remembers_a_failure(monkey
     assert runs == ["XTEST", "XBROKEN"]  # one child each, the failure not retried at once
     assert all(isinstance(o, calendar.CalendarUnavailable) for o in outcomes)
 
+    def age_failure(seconds: float) -> None:
+        when, exc = calendar._FAILED["XBROKEN"]
+        calendar._FAILED["XBROKEN"] = (when - seconds, exc)
+
+    age_failure(calendar.RETRY_SECONDS - 1)
+    with pytest.raises(calendar.CalendarUnavailable):
+        asyncio.run(calendar.prepare("XBROKEN"))
+    assert runs == ["XTEST", "XBROKEN"]  # still remembered just before RETRY_SECONDS
+    age_failure(1)
+    with pytest.raises(calendar.CalendarUnavailable):
+        asyncio.run(calendar.prepare("XBROKEN"))
+    assert runs == ["XTEST", "XBROKEN", "XBROKEN"]  # RETRY_SECONDS after the failure a child runs again
+
 
 def test_the_operator_process_imports_neither_pandas_nor_exchange_calendars() -> None:
     code = ("import sys, trading_operator.__main__, trading_operator.handlers; "
             "print(sorted(m for m in ('pandas', 'numpy', 'exchange_calendars') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_the_table_command_says_what_it_does() -> None:
-    done = subprocess.run([sys.executable, "-m", "trading_operator.calendar_table", "--help"],
-                          capture_output=True, text=True, check=True)
-    assert done.stdout.startswith("usage:") and "trading days as JSON" in done.stdout
 
 
 def test_the_operator_starts_computing_the_default_exchanges_table_at_start(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,6 +79,21 @@ def test_session_becomes_five_deployments(api: Api, operator: Any, namespace: st
                     what="ready count in session status")
 
 
+def test_no_diff_base_is_written_to_sessions_or_policies(api: Api, operator: Any, namespace: str) -> None:
+    """kopf's diff-base is not kept (handlers.NoDiffBase): nothing reads it, and writing it cost a PATCH of
+    every new object. The finalizer is the only thing kopf itself puts on our objects."""
+    api.create(namespace, "riskpolicies", policy())
+    api.create(namespace, "tradingsessions", session("nd", workers=ZERO_WORKERS))
+    eventually_sync(lambda: status(api, namespace, "nd").get("phase")
+                    and names.FINALIZER in api.get(namespace, "tradingsessions", "nd")["metadata"].get("finalizers", []),
+                    what="the session reconciled and finalized")
+    eventually_sync(lambda: (api.get(namespace, "riskpolicies", "limits").get("status") or {}).get("observedGeneration"),
+                    what="the policy reconciled")
+    for plural, name in (("tradingsessions", "nd"), ("riskpolicies", "limits")):
+        annotations = api.get(namespace, plural, name)["metadata"].get("annotations") or {}
+        assert not [k for k in annotations if k.endswith("last-handled-configuration")], (plural, annotations)
+
+
 def test_device_cpu_keeps_inference_off_the_gpu_pool(api: Api, operator: Any, namespace: str) -> None:
     api.create(namespace, "riskpolicies", policy())
     api.create(namespace, "tradingsessions", session(

@@ -2,10 +2,10 @@
 
 Models: the artifact the session's inference workers load —
 ``spec.strategy.model.uri``, or the shipped ``builtin://default`` when the
-session names none. URIs resolve as in ``trading_workers.inference.model``
+session names none. URIs resolve as for the inference worker
 (``builtin://``, ``file:///``, ``pvc://CLAIM/path`` under
-``$TRADING_MODEL_ROOT``), re-implemented here in a few lines so a backup
-never imports torch (the workers image may be built without it).
+``$TRADING_MODEL_ROOT``), by ``inference.artifact.local_file``, which imports
+no torch (a backup never does: the workers image may be built without it).
 
 Resources: the TradingSession and its RiskPolicy as the API server holds
 them (``managedFields`` dropped: bookkeeping, not configuration), as YAML,
@@ -14,22 +14,18 @@ so ``kubectl apply -f`` puts them back.
 
 from __future__ import annotations
 
-import importlib.resources
-import os
 import pathlib
 import shutil
-import urllib.parse
 from typing import Any
 
 import yaml
 
 from trading_workers.errors import PermanentError
+from trading_workers.inference import artifact
 
 MODEL_DIR = "models"
 RESOURCE_DIR = "resources"
 DEFAULT_MODEL_URI = "builtin://default"
-ENV_MODEL_ROOT = "TRADING_MODEL_ROOT"
-DEFAULT_MODEL_ROOT = "/models"
 
 
 class FileBackupError(PermanentError):
@@ -37,22 +33,11 @@ class FileBackupError(PermanentError):
 
 
 def resolve_model(uri: str) -> pathlib.Path:
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme == "builtin":
-        name = (parsed.netloc + parsed.path).strip("/")
-        if not name.replace("-", "").replace("_", "").isalnum():
-            raise FileBackupError(f"invalid builtin model name {name!r}")
-        return pathlib.Path(str(importlib.resources.files("trading_workers") / "models" / f"{name}.pt"))
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise FileBackupError(f"file URI must be local (file:///path): {uri}")
-        return pathlib.Path(urllib.parse.unquote(parsed.path))
-    if parsed.scheme == "pvc":
-        rel = pathlib.PurePosixPath(urllib.parse.unquote(parsed.path.lstrip("/")))
-        if not parsed.netloc or not rel.parts or ".." in rel.parts:
-            raise FileBackupError(f"pvc URI must be pvc://CLAIM/path: {uri}")
-        return pathlib.Path(os.environ.get(ENV_MODEL_ROOT, DEFAULT_MODEL_ROOT)) / parsed.netloc / rel
-    raise FileBackupError(f"model URI scheme {parsed.scheme!r} cannot be copied ({uri})")
+    """The local file or version directory of a ``builtin://``, ``file://`` or ``pvc://`` model URI."""
+    try:
+        return artifact.local_file(uri)
+    except artifact.ArtifactError as exc:
+        raise FileBackupError(f"model {uri} cannot be copied: {exc}") from exc
 
 
 def model_uri(session: dict[str, Any]) -> str:

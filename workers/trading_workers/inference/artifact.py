@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.resources
 import json
 import os
 import pathlib
+import re
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
@@ -151,6 +153,28 @@ def store_for(uri: str) -> objectstore.Store:
     return objectstore.DirStore(local_path(uri), uri.rstrip("/"))
 
 
+_BUILTIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def builtin_path(name: str = "default") -> pathlib.Path:
+    """Path of a model shipped inside the package (``trading_workers/models/<name>.pt``)."""
+    if not _BUILTIN_NAME.match(name):
+        raise ArtifactError(f"invalid builtin model name {name!r}")
+    return pathlib.Path(str(importlib.resources.files("trading_workers") / "models" / f"{name}.pt"))
+
+
+def local_file(uri: str) -> pathlib.Path:
+    """Where a ``builtin://``, ``file://`` or ``pvc://`` model URI is on this machine: the one parser of model
+    URIs for the inference worker (``model.resolve_uri``), :func:`fetch` and backups, none of which needs
+    torch for it. ``s3://`` and other schemes name no local file (:class:`ArtifactError`)."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme == "builtin":
+        return builtin_path(parsed.netloc + parsed.path.rstrip("/"))
+    if parsed.scheme in ("file", "pvc"):
+        return local_path(uri)
+    raise ArtifactError(f"{uri} names no local file (builtin://, file:// and pvc:// do)")
+
+
 def local_path(uri: str) -> pathlib.Path:
     """``file:///abs`` → ``/abs``; ``pvc://CLAIM/path`` → ``$TRADING_MODEL_ROOT/CLAIM/path`` (the mount)."""
     parsed = urllib.parse.urlsplit(uri)
@@ -229,9 +253,7 @@ def fetch(uri: str, cache: pathlib.Path | None = None) -> Fetched:
     """
     parsed = urllib.parse.urlsplit(uri)
     if parsed.scheme == "builtin":
-        from trading_workers.inference.model import builtin_path
-
-        path = builtin_path(parsed.netloc + parsed.path.rstrip("/"))
+        path = local_file(uri)
         if not path.is_file():
             raise ArtifactError(f"no builtin model {uri}")
         sha, _ = _sha256(path)

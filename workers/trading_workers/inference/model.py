@@ -17,9 +17,7 @@ This module is pure: no runtime, no bus, no clocks.
 
 from __future__ import annotations
 
-import importlib.resources
 import pathlib
-import re
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,13 +35,13 @@ Z_CLIP = 8.0     # normalized returns beyond ±8 RMS are clipped: one bad print 
 EPS = 1e-12      # keeps a flat window (all returns 0) finite: its features are all 0
 ENV_MODEL_ROOT = artifact_mod.ENV_MODEL_ROOT          # where pvc:// claims are mounted (artifact.local_path)
 DEFAULT_MODEL_ROOT = artifact_mod.DEFAULT_MODEL_ROOT
-_BUILTIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 # The model URI cannot be resolved, or the artifact is not a valid price-MLP artifact
 # (``ModelCorrupt``: it does not match its manifest's sha256 and must not be served).
 ModelLoadError = artifact_mod.ArtifactError
 ModelCorrupt = artifact_mod.ArtifactCorrupt
+builtin_path = artifact_mod.builtin_path      # the shipped models (kept here for the trainer and the tests)
 
 
 def normalized_returns(prices: torch.Tensor) -> torch.Tensor:
@@ -137,14 +135,6 @@ def load(path: pathlib.Path | str) -> Artifact:
     return Artifact(model=model, meta=dict(meta), source=str(path))
 
 
-def builtin_path(name: str = "default") -> pathlib.Path:
-    """Path of a model shipped inside the package (``trading_workers/models/<name>.pt``)."""
-    if not _BUILTIN_NAME.match(name):
-        raise ModelLoadError(f"invalid builtin model name {name!r}")
-    resource = importlib.resources.files("trading_workers") / "models" / f"{name}.pt"
-    return pathlib.Path(str(resource))
-
-
 def resolve_uri(uri: str) -> pathlib.Path:
     """Map a ``ModelSpec.uri`` to a local file.
 
@@ -154,12 +144,9 @@ def resolve_uri(uri: str) -> pathlib.Path:
       claim is expected to be mounted there by the Deployment;
     - ``s3://`` names no local file: :func:`load_uri` fetches and verifies it (``artifact.fetch``).
     """
-    parsed = urllib.parse.urlsplit(uri)
-    scheme = parsed.scheme
-    if scheme == "builtin":
-        return builtin_path(parsed.netloc + parsed.path.rstrip("/"))
-    if scheme in ("file", "pvc"):
-        return artifact_mod.local_path(uri)     # one parser for both: ModelLoadError is ArtifactError
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("builtin", "file", "pvc"):
+        return artifact_mod.local_file(uri)     # the one parser of model URIs: ModelLoadError is ArtifactError
     if scheme == "s3":
         raise ModelLoadError(f"{uri} has no local path: load_uri fetches and verifies s3:// artifacts")
     raise ModelLoadError(f"unsupported model URI scheme {scheme!r} in {uri!r} (builtin, file, pvc and s3 are supported)")

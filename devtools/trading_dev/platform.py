@@ -15,6 +15,7 @@ without an operator after any outage longer than the lease (issue 20).
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import pathlib
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 import asyncpg  # noqa: F401 - imported here so a missing dependency fails before anything starts
 
@@ -60,6 +61,45 @@ class StoryPlatform(Protocol):
     def logs_hint(self) -> str: ...  # where to look when something times out
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]: ...
+
+
+class Platform(abc.ABC):
+    """What both runtimes share: ``kubectl`` against the platform's kubeconfig, and a context manager that
+    starts on entry (stopping what did start if the start fails) and stops on exit. A runtime says how
+    to start and stop, where its kubeconfig is, and which kubectl it runs."""
+
+    kubectl_timeout = 60.0
+
+    @property
+    @abc.abstractmethod
+    def kubeconfig(self) -> pathlib.Path: ...
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def kubectl_binary(self) -> str:
+        return "kubectl"
+
+    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.kubectl_binary(), f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                              capture_output=True, text=True, timeout=self.kubectl_timeout)
+        if proc.returncode != 0:
+            raise PlatformError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
 
 
 @dataclass
@@ -141,7 +181,7 @@ class Supervised:
         raise PlatformError(f"{self.name} was not restarted within {timeout}s")
 
 
-class LocalPlatform:
+class LocalPlatform(Platform):
     def __init__(self, workdir: pathlib.Path, kubeconfig_out: pathlib.Path | None = None,
                  operator_env: dict[str, str] | None = None, operator_replicas: int = 1,
                  operator_kubeconfig: Callable[[int], pathlib.Path | None] | None = None) -> None:
@@ -184,25 +224,7 @@ class LocalPlatform:
     def logs_hint(self) -> str:
         return f"logs in {self.logs} and {self.workdir / 'runtime'}"
 
-    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input,
-                              capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            raise PlatformError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc
-
     # ------------------------------------------------------------------ start
-
-    def __enter__(self) -> LocalPlatform:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
-        self.stop()
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)

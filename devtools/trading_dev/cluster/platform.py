@@ -25,13 +25,12 @@ import pathlib
 import shutil
 import subprocess
 import time
-from types import TracebackType
 from typing import Any
 
 from trading_dev import kubeconfig, procs
 from trading_dev.cluster import deploy, node, rootfs
 from trading_dev.controlplane import build, server
-from trading_dev.platform import PlatformError
+from trading_dev.platform import Platform, PlatformError
 
 # What each slow step usually takes on two cores (measured; docs/decisions/0006, "Measurements").
 ROUGHLY = {
@@ -52,10 +51,11 @@ def binaries_cached(version: str) -> bool:
     return all(build.binary_path(n, version).exists() for n in names) and build.etcd_path().exists()
 
 
-class ClusterPlatform:
+class ClusterPlatform(Platform):
     """The chart installed on a real node; ``values`` are helm values over the chart's defaults."""
 
     namespace = deploy.NAMESPACE
+    kubectl_timeout = 120.0
 
     def __init__(self, workdir: pathlib.Path, kubeconfig_out: pathlib.Path | None = None,
                  values: dict[str, Any] | None = None, gpu: bool = True, progress: bool = True) -> None:
@@ -84,26 +84,10 @@ class ClusterPlatform:
     def kubeconfig(self) -> pathlib.Path:
         return self.cluster.kubeconfig_path
 
-    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        binary = build.binary_path("kubectl", self.cluster.version or build.node_version())
-        proc = subprocess.run([str(binary), f"--kubeconfig={self.kubeconfig}", *args], input=input,
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise PlatformError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc
+    def kubectl_binary(self) -> str:
+        return str(build.binary_path("kubectl", self.cluster.version or build.node_version()))
 
     # ------------------------------------------------------------------ start
-
-    def __enter__(self) -> ClusterPlatform:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
-        self.stop()
 
     def _step(self, name: str, started: float) -> None:
         self.timings[name] = time.monotonic() - started

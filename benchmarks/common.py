@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -35,11 +35,21 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+class FigureExtra(TypedDict, total=False):
+    """What a figure may carry beside the common shape."""
+
+    by: str                     # a missed goal: by how much
+    why: str                    # a missed goal: why
+    runs: list[float]           # the runs a median was taken of
+    baseline_runs: list[float]  # the baseline's runs, likewise
+    load_average: list[float]   # the machine's 1/5/15 min load average when the measurements started
+
+
 def figure(name: str, value: float, unit: str, baseline: float | None, baseline_label: str, goal: str,
            meets_goal: bool | None, command: str, *, higher_is_better: bool = False,
-           **extra: Any) -> dict[str, Any]:
+           **extra: Unpack[FigureExtra]) -> dict[str, Any]:
     """One row of the table. ``ratio`` is value / baseline (how many times the baseline)."""
-    ratio = value / baseline if baseline not in (None, 0) and not math.isnan(baseline) else None  # type: ignore[arg-type]
+    ratio = value / baseline if baseline is not None and baseline != 0 and not math.isnan(baseline) else None
     return {"figure": name, "value": value, "unit": unit, "baseline": baseline, "baseline_label": baseline_label,
             "ratio": ratio, "goal": goal, "meets_goal": meets_goal, "command": command,
             "higher_is_better": higher_is_better, **extra}
@@ -69,8 +79,8 @@ def table(rows: Sequence[dict[str, Any]], *, with_command: bool = True) -> str:
         if goal and r.get("meets_goal") is not None:
             goal += "  " + ("meets" if r["meets_goal"] else "MISSES")
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
-        line = [r["figure"], _fmt(r["value"]), r["unit"], _fmt(r.get("baseline")), ratio, goal]
-        body.append(line + ([r.get("command", "")] if with_command else []))
+        cells = [r["figure"], _fmt(r["value"]), r["unit"], _fmt(r.get("baseline")), ratio, goal]
+        body.append(cells + ([r.get("command", "")] if with_command else []))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     right = {1, 3, 4}
 

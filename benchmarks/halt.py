@@ -50,6 +50,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -61,12 +62,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 from kubernetes import client, config, watch
 
-from benchmarks.common import figure, pct, stop_on_sigterm
+from benchmarks.common import FigureExtra, figure, pct, stop_on_sigterm
 from trading_dev import story
 from trading_dev.controlplane.server import free_port
 from trading_dev.platform import LocalPlatform, PlatformError
@@ -127,8 +128,9 @@ class SessionWatch(threading.Thread):
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                listing = self.api.list_namespaced_custom_object(G, V, self.namespace, PLURAL,
-                                                                 field_selector=f"metadata.name={self.name}")
+                # the client types a custom object's JSON as ``object``; it is a JSON object (a dict)
+                listing = cast(dict[str, Any], self.api.list_namespaced_custom_object(
+                    G, V, self.namespace, PLURAL, field_selector=f"metadata.name={self.name}"))
                 self._stream = watch.Watch()
                 for event in self._stream.stream(self.api.list_namespaced_custom_object, G, V, self.namespace,
                                                  PLURAL,
@@ -210,9 +212,14 @@ WORKER_SERIES = ("trading_worker_status_conflicts_total", 'trading_apiserver_err
 OPERATOR_CONFLICTS = 'trading_operator_reconcile_failures_total{kind="TradingSession",reason="Conflict"}'
 
 
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+T = TypeVar("T")
+
+
+def wait_until(what: str, predicate: Callable[[], T | Literal[False] | None], timeout: float,
+               interval: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something true (not an exception); return that."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | Literal[False] | Exception | None = None
     while time.monotonic() < deadline:
         try:
             last = predicate()
@@ -282,12 +289,18 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                 return runtime.pods[(NS, f"{name}-executor")].replicas[0].port
 
             def trading(name: str) -> bool:
-                st = api.get_namespaced_custom_object(G, V, NS, PLURAL, name).get("status") or {}
+                body = cast(dict[str, Any], api.get_namespaced_custom_object(G, V, NS, PLURAL, name))
+                st = body.get("status") or {}
                 return st.get("phase") == "MarketOpen" and executor_gate(port(name))[0] == 0.0
+
+            def gate_closed(name: str, since: float) -> tuple[float, float] | Literal[False]:
+                """The executor's gate, once closed by a change at or after ``since``."""
+                gate = executor_gate(port(name))
+                return gate if gate[0] == 1.0 and gate[1] >= since else False
 
             t_ready = time.monotonic()
             for name in names:
-                wait_until(f"{name} MarketOpen with its executor's gate open", lambda n=name: trading(n),
+                wait_until(f"{name} MarketOpen with its executor's gate open", functools.partial(trading, name),
                            timeout=max(5.0, min(180.0, deadline - time.monotonic())), interval=0.25)
             report.ready_s = time.monotonic() - t_ready
             log(f"halt: {sessions} sessions in MarketOpen, executors trading ({report.ready_s:.1f}s); "
@@ -321,8 +334,7 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                 t_patch = time.time()
                 seen = w.first(t0, lambda s: s.halted, timeout=30)
                 phased = w.first(t0, lambda s: s.phase == "Halted", timeout=30)
-                gate = wait_until(f"{name}'s executor gate to close",
-                                  lambda n=name, t=t0: (g := executor_gate(port(n)))[0] == 1.0 and g[1] >= t and g,
+                gate = wait_until(f"{name}'s executor gate to close", functools.partial(gate_closed, name, t0),
                                   timeout=30)
                 sample = HaltSample(name, (t_patch - t0) * 1e3, (seen.at - t0) * 1e3, (gate[1] - t0) * 1e3,
                                     (phased.at - t0) * 1e3)
@@ -333,7 +345,7 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
                 platform.kubectl("patch", "tradingsession", name, "-n", NS, "--type=merge",
                                  "-p", '{"spec":{"halted":false}}')
                 sample.kubectl_s = time.monotonic() - t1
-                wait_until(f"{name} to resume", lambda n=name: trading(n), timeout=60, interval=0.05)
+                wait_until(f"{name} to resume", functools.partial(trading, name), timeout=60, interval=0.05)
                 sample.resume_s = time.monotonic() - t1
                 report.resume_conflicts += conflicts_now() - c1
                 report.samples.append(sample)
@@ -382,7 +394,7 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     label = f"plain watch on the session, patch -> MODIFIED event ({n} halts)"
     refusal, phase, watch_ = sm["refusal_ms"], sm["phase_ms"], sm["watch_ms"]
     out = []
-    refusal_miss = {} if refusal["p99"] <= GOAL_REFUSAL_P99_MS else {
+    refusal_miss: FigureExtra = {} if refusal["p99"] <= GOAL_REFUSAL_P99_MS else {
         "by": f"{refusal['p99'] - GOAL_REFUSAL_P99_MS:.0f} ms over",
         "why": f"an absolute goal: the watch floor alone was {watch_['p99']:.0f} ms p99 in the same run "
                f"(refusal {refusal['p99'] / watch_['p99']:.2f}x it), i.e. the machine's load, not the executor"}
@@ -392,7 +404,7 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
                           refusal[q] <= GOAL_REFUSAL_P99_MS if q == "p99" else None, command,
                           **(refusal_miss if q == "p99" else {})))
     ratio = phase["p99"] / watch_["p99"] if watch_["p99"] else float("inf")
-    miss = {} if ratio <= GOAL_PHASE_P99_RATIO else {
+    miss: FigureExtra = {} if ratio <= GOAL_PHASE_P99_RATIO else {
         "by": f"{ratio / GOAL_PHASE_P99_RATIO - 1:.0%} over ({phase['p99'] - GOAL_PHASE_P99_RATIO * watch_['p99']:.0f} ms)",
         "why": "the operator's watch -> wake -> reconcile -> status write comes after the watch floor; "
                "on two shared cores its tail is the operator waiting for CPU"}
@@ -401,10 +413,11 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
                           watch_[q], label, f"p99 <= {GOAL_PHASE_P99_RATIO:g}x the watch floor" if q == "p99" else "",
                           ratio <= GOAL_PHASE_P99_RATIO if q == "p99" else None, command, **(miss if q == "p99" else {})))
     conflicts = report.halt_conflicts
+    conflicts_miss: FigureExtra = {} if conflicts == 0 else {
+        "by": f"{conflicts:g}", "why": "see the counters printed with the halt table"}
     out.append(figure(f"status-write conflicts on the halt path ({n} halts)", conflicts, "conflicts", None,
                       "", "0 (operator reason=Conflict + workers' own counters)", conflicts == 0, command,
-                      **({} if conflicts == 0 else {"by": f"{conflicts:g}", "why": "see the counters printed with "
-                                                                                   "the halt table"})))
+                      **conflicts_miss))
     out.append(figure(f"status-write conflicts on the resume path ({n} resumes)", report.resume_conflicts,
                       "conflicts", None, "", "", None, command))
     return out

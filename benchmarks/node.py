@@ -52,6 +52,7 @@ Run (as root; about 5 minutes warm, 2 of them the node and loading the 7 GB of i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -60,7 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import yaml
 from kubernetes import client, config
@@ -224,7 +225,7 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     if not report.halts:
         raise ValueError("no halt measured: refusing to print a figure")
     n = len(report.halts)
-    load = {"load_average": report.load_average}
+    load = report.load_average
     refusal = [h.refusal_ms for h in report.halts]
     phase = [h.phase_ms for h in report.halts]
     floor = [h.watch_ms for h in report.halts]
@@ -232,10 +233,10 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     out = []
     for q in (50, 99):
         out.append(figure(f"node: halt -> executor pod refuses, p{q} ({n} halts)", pct(refusal, q), "ms",
-                          pct(floor, q), label, "", None, command, **load))
+                          pct(floor, q), label, "", None, command, load_average=load))
     for q in (50, 99):
         out.append(figure(f"node: halt -> status.phase Halted, p{q} ({n} halts)", pct(phase, q), "ms",
-                          pct(floor, q), label, "", None, command, **load))
+                          pct(floor, q), label, "", None, command, load_average=load))
     op, plain = report.side("operator"), report.side("plain")
     base = _median([s.ready_s for s in plain])
     base_label = (f"node: plain client, the operator's five worker Deployments (its builders) -> every pod Ready "
@@ -243,10 +244,10 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     out.append(figure(f"node: session create -> MarketOpen-ready (median of {len(op)})",
                       _median([s.ready_s for s in op]), "s", base, base_label, "", None, command,
                       runs=[round(s.ready_s, 2) for s in op], baseline_runs=[round(s.ready_s, 2) for s in plain],
-                      **load))
+                      load_average=load))
     out.append(figure(f"node: session create -> its worker pods Ready (median of {len(op)})",
                       _median([s.pods_s for s in op]), "s", base, base_label, "", None, command,
-                      runs=[round(s.pods_s, 2) for s in op], **load))
+                      runs=[round(s.pods_s, 2) for s in op], load_average=load))
     return out
 
 
@@ -285,12 +286,13 @@ class Node:
         self.rbac = client.RbacAuthorizationV1Api(self.api_client)
         self.ns = namespace
 
+    # The client types a custom object's JSON as ``object``; it is a JSON object (a dict).
     def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(G, V, self.ns, PLURAL, body)  # type: ignore[no-any-return]
+        return cast(dict[str, Any], self.custom.create_namespaced_custom_object(G, V, self.ns, PLURAL, body))
 
     def session(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(G, V, self.ns, PLURAL, name)  # type: ignore[no-any-return]
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object(G, V, self.ns, PLURAL, name))
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -304,17 +306,19 @@ class Node:
         return list(self.core.list_namespaced_pod(self.ns, label_selector=selector).items)
 
     def create(self, obj: dict[str, Any]) -> None:
+        """Create one built object. The client's model is validated from the dict here, the same validation its
+        methods apply to a dict body themselves (``validate_call``)."""
         kind = obj["kind"]
         if kind == "ServiceAccount":
-            self.core.create_namespaced_service_account(self.ns, obj)
+            self.core.create_namespaced_service_account(self.ns, client.V1ServiceAccount.model_validate(obj))
         elif kind == "ConfigMap":
-            self.core.create_namespaced_config_map(self.ns, obj)
+            self.core.create_namespaced_config_map(self.ns, client.V1ConfigMap.model_validate(obj))
         elif kind == "Role":
-            self.rbac.create_namespaced_role(self.ns, obj)
+            self.rbac.create_namespaced_role(self.ns, client.V1Role.model_validate(obj))
         elif kind == "RoleBinding":
-            self.rbac.create_namespaced_role_binding(self.ns, obj)
+            self.rbac.create_namespaced_role_binding(self.ns, client.V1RoleBinding.model_validate(obj))
         elif kind == "Deployment":
-            self.apps.create_namespaced_deployment(self.ns, obj)
+            self.apps.create_namespaced_deployment(self.ns, client.V1Deployment.model_validate(obj))
         else:
             raise ValueError(f"the baseline does not create {kind}")
 
@@ -339,7 +343,10 @@ class Node:
         if len(found.items) != 1:
             raise PlatformError(f"expected one operator Deployment in {self.ns}, found {len(found.items)}")
         dep = found.items[0]
-        env = self.api_client.sanitize_for_serialization(dep.spec.template.spec.containers[0].env or [])
+        pod = dep.spec.template.spec
+        if pod is None or not pod.containers:
+            raise PlatformError(f"the operator Deployment in {self.ns} has no pod template containers")
+        env = self.api_client.sanitize_for_serialization(pod.containers[0].env or [])
         return settings_from_env(env), dep
 
     def scale_operator(self, deployment: str, replicas: int, timeout: float, lease: str = "") -> None:
@@ -354,8 +361,8 @@ class Node:
         def leading() -> bool:
             running = {p.metadata.name for p in self.pods(selector)
                        if p.status.phase == "Running" and p.metadata.deletion_timestamp is None}
-            holder = coordination.read_namespaced_lease(lease, self.ns).spec.holder_identity
-            return holder in running
+            spec = coordination.read_namespaced_lease(lease, self.ns).spec
+            return spec is not None and spec.holder_identity in running  # no spec: nobody holds it
 
         wait_until(f"a running operator replica to hold the Lease {lease}", leading, timeout=timeout, interval=0.5)
 
@@ -512,6 +519,11 @@ def _halts(node: Node, watch: SessionWatch, name: str, halts: int, report: Repor
         st = (node.session(name) or {}).get("status") or {}
         return st.get("phase") == Phase.MARKET_OPEN.value and node.executor_gate(name)[0] == 0.0
 
+    def gate_closed(since: float) -> tuple[float, float] | Literal[False]:
+        """The executor's gate, once closed by a change at or after ``since``."""
+        gate = node.executor_gate(name)
+        return gate if gate[0] == 1.0 and gate[1] >= since else False
+
     wait_until(f"{name}'s executor gate open", trading, timeout=left(60), interval=0.25)
     for i in range(halts):
         watch.trim()
@@ -522,8 +534,7 @@ def _halts(node: Node, watch: SessionWatch, name: str, halts: int, report: Repor
         t_patch = time.time()
         seen = watch.first(t0, lambda s: s.halted, timeout=left(30))
         phased = watch.first(t0, lambda s: s.phase == Phase.HALTED.value, timeout=left(30))
-        gate = wait_until(f"{name}'s executor gate to close",
-                          lambda t=t0: (g := node.executor_gate(name))[0] == 1.0 and g[1] >= t and g,
+        gate = wait_until(f"{name}'s executor gate to close", functools.partial(gate_closed, t0),
                           timeout=left(30), interval=0.05)
         report.halts.append(HaltSample(name, (t_patch - t0) * 1e3, (seen.at - t0) * 1e3, (gate[1] - t0) * 1e3,
                                        (phased.at - t0) * 1e3))

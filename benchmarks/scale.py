@@ -61,11 +61,12 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config, watch
 
 from benchmarks.common import (
+    FigureExtra,
     figure,
     proc_cpu_seconds,
     proc_rss_mb,
@@ -113,7 +114,9 @@ class Tracker(threading.Thread):
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                listing = self.api.list_cluster_custom_object(*self.args, label_selector=self.selector)
+                # the client types a custom object's JSON as ``object``; it is a JSON object (a dict)
+                listing = cast(dict[str, Any], self.api.list_cluster_custom_object(*self.args,
+                                                                                   label_selector=self.selector))
                 for obj in listing.get("items") or []:
                     self._saw(obj)
                 self._watch = watch.Watch()
@@ -294,8 +297,8 @@ def _plain_client_writes(names: Sequence[str], kubeconfig: pathlib.Path, policy:
 
     async def one(name: str, gate: asyncio.Semaphore) -> None:
         async with gate:
-            body = await asyncio.get_running_loop().run_in_executor(
-                creator, lambda: api.create_namespaced_custom_object(G, V, NS, "tradingsessions", session(name)))
+            body = cast(dict[str, Any], await asyncio.get_running_loop().run_in_executor(
+                creator, lambda: api.create_namespaced_custom_object(G, V, NS, "tradingsessions", session(name))))
             ts = TradingSession.model_validate(body)
 
             async def finalizer() -> None:  # kopf adds it beside the reconcile, not before it
@@ -409,7 +412,8 @@ def _delete_all(api_client: client.ApiClient) -> None:
     one DELETE per object)."""
     custom = client.CustomObjectsApi(api_client)
     custom.delete_collection_namespaced_custom_object(G, V, NS, "tradingsessions")
-    held = [s["metadata"]["name"] for s in custom.list_namespaced_custom_object(G, V, NS, "tradingsessions")["items"]
+    listing = cast(dict[str, Any], custom.list_namespaced_custom_object(G, V, NS, "tradingsessions"))
+    held = [s["metadata"]["name"] for s in listing["items"]
             if s["metadata"].get("finalizers")]  # the baseline's finalizers: no operator here to release them
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda n: custom.patch_namespaced_custom_object(G, V, NS, "tradingsessions", n,
@@ -421,7 +425,7 @@ def _delete_all(api_client: client.ApiClient) -> None:
     rbac.delete_collection_namespaced_role(NS, label_selector=MANAGED)
     rbac.delete_collection_namespaced_role_binding(NS, label_selector=MANAGED)
     deadline = time.monotonic() + 120
-    while custom.list_namespaced_custom_object(G, V, NS, "tradingsessions", limit=1).get("items"):
+    while cast(dict[str, Any], custom.list_namespaced_custom_object(G, V, NS, "tradingsessions", limit=1)).get("items"):
         if time.monotonic() > deadline:
             raise RuntimeError("baseline sessions not deleted within 120 s")
         time.sleep(0.5)
@@ -449,8 +453,8 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
                        check=True, capture_output=True)
         api_client = config.new_client_from_config(str(cp.kubeconfig_path))
         custom = client.CustomObjectsApi(api_client)
-        policy = custom.create_namespaced_custom_object(G, V, NS, "riskpolicies", {
-            "apiVersion": f"{G}/{V}", "kind": "RiskPolicy", "metadata": {"name": POLICY}, "spec": {"mode": "Active"}})
+        policy = cast(dict[str, Any], custom.create_namespaced_custom_object(G, V, NS, "riskpolicies", {
+            "apiVersion": f"{G}/{V}", "kind": "RiskPolicy", "metadata": {"name": POLICY}, "spec": {"mode": "Active"}}))
         env = dict(os.environ, KUBECONFIG=str(cp.kubeconfig_path), TRADING_LEASE_NAMESPACE=NS,
                    TRADING_METRICS_PORT=str(server.free_port()), TRADING_LIVENESS_PORT=str(server.free_port()))
         env.pop("TRADING_RECONCILE_INTERVAL", None)  # production default
@@ -493,7 +497,8 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
             if op.poll() is not None:
                 raise RuntimeError(f"operator exited with {op.returncode}; see {workdir / 'operator.log'}")
             with contextlib.suppress(Exception):
-                if coord.read_namespaced_lease("trading-operator", NS).spec.holder_identity:
+                lease = coord.read_namespaced_lease("trading-operator", NS)
+                if lease.spec is not None and lease.spec.holder_identity:  # no spec yet: not taken
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError("operator did not take its lease within 60 s")
@@ -523,7 +528,7 @@ def rows(report: Report, command: str = COMMAND) -> list[dict[str, Any]]:
     ratio = r.seconds / b.seconds if b.seconds else float("inf")
     idle = r.idle_cpu_s / report.idle_s * 100
 
-    def miss(meets: bool, by: str, why: str) -> dict[str, str]:
+    def miss(meets: bool, by: str, why: str) -> FigureExtra:
         return {} if meets else {"by": by, "why": why}
 
     return [

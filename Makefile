@@ -112,7 +112,7 @@ lint: pydeps
 	$(VENV)/bin/ruff check operator workers devtools tests benchmarks
 
 typecheck: pydeps
-	$(VENV)/bin/mypy operator/trading_operator workers/trading_workers devtools/trading_dev
+	$(VENV)/bin/mypy operator/trading_operator workers/trading_workers devtools/trading_dev benchmarks
 
 test: deps lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider

@@ -275,6 +275,33 @@ def table(report: Report) -> str:
 
 # ------------------------------------------------------------------ the run
 
+def _meta(obj: client.V1Pod | client.V1Deployment) -> client.V1ObjectMeta:
+    """An object's metadata: the API server always sets it, the client's model has it optional."""
+    if obj.metadata is None:
+        raise PlatformError(f"a {type(obj).__name__} without metadata from the API server")
+    return obj.metadata
+
+
+def _name(obj: client.V1Pod | client.V1Deployment) -> str:
+    name = _meta(obj).name
+    if not name:
+        raise PlatformError(f"a {type(obj).__name__} without a name from the API server")
+    return name
+
+
+def _uid(obj: client.V1Pod) -> str:
+    uid = _meta(obj).uid
+    if not uid:
+        raise PlatformError(f"pod {_meta(obj).name} without a uid from the API server")
+    return uid
+
+
+def _running(pods: Sequence[client.V1Pod]) -> list[client.V1Pod]:
+    """The pods in phase Running that are not being deleted."""
+    return [p for p in pods
+            if p.status is not None and p.status.phase == "Running" and _meta(p).deletion_timestamp is None]
+
+
 class Node:
     """The API calls the benchmark makes on the cluster (python client, admin kubeconfig)."""
 
@@ -302,7 +329,7 @@ class Node:
         listing = self.apps.list_namespaced_deployment(self.ns, label_selector=f"{names.LABEL_SESSION}={session}")
         return [self.api_client.sanitize_for_serialization(d) for d in listing.items]
 
-    def pods(self, selector: str) -> list[Any]:
+    def pods(self, selector: str) -> list[client.V1Pod]:
         return list(self.core.list_namespaced_pod(self.ns, label_selector=selector).items)
 
     def create(self, obj: dict[str, Any]) -> None:
@@ -325,20 +352,22 @@ class Node:
     def executor_gate(self, session: str) -> tuple[float, float]:
         """(halted 0/1, wall time of the last gate change) of the session's executor pod, via the pod proxy."""
         selector = ",".join(f"{k}={v}" for k, v in names.selector(session, Role.EXECUTOR).items())
-        running = [p for p in self.pods(selector)
-                   if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+        running = _running(self.pods(selector))
         if len(running) != 1:
             raise PlatformError(f"{session}: {len(running)} running executor pods")
+        spec = running[0].spec
+        if spec is None:
+            raise PlatformError(f"{session}: the executor pod {_name(running[0])} has no spec")
         port = 8080
-        for c in running[0].spec.containers:
+        for c in spec.containers:
             for p in c.ports or []:
                 if p.name == "http":
                     port = p.container_port
         text = self.core.connect_get_namespaced_pod_proxy_with_path(
-            f"{running[0].metadata.name}:{port}", self.ns, "metrics", _request_timeout=5)
+            f"{_name(running[0])}:{port}", self.ns, "metrics", _request_timeout=5)
         return gate_of(str(text))
 
-    def operator_settings(self) -> tuple[Settings, Any]:
+    def operator_settings(self) -> tuple[Settings, client.V1Deployment]:
         found = self.apps.list_namespaced_deployment(self.ns, label_selector="app.kubernetes.io/component=operator")
         if len(found.items) != 1:
             raise PlatformError(f"expected one operator Deployment in {self.ns}, found {len(found.items)}")
@@ -359,8 +388,7 @@ class Node:
         coordination = client.CoordinationV1Api(self.api_client)
 
         def leading() -> bool:
-            running = {p.metadata.name for p in self.pods(selector)
-                       if p.status.phase == "Running" and p.metadata.deletion_timestamp is None}
+            running = {_name(p) for p in _running(self.pods(selector))}
             spec = coordination.read_namespaced_lease(lease, self.ns).spec
             return spec is not None and spec.holder_identity in running  # no spec: nobody holds it
 
@@ -382,8 +410,8 @@ def _time_start(node: Node, side: str, name: str,
                 ready: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool],
                 create: Callable[[], object], timeout: float) -> Start:
     """t0 -> ``ready`` and the steps on the way, polling the session and its Deployments."""
-    operator_uids = [p.metadata.uid for p in node.pods("app.kubernetes.io/component=operator")]
-    service_uids = [p.metadata.uid for p in node.pods("app.kubernetes.io/name in (trading-redis,trading-postgres)")]
+    operator_uids = [_uid(p) for p in node.pods("app.kubernetes.io/component=operator")]
+    service_uids = [_uid(p) for p in node.pods("app.kubernetes.io/name in (trading-redis,trading-postgres)")]
     cpu0 = cpu_now(operator_uids, service_uids)  # the session's worker pods do not exist yet: 0
     t0 = time.monotonic()
     create()
@@ -405,7 +433,7 @@ def _time_start(node: Node, side: str, name: str,
         if start.pods_s and ready(session, deployments):
             start.ready_s = now - t0
             cpu1 = cpu_now(operator_uids, service_uids,
-                           [p.metadata.uid for p in node.pods(f"{names.LABEL_SESSION}={name}")])
+                           [_uid(p) for p in node.pods(f"{names.LABEL_SESSION}={name}")])
             start.cpu_s = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
             return start
         st = (session or {}).get("status") or {}
@@ -471,17 +499,18 @@ def run(halts: int = 20, rounds: int = 5, timeout: float = 1200.0, keep: bool = 
             report.load_average = [round(x, 2) for x in os.getloadavg()]
 
             settings, operator = node.operator_settings()
+            operator_name = _name(operator)
             replicas = operator.spec.replicas or 1
             seeds = iter(range(300, 300 + 2 * rounds))
             for step, (side, count) in enumerate(schedule(rounds)):
                 if side == "plain":
                     # the baseline: no operator; a plain client writes what the operator would, from its builders
-                    log(f"node: baseline: scaling {operator.metadata.name} to 0 (the plain client writes the objects)")
-                    node.scale_operator(operator.metadata.name, 0, left(120))
+                    log(f"node: baseline: scaling {operator_name} to 0 (the plain client writes the objects)")
+                    node.scale_operator(operator_name, 0, left(120))
                 else:
                     if step:
-                        log(f"node: scaling {operator.metadata.name} back to {replicas}; waiting for its Lease")
-                        node.scale_operator(operator.metadata.name, replicas, left(180), settings.lease_name)
+                        log(f"node: scaling {operator_name} back to {replicas}; waiting for its Lease")
+                        node.scale_operator(operator_name, replicas, left(180), settings.lease_name)
                         time.sleep(OPERATOR_SETTLE_S)
                 for _ in range(count):
                     seed = next(seeds)

@@ -121,12 +121,12 @@ class SessionWatch(threading.Thread):
         self.namespace = namespace
         self.events: list[Seen] = []
         self.cond = threading.Condition()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._stream: watch.Watch | None = None
         self.error: str = ""
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 # the client types a custom object's JSON as ``object``; it is a JSON object (a dict)
                 listing = cast(dict[str, Any], self.api.list_namespaced_custom_object(
@@ -147,14 +147,14 @@ class SessionWatch(threading.Thread):
                     with self.cond:
                         self.events.append(seen)
                         self.cond.notify_all()
-                    if self._stop.is_set():
+                    if self._stopping.is_set():
                         break
             except Exception as exc:  # a dropped watch: re-list (events in between are only late, not lost)
                 self.error = f"{type(exc).__name__}: {exc}"
-                self._stop.wait(0.2)
+                self._stopping.wait(0.2)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self._stream is not None:
             self._stream.stop()
 

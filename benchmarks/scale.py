@@ -108,11 +108,11 @@ class Tracker(threading.Thread):
         self.api, self.args, self.selector, self.done = api, (group, version, plural), label_selector, done
         self.first: dict[str, float] = {}
         self.lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._watch: watch.Watch | None = None
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 # the client types a custom object's JSON as ``object``; it is a JSON object (a dict)
                 listing = cast(dict[str, Any], self.api.list_cluster_custom_object(*self.args,
@@ -126,10 +126,10 @@ class Tracker(threading.Thread):
                                                 timeout_seconds=300, _request_timeout=330):
                     if event.get("type") in ("ADDED", "MODIFIED"):
                         self._saw(event["object"])
-                    if self._stop.is_set():
+                    if self._stopping.is_set():
                         break
             except Exception:
-                self._stop.wait(0.5)
+                self._stopping.wait(0.5)
 
     def _saw(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -147,7 +147,7 @@ class Tracker(threading.Thread):
             return max(self.first.values()) if self.first else 0.0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self._watch is not None:
             self._watch.stop()
 

@@ -280,7 +280,6 @@ class SessionLoop:
 
     async def once(self, key: Key, body: Mapping[str, Any], lookup: Lookup, post_event: PostEvent) -> float:
         """One reconcile of one session; returns seconds until the next."""
-        log = self.log
         snapshot = self.newest.view(key, body)
         admission = self.admission if not snapshot.get("status") else contextlib.nullcontext()
         try:
@@ -289,11 +288,11 @@ class SessionLoop:
         except errors.OperatorError as exc:
             metrics.RECONCILE_FAILURES.labels(KIND, exc.reason).inc()
             if not isinstance(exc, errors.ApiConflict):
-                log.warning("reconcile failed (%s): %s", exc.reason, exc)
+                self.log.warning("reconcile failed (%s): %s", exc.reason, exc)
             return exc.retry_delay if exc.retry_delay is not None else self.settings.reconcile_interval * 5
         except Exception as exc:
             metrics.RECONCILE_FAILURES.labels(KIND, type(exc).__name__).inc()
-            log.exception("reconcile crashed: %s", exc)
+            self.log.exception("reconcile crashed: %s", exc)
             return self.settings.reconcile_interval
         if isinstance(outcome, float):
             return outcome

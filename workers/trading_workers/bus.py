@@ -15,9 +15,10 @@ places that know it.
 
 Delivery is at-least-once: consumers read through a consumer group and
 ``XACK`` only after the handler finished, so a consumer killed mid-message
-gets the message again (its own pending entries are re-read at start, and
-entries left pending by a consumer that never came back are claimed after
-an idle time). Duplicates are therefore possible by design; every message
+gets the message again (its own pending entries are re-read, in order, at
+start and after any failure — a handler's, an XACK's, a read's — before
+anything newer; entries left pending by a consumer that never came back
+are claimed after an idle time). Duplicates are therefore possible by design; every message
 carries an idempotency key (``id``) and the consumers are idempotent on it
 (the executor maps an intent's key to a deterministic ``client_order_id``
 that the journal and the broker both refuse to take twice).

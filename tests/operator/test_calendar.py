@@ -35,15 +35,26 @@ def library_day(exchange: str, date: dt.date) -> tuple[dt.datetime, dt.datetime]
 def test_every_day_matches_the_library_holidays_and_early_closes_included(exchange: str, timezone: str) -> None:
     spec = CalendarSpec(exchange=exchange, timezone=timezone)
     cal = exchange_calendars.get_calendar(exchange)
-    start = cal.first_session.date() - dt.timedelta(days=3)
-    days = [start + dt.timedelta(days=i) for i in range((cal.last_session.date() - start).days + 4)]
+    table = sorted(calendar._table(exchange).sessions)  # its trading days (computed by the child if not yet)
+    # The library's default range runs from 20 years ago to a year ahead *of the day it is built*: the
+    # table (built by a child) and this process's calendar may have been built on different days of one
+    # run (a run across midnight UTC), so their ends may differ by a day or a weekend; within the range
+    # both cover, every day must be the same.
+    first, last = cal.first_session.date(), cal.last_session.date()
+    assert abs((table[0] - first).days) <= 4 and abs((table[-1] - last).days) <= 4, (table[0], table[-1], first, last)
+    start, end = max(first, table[0]), min(last, table[-1])
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     for date in days:
         ours = calendar.day(spec, date)
         theirs = library_day(exchange, date)
         assert (ours is None) == (theirs is None), date
         if ours is not None and theirs is not None:
             assert (ours.open, ours.close) == theirs, date
-    assert sum(calendar.day(spec, d) is not None for d in days) == len(cal.sessions)
+    assert sum(calendar.day(spec, d) is not None for d in days) == sum(library_day(exchange, d) is not None
+                                                                         for d in days) > 4000
+    # Outside its range the table has no sessions (a closed day, never a made-up one).
+    assert calendar.day(spec, table[0] - dt.timedelta(days=1)) is None
+    assert calendar.day(spec, table[-1] + dt.timedelta(days=1)) is None
 
 
 def test_an_early_close_and_a_holiday_are_the_librarys() -> None:

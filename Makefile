@@ -44,7 +44,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 pydeps: $(STAMP)
 
+# Go's build cache of the builds below (Kubernetes, etcd, CoreDNS, helm, versitygw: 6-8 GB) is of no
+# use once their binaries are cached, and the real node's images need the disk (a node short of it is
+# tainted disk-pressure and runs nothing): the builds use a cache of their own, removed by deps at the end.
+GOCACHE := $(or $(TRADING_DEV_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/trading-platform)/go-build
+export GOCACHE
+
 deps: sysdeps pydeps controlplane node-deps node-binaries helm promql-check objectstore
+	@rm -rf "$(GOCACHE)"
 
 # kube-apiserver of the oldest and the newest supported Kubernetes minor, and etcd, built from Go
 # modules and cached outside the repo (docs/decisions/0006-supported-kubernetes-and-a-real-node.md).

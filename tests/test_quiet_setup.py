@@ -86,3 +86,17 @@ def test_a_cold_build_says_what_how_long_and_took(tmp_path: pathlib.Path, monkey
     assert lines[1].startswith("    built kube-apiserver v1.37.2 in ")
     build._build_many({"kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver"}, "v1.37.2", "k8s.io/kubernetes", True)
     assert capsys.readouterr().out == "", "cached: nothing to say"
+
+
+def test_deps_removes_the_go_build_cache_once_every_binary_is_built(tmp_path: pathlib.Path) -> None:
+    """The Go builds' cache (6-8 GB) goes once their binaries are cached: the real node's images need the disk."""
+    cache = tmp_path / "go-build"
+    cache.mkdir()
+    (cache / "entry").write_bytes(b"x" * 1024)
+    proc = subprocess.run(["make", "--no-print-directory", "deps", f"GOCACHE={cache}"], cwd=ROOT, env=_MAKE_ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not cache.exists()
+    probe = subprocess.run(["make", "--no-print-directory", "-s", "-f", "-", "show"], cwd=ROOT, env=_MAKE_ENV,
+                           input="include Makefile\nshow:\n\t@echo $$GOCACHE\n", capture_output=True, text=True)
+    assert probe.stdout.strip().endswith("trading-platform/go-build"), "the builds' own cache, not the user's"

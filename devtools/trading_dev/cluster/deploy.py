@@ -12,13 +12,14 @@ use.
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import time
 from typing import Any
 
 import yaml
 
-from trading_dev.cluster import cleanup, node, rootfs
+from trading_dev.cluster import cleanup, images, node, rootfs
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "trading-platform"
@@ -43,13 +44,38 @@ def load_images(cluster: node.Cluster, archives: dict[str, pathlib.Path] | None 
     """Build (cached) and load the operator, workers and services images (or the ``archives`` given,
     already built); seconds per image."""
     took: dict[str, float] = {}
+    found: dict[str, pathlib.Path] = {}
     for name in ("operator", "workers", "services"):
         started = time.monotonic()
-        archive = (archives or {}).get(name) or (
+        found[name] = (archives or {}).get(name) or (
             rootfs.services_archive() if name == "services" else rootfs.image_archive(name))
-        cluster.load_image(archive)
         took[name] = time.monotonic() - started
+    check_disk(list(found.values()))
+    for name, archive in found.items():
+        started = time.monotonic()
+        cluster.load_image(archive)
+        took[name] += time.monotonic() - started
     return took
+
+
+def disk_needed(archives: list[pathlib.Path], total: int) -> int:
+    """Bytes the node's disk must have free to load ``archives``: each unpacked (about its archive's
+    size), the largest one's blob besides while it unpacks, the kubelet's reserve (below which it taints
+    the node disk-pressure) and 1 GiB for the pods' own files."""
+    sizes = [a.stat().st_size for a in archives]
+    return sum(sizes) + max(sizes, default=0) + total * node.DISK_RESERVE_PERCENT // 100 + 2**30
+
+
+def check_disk(archives: list[pathlib.Path]) -> None:
+    """Refuse to load images the disk cannot hold, saying how much is missing: a node short of disk
+    would take them and then schedule nothing, and say so only as a rollout that timed out."""
+    usage = shutil.disk_usage(cleanup.STATE_DIR)
+    need = disk_needed(archives, usage.total)
+    if usage.free < need:
+        raise node.ClusterError(
+            f"the node's images need {need / 2**30:.1f} GiB free on the disk of {cleanup.STATE_DIR} and it has "
+            f"{usage.free / 2**30:.1f} GiB: free {(need - usage.free) / 2**30:.1f} GiB (old checkouts, their "
+            f".venv, archives under {images.images_dir()} no checkout uses) and try again")
 
 
 def namespace(name: str = NAMESPACE) -> dict[str, Any]:
@@ -121,7 +147,7 @@ def prepare(cluster: node.Cluster, progress: bool = False,
         _say("Redis and PostgreSQL as pods in the restricted namespace")
     cluster.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=yaml.safe_dump_all(services() + backup_volume()))
     for name in ("trading-redis", "trading-postgres"):
-        cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=190)
+        cluster.rollout(NAMESPACE, name, timeout=180)
     timings["services"] = time.monotonic() - started
     return timings
 

@@ -9,8 +9,10 @@ everything that went into it, and imported into the node's containerd with ``ctr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
+import re
 import subprocess
 import tempfile
 
@@ -72,8 +74,29 @@ def pause_archive() -> pathlib.Path:
 
 
 def import_archive(archive: pathlib.Path, address: str) -> None:
-    """Load a docker archive into containerd's ``k8s.io`` namespace (the one the CRI plugin uses)."""
-    proc = subprocess.run(["ctr", "--address", address, "-n", "k8s.io", "images", "import", str(archive)],
-                          capture_output=True, text=True)
+    """Load a docker archive into containerd's ``k8s.io`` namespace (the one the CRI plugin uses), then
+    drop the image's layer blobs from the content store: once unpacked into snapshots they are not read
+    again (the CRI plugin's ``discard_unpacked_layers`` does the same for pulled images). Kept, they
+    double the node's disk use (the workers image: 5.8 GB unpacked and 5.8 GB of blob), and a node whose
+    disk runs short is tainted ``disk-pressure`` and schedules nothing."""
+    ctr = ["ctr", "--address", address, "-n", "k8s.io"]
+    proc = subprocess.run([*ctr, "images", "import", str(archive)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ctr images import {archive.name} failed: {proc.stderr.strip()[-1500:]}")
+    layers = [layer for target in re.findall(r"\((sha256:[0-9a-f]{64})\)", proc.stdout)
+              for layer in _layers(ctr, target)]
+    if layers:
+        rm = subprocess.run([*ctr, "content", "rm", *layers], capture_output=True, text=True)
+        if rm.returncode != 0:
+            raise RuntimeError(f"ctr content rm (the layers of {archive.name}) failed: {rm.stderr.strip()[-1500:]}")
+
+
+def _layers(ctr: list[str], digest: str) -> list[str]:
+    """The layer digests of a manifest (or of every manifest of an index) in the content store."""
+    proc = subprocess.run([*ctr, "content", "get", digest], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ctr content get {digest} failed: {proc.stderr.strip()[-1500:]}")
+    document = json.loads(proc.stdout)
+    if "manifests" in document:
+        return [layer for m in document["manifests"] for layer in _layers(ctr, m["digest"])]
+    return [layer["digest"] for layer in document.get("layers", [])]

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import ssl
 import subprocess
 import time
@@ -52,6 +53,10 @@ KUBELET_SYSCTLS = {
     "kernel/panic_on_oops": "1", "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+
+
+# Below this share of its filesystem free, the kubelet reports DiskPressure and the node schedules nothing.
+DISK_RESERVE_PERCENT = 1
 
 
 class ClusterError(RuntimeError):
@@ -314,6 +319,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.internal.v1.opt"]
   path = "{state / 'containerd-opt'}"
 
+[plugins."io.containerd.gc.v1.scheduler"]
+  # Every deletion starts a collection: the layer blobs images.import_archive drops free their disk at once.
+  deletion_threshold = 1
+
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{images.PAUSE_IMAGE}"
   # No CAP_SYS_RESOURCE on these machines: a negative oom_score_adj fails, so clamp it.
@@ -367,7 +376,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "podLogsDir": str(state / "pod-logs"),
             "resolvConf": str(state / "resolv.conf"),
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": f"{DISK_RESERVE_PERCENT}%",
+                             "imagefs.available": f"{DISK_RESERVE_PERCENT}%"},
+            # A moment short of disk (an image unpacking) taints the node disk-pressure for this long after.
+            "evictionPressureTransitionPeriod": "30s",
             "serializeImagePulls": False,
             "nodeStatusReportFrequency": "10s",
         }
@@ -443,6 +455,44 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
+    def rollout(self, namespace: str, deployment: str, timeout: int) -> None:
+        """Wait for a Deployment's rollout; on a timeout the error says why its pods did not start
+        (``diagnose``), not only that they did not."""
+        try:
+            self.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",
+                         timeout=timeout + 10)
+        except ClusterError as exc:
+            raise ClusterError(f"{exc}\n{self.diagnose(namespace)}") from None
+
+    def diagnose(self, namespace: str) -> str:
+        """What keeps pods from running: the node's taints and pressure conditions, the free disk of its
+        state directory, and each pod of ``namespace`` that is not ready with its latest warning."""
+        lines = []
+        free = shutil.disk_usage(cleanup.STATE_DIR).free
+        lines.append(f"disk free under {cleanup.STATE_DIR}: {free / 2**30:.1f} GiB")
+        try:
+            nodes = json.loads(self.kubectl("get", "nodes", "-o", "json", timeout=30))["items"]
+            for item in nodes:
+                taints = [f"{t['key']}:{t['effect']}" for t in item["spec"].get("taints", [])]
+                pressure = [c["type"] for c in item["status"].get("conditions", [])
+                            if c["type"].endswith("Pressure") and c["status"] == "True"]
+                ready = [c["status"] for c in item["status"].get("conditions", []) if c["type"] == "Ready"]
+                lines.append(f"node {item['metadata']['name']}: Ready={''.join(ready) or '?'}, "
+                             f"pressure: {', '.join(pressure) or 'none'}, taints: {', '.join(taints) or 'none'}")
+            pods = json.loads(self.kubectl("-n", namespace, "get", "pods", "-o", "json", timeout=30))["items"]
+            events = json.loads(self.kubectl("-n", namespace, "get", "events", "-o", "json", timeout=30))["items"]
+            for pod in pods:
+                name = pod["metadata"]["name"]
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])):
+                    continue
+                warnings = [e for e in events if e["involvedObject"].get("name") == name and e["type"] == "Warning"]
+                last = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "", default=None)
+                said = f"{last['reason']}: {last['message']}" if last else "no warning event"
+                lines.append(f"pod {name}: {pod['status'].get('phase')}, {said}")
+        except (ClusterError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+            lines.append(f"(the API server did not say more: {exc})")
+        return "\n".join(lines)
+
     def load_image(self, archive: pathlib.Path) -> None:
         """Load a docker archive into the node's containerd (pods use it with imagePullPolicy Never/IfNotPresent)."""
         images.import_archive(archive, str(self.containerd_socket))
@@ -450,7 +500,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _start_dns(self) -> None:
         self._say("DNS: CoreDNS as kube-system/coredns")
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(dns.manifests()))
-        self.kubectl("-n", dns.NAMESPACE, "rollout", "status", "deployment/coredns", "--timeout=120s", timeout=130)
+        self.rollout(dns.NAMESPACE, "coredns", timeout=120)
 
     # ------------------------------------------------------------------ stop
 

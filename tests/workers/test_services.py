@@ -361,3 +361,54 @@ async def test_dead_consumer_entries_are_claimed_and_poison_is_dead_lettered(red
         assert json.loads(dead[0][1]["data"])["symbol"] == "AAPL"
     finally:
         await client.aclose()
+
+
+async def test_a_quote_whose_handling_failed_is_retried_and_the_rest_of_its_batch_handled(
+        redis_server: RedisServer, session_name: str) -> None:
+    """The executor's market-data tail advances past a quote only once it is handled: a transient failure
+    of the quote-driven exchange (its storage gone) retries that quote, and the quotes after it in the
+    same read are not skipped (they were, when the position moved to the batch's end before handling)."""
+    from trading_workers.brokers.base import BrokerCapabilities
+    from trading_workers.executor.fills import Book, Fills
+
+    class Done(Exception):
+        """Ends the tail (it runs until cancelled otherwise)."""
+
+    class Exchange:  # the part of a quote-driven broker feed_quotes uses; fails once, on the third quote
+        capabilities = BrokerCapabilities(quote_driven=True)
+
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+            self.failed = False
+
+        async def on_quote(self, symbol: str, price: float) -> list[Fill]:
+            if price == 3.0 and not self.failed:
+                self.failed = True
+                raise DependencyUnavailable("postgres", "the exchange's storage went away")
+            if price == 99.0:
+                raise Done
+            self.seen.append(price)
+            return []
+
+    client = bus_mod.connect(redis_server.url)
+    bus = bus_mod.Bus(client, f"tp:{{test/{session_name}}}")
+    exchange = Exchange()
+    errors: list[TransientError] = []
+    try:
+        for price in (1.0, 2.0, 3.0, 4.0, 5.0):  # read together, as one batch
+            await bus.publish(bus_mod.MARKET_DATA, bus_mod.encode_quote(Quote("AAPL", price, 0.0, int(price))))
+        fills = Fills(exchange, Book(), journal=lambda: None)  # type: ignore[arg-type,return-value]
+        task = asyncio.create_task(fills.feed_quotes(bus, {"AAPL"}, errors.append))
+        for _ in range(100):
+            if len(exchange.seen) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        for price in (6.0, 99.0):  # read after the first batch
+            await bus.publish(bus_mod.MARKET_DATA, bus_mod.encode_quote(Quote("AAPL", price, 0.0, int(price))))
+        with pytest.raises(Done):
+            await asyncio.wait_for(task, 10)
+        assert len(errors) == 1 and exchange.failed
+        assert exchange.seen == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # 3.0 retried, 4.0 and 5.0 not skipped, once each
+        assert fills.book.marks["AAPL"] == 99.0
+    finally:
+        await client.aclose()

@@ -91,30 +91,36 @@ class Fills:
         self.book.positions = await journal.positions()
 
     async def feed_quotes(self, bus: bus_mod.Bus, symbols: set[str], on_error: Callable[[TransientError], None]) -> None:
-        """Tail market data from the newest quotes on: marks for the checks, quotes for a quote-driven broker."""
+        """Tail market data from the newest quotes on: marks for the checks, quotes for a quote-driven broker.
+
+        The position advances past a quote only once it is handled: a transient failure (the exchange's
+        storage gone) retries that quote and goes on with the rest of its batch, none skipped."""
         last_id: str | None = None
         quote_driven = self.broker.capabilities.quote_driven
         while True:
             try:
                 if last_id is None:
                     entries = await bus.latest(bus_mod.MARKET_DATA, max(64, 4 * len(symbols)))
-                    last_id = entries[-1][0] if entries else "0-0"
+                    if not entries:
+                        last_id = "0-0"
                 else:
                     entries = await bus.read_after(bus_mod.MARKET_DATA, last_id, block_ms=500)
-                    if entries:
-                        last_id = entries[-1][0]
                 for msg_id, fields in entries:
-                    try:
-                        quote = bus_mod.decode_quote(fields)
-                    except MalformedMessage as exc:
-                        bus_mod.MALFORMED.labels(bus_mod.MARKET_DATA).inc()
-                        log.warning("malformed message skipped", extra={"stream": bus_mod.MARKET_DATA,
-                                                                        "message_id": msg_id, "error": str(exc)})
-                        continue
-                    self.book.marks[quote.symbol] = quote.price
-                    # The exchange keeps the mark even before it is connected; fills need it connected.
-                    if quote_driven and quote.symbol in symbols and await self.broker.on_quote(quote.symbol, quote.price):
-                        self.wake.set()
+                    await self._quote(msg_id, fields, symbols, quote_driven)
+                    last_id = msg_id
             except TransientError as exc:
                 on_error(exc)
                 await asyncio.sleep(0.5)
+
+    async def _quote(self, msg_id: str, fields: bus_mod.Fields, symbols: set[str], quote_driven: bool) -> None:
+        try:
+            quote = bus_mod.decode_quote(fields)
+        except MalformedMessage as exc:
+            bus_mod.MALFORMED.labels(bus_mod.MARKET_DATA).inc()
+            log.warning("malformed message skipped", extra={"stream": bus_mod.MARKET_DATA,
+                                                            "message_id": msg_id, "error": str(exc)})
+            return
+        self.book.marks[quote.symbol] = quote.price
+        # The exchange keeps the mark even before it is connected; fills need it connected.
+        if quote_driven and quote.symbol in symbols and await self.broker.on_quote(quote.symbol, quote.price):
+            self.wake.set()

@@ -537,3 +537,38 @@ async def test_model_strategy_flow_through_inference_and_strategy_workers(
     assert signals and all(json.loads(f["data"])["kind"] == "model" for _, f in signals)
     expected = {flow.coid(json.loads(f["data"])["signalId"]) for _, f in signals}
     assert {o.client_order_id for o in orders} <= expected, "every order traces back to a model signal"
+
+
+async def test_sigterm_ends_the_executor_promptly_while_quotes_stream(
+        make_session: Callable[..., SessionHandle], workers: Workers, redis_server: RedisServer,
+        postgres_server: PostgresServer, flows: list[Flow]) -> None:
+    """SIGTERM ends the executor within seconds, with its final report, even while market data streams:
+    its tasks are cancelled until they end (redis-py can swallow a cancellation that lands as it sends
+    a command; the executor then waited on that task for ever and was SIGKILLed by the kubelet)."""
+    session = make_session(symbols=["AAPL"])
+    flow = open_flow(flows, session, redis_server.url, postgres_server.dsn)
+    streaming = True
+
+    async def stream() -> None:
+        price = 100.0
+        while streaming:
+            price += 0.01
+            await flow.quote("AAPL", price)
+
+    feeder = asyncio.create_task(stream())
+    try:
+        for attempt in range(5):
+            executor = await start_executor(workers, session, redis_server.url, postgres_server.dsn)
+            await asyncio.sleep(0.3)  # the market tail reading quote after quote
+            started = time.monotonic()
+            executor.proc.send_signal(15)
+            try:
+                code = await asyncio.to_thread(executor.proc.wait, 10)
+            except Exception:
+                raise AssertionError(f"attempt {attempt}: the executor did not end within 10 s of SIGTERM; log:\n"
+                                     f"{executor.logs()[-3000:]}") from None
+            assert code == 0, executor.logs()[-3000:]
+            assert time.monotonic() - started < 10
+    finally:
+        streaming = False
+        await feeder

@@ -412,3 +412,41 @@ async def test_a_quote_whose_handling_failed_is_retried_and_the_rest_of_its_batc
         assert fills.book.marks["AAPL"] == 99.0
     finally:
         await client.aclose()
+
+
+async def test_a_tail_cancelled_between_two_reads_ends_when_cancelled_until_it_ends(
+        redis_server: RedisServer, session_name: str) -> None:
+    """A stream tail cancelled just after a read returned, as its next read goes out: redis-py can swallow
+    that cancellation (the task went on, blocked in the new read; seen here with a single ``cancel()``),
+    so a worker's shutdown cancels its tasks until they end (``runtime.tasks.cancel_and_wait``)."""
+    from trading_workers.runtime.tasks import cancel_and_wait
+
+    client = bus_mod.connect(redis_server.url)
+    bus = bus_mod.Bus(client, f"tp:{{test/{session_name}}}")
+    seen: list[str] = []
+
+    async def tail() -> None:
+        last = "0-0"
+        while True:
+            entries = await bus.read_after(bus_mod.MARKET_DATA, last, block_ms=500)
+            if entries:
+                last = entries[-1][0]
+                seen.extend(mid for mid, _ in entries)
+
+    try:
+        for trial in range(5):
+            seen.clear()
+            task = asyncio.create_task(tail())
+            await bus.publish(bus_mod.MARKET_DATA, bus_mod.encode_quote(Quote("AAPL", 1.0, 0.0, trial)))
+            while not seen:
+                await asyncio.sleep(0.0005)
+            seen.clear()
+            await bus.publish(bus_mod.MARKET_DATA, bus_mod.encode_quote(Quote("AAPL", 2.0, 0.0, trial)))
+            while not seen:
+                await asyncio.sleep(0.0005)
+            started = asyncio.get_running_loop().time()
+            assert await cancel_and_wait([task], timeout=5) == set(), f"trial {trial}: the tail still runs"
+            assert task.cancelled()
+            assert asyncio.get_running_loop().time() - started < 2
+    finally:
+        await client.aclose()

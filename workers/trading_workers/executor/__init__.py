@@ -54,6 +54,7 @@ from trading_workers.executor.sync import BrokerSync
 from trading_workers.journal import Journal
 from trading_workers.pretrade import CheckLimits, PreTradeChecks, TradingState
 from trading_workers.runtime import Kube, NotFound, Runtime, SessionWatch
+from trading_workers.runtime.tasks import cancel_and_wait
 from trading_workers.session_status import EventRecorder
 
 __all__ = ["CLOSED", "Executor", "Gate", "derive_gate", "make_broker", "run"]
@@ -185,9 +186,9 @@ class Executor:
                 if task is not stop and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            stuck = await cancel_and_wait(tasks)
+            if stuck:
+                log.error("tasks did not end at shutdown", extra={"tasks": sorted(t.get_name() for t in stuck)})
             watch.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.report(), timeout=3)

@@ -55,6 +55,7 @@ from trading_workers.domain import Quote, Signal
 from trading_workers.inference import model as model_mod
 from trading_workers.inference.engine import ModelSlot, SignalEngine, StepResult
 from trading_workers.inference.predictor import Predictor, select_device
+from trading_workers.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,8 @@ async def run(runtime: InferenceRuntime) -> None:
                 consumer.result()                                       # re-raise a failed stream
                 return
     finally:
-        if control is not None:
-            control.cancel()
-            await asyncio.gather(control, return_exceptions=True)
-        if not consumer.done():
-            consumer.cancel()
-            await asyncio.gather(consumer, return_exceptions=True)   # let the quote iterator close cleanly
+        # The quote iterator closes cleanly on cancellation; cancelled until it ends (runtime.tasks).
+        await cancel_and_wait([t for t in (control, consumer) if t is not None])
 
 
 async def announce(slot: ModelSlot, report: Callable[[ModelStatus], Awaitable[None]] | None) -> None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 import asyncpg  # noqa: F401 - imported here so a missing dependency fails before anything starts
 
@@ -45,34 +45,32 @@ class PlatformError(RuntimeError):
     """A part of the local platform could not be started."""
 
 
-class StoryPlatform(Protocol):
-    """What the demo's story drives: a running platform, whichever runtime runs its pods.
-
-    ``LocalPlatform`` (the process runtime) and ``trading_dev.cluster.platform.ClusterPlatform``
-    (the chart on the real node) both provide it.
-    """
-
-    namespace: str  # where the story's RiskPolicy, TradingSession and Backup go
-
-    @property
-    def journal_dsn(self) -> str: ...  # the trade journal, reachable from this machine
-
-    @property
-    def logs_hint(self) -> str: ...  # where to look when something times out
-
-    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]: ...
-
-
 class Platform(abc.ABC):
-    """What both runtimes share: ``kubectl`` against the platform's kubeconfig, and a context manager that
-    starts on entry (stopping what did start if the start fails) and stops on exit. A runtime says how
-    to start and stop, where its kubeconfig is, and which kubectl it runs."""
+    """A running platform, whichever runtime runs its pods, as the demo's story drives it:
+    ``LocalPlatform`` (the process runtime) and ``trading_dev.cluster.platform.ClusterPlatform`` (the
+    chart on the real node).
+
+    Both share ``kubectl`` against the platform's kubeconfig, and a context manager that starts on entry
+    (stopping what did start if the start fails) and stops on exit. A runtime says how to start and
+    stop, where its kubeconfig is, which kubectl it runs, the namespace the story's objects go to, and
+    where its trade journal and its logs are."""
 
     kubectl_timeout = 60.0
+    namespace: str  # where the story's RiskPolicy, TradingSession and Backup go
 
     @property
     @abc.abstractmethod
     def kubeconfig(self) -> pathlib.Path: ...
+
+    @property
+    @abc.abstractmethod
+    def journal_dsn(self) -> str:
+        """The trade journal, reachable from this machine."""
+
+    @property
+    @abc.abstractmethod
+    def logs_hint(self) -> str:
+        """Where to look when something times out."""
 
     @abc.abstractmethod
     def start(self) -> None: ...

@@ -1,6 +1,6 @@
 """The demo's story, as code the demo and the end-to-end test both run.
 
-``run_story`` drives a running platform (``StoryPlatform``: the process runtime or the real node)
+``run_story`` drives a running platform (a ``Platform``: the process runtime or the real node)
 through one trading day
 (policy, session, backup; phases; orders; a risk halt; the risk owner's
 fix and the resume by halt id; the verified backup; the close) and
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import yaml
 
-from trading_dev.platform import PlatformError, StoryPlatform
+from trading_dev.platform import Platform, PlatformError
 
 if TYPE_CHECKING:
     from trading_dev.monitoring import Monitoring
@@ -63,7 +63,7 @@ def session_clock(st: dict[str, Any]) -> str:
 
 
 class Story:
-    def __init__(self, platform: StoryPlatform, timeout: float) -> None:
+    def __init__(self, platform: Platform, timeout: float) -> None:
         self.p = platform
         self.ns = platform.namespace
         self.deadline = time.monotonic() + timeout
@@ -206,7 +206,7 @@ def _poll(probe: Callable[[], Any], timeout: float) -> Any:
     return None
 
 
-def run_story(p: StoryPlatform, speed: float, timeout: float, backup_timeout: float = 180,
+def run_story(p: Platform, speed: float, timeout: float, backup_timeout: float = 180,
               monitoring: Monitoring | None = None) -> StoryResult:
     story = Story(p, timeout)
     result = StoryResult()

@@ -1,7 +1,7 @@
 """The platform on the real node, as the demo's story drives it (``make demo``'s default runtime).
 
 ``ClusterPlatform`` is a context manager, like ``trading_dev.platform.LocalPlatform``, and offers the
-story the same seam (``StoryPlatform``): ``kubectl``, the namespace its objects go to, and a journal
+story the same seam (``trading_dev.platform.Platform``): ``kubectl``, the namespace its objects go to, and a journal
 DSN reachable from this machine. Entering it builds what is missing and starts everything, with a
 progress line for each slow step and what it usually takes:
 

@@ -375,6 +375,8 @@ def run(sessions: int = 5, halts: int = 50, all_workers: bool = False, timeout: 
 
 def summary(report: Report) -> dict[str, Any]:
     s = report.samples
+    if not s:
+        raise RuntimeError(f"no halt was measured ({report.sessions} sessions): nothing to summarise")
 
     def stats(values: list[float]) -> dict[str, float]:
         return {"p50": pct(values, 50), "p99": pct(values, 99), "max": max(values), "min": min(values)}

@@ -458,7 +458,7 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
         env = dict(os.environ, KUBECONFIG=str(cp.kubeconfig_path), TRADING_LEASE_NAMESPACE=NS,
                    TRADING_METRICS_PORT=str(server.free_port()), TRADING_LIVENESS_PORT=str(server.free_port()))
         env.pop("TRADING_RECONCILE_INTERVAL", None)  # production default
-        server_pids = [p.pid for p in cp._procs]  # etcd, kube-apiserver
+        server_pids = cp.pids  # etcd, kube-apiserver
 
         # ---------------------------------------------------------------- baseline: no-op kopf + plain writes
         if baseline:
@@ -492,12 +492,14 @@ def run(sessions: int = 1000, idle: float = 30.0, timeout: float = 240.0, keep: 
         op = _spawn([sys.executable, "-m", "trading_operator"], op_env, workdir / "operator.log")
         procs.append(op)
         coord = client.CoordinationV1Api(api_client)
+        from trading_operator.settings import Settings  # the Lease the operator takes (its environment is ours)
+        lease_name = Settings().lease_name
         deadline = time.monotonic() + 60
         while True:
             if op.poll() is not None:
                 raise RuntimeError(f"operator exited with {op.returncode}; see {workdir / 'operator.log'}")
             with contextlib.suppress(Exception):
-                lease = coord.read_namespaced_lease("trading-operator", NS)
+                lease = coord.read_namespaced_lease(lease_name, NS)
                 if lease.spec is not None and lease.spec.holder_identity:  # no spec yet: not taken
                     break
             if time.monotonic() > deadline:

@@ -3,6 +3,7 @@ and why, as the README promises. Pure: the rows and the table from made-up repor
 
 from __future__ import annotations
 
+import pytest
 from benchmarks import backup, common, halt, scale
 
 
@@ -24,6 +25,11 @@ def test_halt_goals_are_ratios_to_the_watch_floor_and_zero_conflicts() -> None:
     assert "goals missed (by how much, and why):" in text
     assert "halt -> status.phase Halted, p99 (50 halts, 5 sessions): 25% over (10 ms);" in text
     assert "status-write conflicts on the halt path (50 halts): 3;" in text
+
+
+def test_a_halt_run_that_measured_no_halt_says_so() -> None:
+    with pytest.raises(RuntimeError, match=r"no halt was measured \(5 sessions\)"):
+        halt.summary(halt.Report(sessions=5, halts=50, all_workers=False))
 
 
 def test_scale_goals_say_by_how_much_they_miss() -> None:

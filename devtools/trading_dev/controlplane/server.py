@@ -73,6 +73,11 @@ class ControlPlane:
     _serving_ca: pki.CA | None = None
 
     @property
+    def pids(self) -> list[int]:
+        """The running servers' process ids (etcd, kube-apiserver): what a benchmark counts the CPU of."""
+        return [p.pid for p in self._procs if p.poll() is None]
+
+    @property
     def audit_log(self) -> pathlib.Path:
         """The API server's audit log (JSON lines), written under ``audit-policy.yaml``."""
         return self.workdir / "audit.log"
